@@ -1,0 +1,200 @@
+"""Configs are data: YAML files validated into frozen dataclasses.
+
+A config's keys are exactly the dataclass fields; an unknown key, a missing required key
+or a value of the wrong type is a :class:`ConfigError` with one clear line. The validated
+config is stored (as a plain dict) inside every checkpoint and exported model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import IMFCodecError
+
+
+class ConfigError(IMFCodecError, ValueError):
+    """A config file or dict that does not describe a valid config."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the IMF networks (PAPER.md, "Architecture details").
+
+    Per-scale tuples run from the finest feature scale (l = 1) to the coarsest (l = 4).
+    """
+
+    name: str
+    image_size: int = 256                 # frames are coded at image_size x image_size
+    token_dim: int = 32                   # d_m, length of the latent token t
+    # E_T, latent token encoder
+    token_stem: str = "conv"              # "conv": ConvLayer at full res; "unshuffle": PixelUnshuffle(4)
+    token_channels: tuple = (64, 128, 256, 512, 512, 512)   # one ResBlock (/2) each, down to 4x4
+    token_mlp_dim: int = 512
+    token_mlp_layers: int = 4
+    # E_F, dense feature encoder
+    dense_stem: str = "conv7"             # "conv7": 7x7 conv at full res; "unshuffle": PixelUnshuffle(2)
+    dense_stem_channels: int = 64
+    dense_channels: tuple = (64, 128, 256, 512, 512)        # DownConvResBlocks, each /2
+    dense_res_blocks: int = 2             # FeatResBlocks per DownConvResBlock
+    feature_sizes: tuple = (64, 32, 16, 8)                 # spatial size of f^1..f^4
+    # IMF_D, latent token decoder (StyleGAN2-like)
+    style_dim: int = 512
+    style_mlp_layers: int = 2
+    motion_trunk_channels: tuple = (256, 512, 512, 512)    # trunk width at each feature size
+    motion_channels: tuple = (256, 512, 512, 512)          # m^1..m^4 channels
+    # IMF_A, implicit motion alignment
+    align_mode: tuple = ("attn", "attn", "attn", "attn")   # "attn" or "skip" (pass f_r through)
+    attn_dim: tuple = (256, 256, 512, 512)                 # width of Q/K/V per scale
+    attn_heads: tuple = (4, 4, 8, 8)
+    transformer_blocks: tuple = (4, 4, 4, 4)
+    ffn_mult: int = 4
+    # D_F, frame decoder
+    decoder_channels: tuple = (256, 512, 512, 512)         # width at each feature size
+    decoder_skip_blocks: int = 3          # FeatResBlocks on each f_c^l before concatenation
+    decoder_up_channels: tuple = (128, 64)                 # extra UpConv stages above f^1 size
+    decoder_out_shuffle: int = 1          # >1: last stage predicts 3*s*s channels + PixelShuffle(s)
+    norm: str = "batch"                   # "batch" | "group" | "none" in E_F/D_F res blocks
+    # discriminator (two-scale patch GAN)
+    disc_channels: tuple = (64, 128, 256, 512)
+    disc_scales: int = 2
+
+    def __post_init__(self):
+        n = len(self.feature_sizes)
+        for key in ("motion_trunk_channels", "motion_channels", "align_mode", "attn_dim",
+                    "attn_heads", "transformer_blocks", "decoder_channels"):
+            if len(getattr(self, key)) != n:
+                raise ConfigError(f"model config {self.name!r}: {key} needs {n} entries "
+                                  f"(one per feature size), got {len(getattr(self, key))}")
+        if list(self.feature_sizes) != sorted(self.feature_sizes, reverse=True):
+            raise ConfigError("feature_sizes must run from the finest scale to the coarsest")
+        for m in self.align_mode:
+            if m not in ("attn", "skip"):
+                raise ConfigError(f"align_mode entries must be 'attn' or 'skip', got {m!r}")
+        for d, h in zip(self.attn_dim, self.attn_heads):
+            if d % h:
+                raise ConfigError(f"attn_dim {d} is not divisible by attn_heads {h}")
+        if self.token_stem not in ("conv", "unshuffle"):
+            raise ConfigError(f"token_stem must be 'conv' or 'unshuffle', got {self.token_stem!r}")
+        if self.dense_stem not in ("conv7", "unshuffle"):
+            raise ConfigError(f"dense_stem must be 'conv7' or 'unshuffle', got {self.dense_stem!r}")
+        if self.norm not in ("batch", "group", "none"):
+            raise ConfigError(f"norm must be batch, group or none, got {self.norm!r}")
+        top = self.feature_sizes[0] * 2 ** len(self.decoder_up_channels) * self.decoder_out_shuffle
+        if top != self.image_size:
+            raise ConfigError(f"decoder reaches {top}x{top}, not image_size {self.image_size}: "
+                              "adjust decoder_up_channels or decoder_out_shuffle")
+        if self.image_size % 4 or self.image_size // 2 ** len(self.token_channels) != 4 * (
+                1 if self.token_stem == "conv" else 4):
+            raise ConfigError("token_channels must bring the image down to 4x4 "
+                              "(one /2 per entry, after a /4 stem when token_stem is unshuffle)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe (PAPER.md, "Training"). The model is named by a model config."""
+
+    model: str                              # a model config name or a path to its YAML
+    batch_size: int = 8                     # total over all processes
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    disc_lr: float = 2e-4
+    loss_l1: float = 10.0
+    loss_perceptual: float = 10.0
+    loss_gan: float = 1.0
+    perceptual_size: int = 256              # frames are resized to this before VGG
+    perceptual_scales: int = 4              # the frame and 3 successive /2 downsamplings
+    perceptual_start: int = 0               # step at which the VGG term switches on
+    gan_start: int = 0                      # step at which the GAN terms switch on
+    rate_lambda: float = 0.01               # weight of estimated token bits per frame
+    step_mult_range: tuple = (0.25, 2.83)   # token step multipliers sampled (log-uniform)
+    max_gap: int = 60                       # reference/current frame gap range (frames)
+    color_jitter: float = 0.05
+    scale_jitter: float = 0.05
+    max_steps: int = 1000
+    log_every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 100
+    val_frames: int = 24                    # frames per val clip (reference = first)
+    workers: int = 0
+    seed: int = 0
+    grad_clip: float = 10.0
+
+
+def _coerce(cls, key: str, typ: Any, value: Any, where: str):
+    origin = typing.get_origin(typ) or typ
+    if typ in ("tuple", tuple) or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        return tuple(value)
+    if typ in ("int", int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        return value
+    if typ in ("float", float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        return float(value)
+    if typ in ("str", str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: Mapping[str, Any], where: str = "config"):
+    """Validate ``data`` into the frozen dataclass ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys to values")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(cls, name, f.type, data[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - defensive
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def to_dict(cfg) -> dict:
+    """Plain-data form, stored inside checkpoints (lists, not tuples, for YAML/JSON)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return data if data is not None else {}
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """A model config from its YAML file (``configs/model/*.yaml``)."""
+    return from_dict(ModelConfig, load_yaml(path), where=str(path))
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """A training recipe; its ``model`` key is a model YAML path relative to the recipe."""
+    path = Path(path)
+    cfg = from_dict(TrainConfig, load_yaml(path), where=str(path))
+    model_path = Path(cfg.model)
+    if not model_path.is_absolute():
+        model_path = (path.parent / model_path).resolve()
+    if not model_path.exists():
+        raise ConfigError(f"{path}: model config {cfg.model!r} not found (looked at {model_path})")
+    return dataclasses.replace(cfg, model=str(model_path))

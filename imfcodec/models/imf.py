@@ -1,0 +1,373 @@
+"""The Implicit Motion Function networks (Gao et al., CVPR 2024; PAPER.md).
+
+    t   = E_T(x)                      token_encoder
+    f_r = E_F(x_r)                    dense_encoder          (once per keyframe)
+    m   = IMF_D(t)                    token_decoder
+    f_c = IMF_A(m_c, m_r, f_r)        motion_alignment       (K/V of the reference cached)
+    x̂_c = D_F(f_c)                   frame_decoder
+
+Torch only: no file or byte handling here. Shapes in comments are (B, C, H, W) or
+(B, N, D) for flattened tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .layers import (ConvAct, DownConvResBlock, EqualLinear, FeatResBlock,
+                     ResBlockDown, StyledConv, TransformerBlock, UpConvBlock, make_norm, sincos_2d)
+
+
+class TokenEncoder(nn.Module):
+    """E_T: frame -> latent token t of d_m floats (supp. Fig. 1, LIA-style)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        ch = cfg.token_channels
+        if cfg.token_stem == "conv":
+            self.stem = ConvAct(3, ch[0], 3)
+        else:  # cheap CPU stem: space-to-depth, then a conv at 1/4 resolution
+            self.stem = nn.Sequential(nn.PixelUnshuffle(4), ConvAct(48, ch[0], 3))
+        self.blocks = nn.Sequential(*[ResBlockDown(cin, cout) for cin, cout in zip((ch[0],) + ch[:-1], ch)])
+        self.conv_out = ConvAct(ch[-1], ch[-1], 3)
+        mlp = [EqualLinear(ch[-1] * 16, cfg.token_mlp_dim, activation=True)]
+        mlp += [EqualLinear(cfg.token_mlp_dim, cfg.token_mlp_dim, activation=True)
+                for _ in range(cfg.token_mlp_layers - 1)]
+        mlp.append(EqualLinear(cfg.token_mlp_dim, cfg.token_dim))
+        self.mlp = nn.Sequential(*mlp)
+
+    def forward(self, x):                                 # (B, 3, S, S) in [0, 1]
+        h = self.conv_out(self.blocks(self.stem(x * 2 - 1)))   # (B, C, 4, 4)
+        return self.mlp(h.flatten(1))                     # (B, d_m)
+
+
+class DenseFeatureEncoder(nn.Module):
+    """E_F: reference frame -> features f^1..f^L, finest first."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c0 = cfg.dense_stem_channels
+        if cfg.dense_stem == "conv7":
+            self.stem = nn.Sequential(nn.Conv2d(3, c0, 7, padding=3), make_norm(cfg.norm, c0), nn.ReLU())
+            size = cfg.image_size
+        else:
+            self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, c0, 3, padding=1),
+                                      make_norm(cfg.norm, c0), nn.ReLU())
+            size = cfg.image_size // 2
+        self.blocks = nn.ModuleList()
+        self.taps = []
+        self.out_channels = []
+        cin = c0
+        for i, cout in enumerate(cfg.dense_channels):
+            self.blocks.append(DownConvResBlock(cin, cout, cfg.dense_res_blocks, cfg.norm))
+            size //= 2
+            if size in cfg.feature_sizes:
+                self.taps.append(i)
+                self.out_channels.append(cout)
+            cin = cout
+        if len(self.taps) != len(cfg.feature_sizes):
+            from ..config import ConfigError
+            raise ConfigError(f"dense_channels do not reach every feature size {cfg.feature_sizes}")
+
+    def forward(self, x):
+        h = self.stem(x * 2 - 1)
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            h = blk(h)
+            if i in self.taps:
+                feats.append(h)
+        return feats                                      # [(B, C_l, S_l, S_l)], finest first
+
+
+class TokenDecoder(nn.Module):
+    """IMF_D: token -> motion features m^1..m^L via style-modulated convolutions."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        mapping = [EqualLinear(cfg.token_dim, cfg.style_dim, activation=True)]
+        mapping += [EqualLinear(cfg.style_dim, cfg.style_dim, activation=True)
+                    for _ in range(cfg.style_mlp_layers - 1)]
+        self.mapping = nn.Sequential(*mapping)
+        width = dict(zip(cfg.feature_sizes, cfg.motion_trunk_channels))
+        out_ch = dict(zip(cfg.feature_sizes, cfg.motion_channels))
+        c = cfg.motion_trunk_channels[-1]
+        self.const = nn.Parameter(torch.randn(1, c, 4, 4))
+        self.conv0 = StyledConv(c, c, 3, cfg.style_dim)
+        self.ups = nn.ModuleList()
+        self.convs = nn.ModuleList()
+        self.sides = nn.ModuleDict()
+        # only scales that attend need motion features; 'skip' scales get none
+        self.sizes = [s for s, m in zip(cfg.feature_sizes, cfg.align_mode) if m == "attn"]
+        out_ch = {s: out_ch[s] for s in self.sizes}
+        size = 4
+        while size < max(self.sizes, default=4):
+            size *= 2
+            cout = width.get(size, c)
+            self.ups.append(StyledConv(c, cout, 3, cfg.style_dim, upsample=True))
+            self.convs.append(StyledConv(cout, cout, 3, cfg.style_dim))
+            if size in out_ch:
+                self.sides[str(size)] = StyledConv(cout, out_ch[size], 1, cfg.style_dim)
+            c = cout
+        self.feature_sizes = cfg.feature_sizes
+
+    def forward(self, t):                                 # (B, d_m)
+        w = self.mapping(t)                               # (B, style_dim)
+        h = self.conv0(self.const.expand(t.shape[0], -1, -1, -1), w)
+        out = {}
+        size = 4
+        for up, conv in zip(self.ups, self.convs):
+            size *= 2
+            h = conv(up(h, w), w)
+            if str(size) in self.sides:
+                out[size] = self.sides[str(size)](h, w)
+        return [out.get(s) for s in self.feature_sizes]   # [(B, Cm_l, S_l, S_l) or None], finest first
+
+
+@dataclass
+class ScaleCache:
+    """Reference-side attention inputs for one scale, computed once per keyframe."""
+    k: torch.Tensor | None     # (B, heads, N, D/heads)
+    v: torch.Tensor | None
+    f_r: torch.Tensor          # (B, C, S, S), used directly by 'skip' scales
+
+
+class AlignmentScale(nn.Module):
+    """IMF_A at one scale: cross-attention Q = m_c, K = m_r, V = f_r, then transformer blocks.
+
+    Q and K are LayerNorm-ed and linearly projected, and a learned positional embedding
+    (initialised as 2-D sine-cosine) is added to both after projection, so that at
+    initialisation each query prefers the same position in the reference (copy-the-
+    reference prior). Output is projected back to f_r's channel count.
+    """
+
+    def __init__(self, size, motion_ch, feat_ch, dim, heads, blocks, ffn_mult):
+        super().__init__()
+        self.heads = heads
+        self.norm_q = nn.LayerNorm(motion_ch)
+        self.norm_k = nn.LayerNorm(motion_ch)
+        self.q = nn.Linear(motion_ch, dim)
+        self.k = nn.Linear(motion_ch, dim)
+        self.v = nn.Linear(feat_ch, dim)
+        self.pos = nn.Parameter(sincos_2d(size, size, dim) * 2.0)
+        self.proj = nn.Linear(dim, dim)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, ffn_mult) for _ in range(blocks)])
+        self.norm_out = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, feat_ch)
+
+    def _heads(self, x):                                  # (B, N, D) -> (B, heads, N, D/heads)
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def prepare(self, m_r, f_r) -> ScaleCache:
+        mr = m_r.flatten(2).transpose(1, 2)               # (B, N, Cm)
+        fr = f_r.flatten(2).transpose(1, 2)               # (B, N, Cf)
+        k = self.k(self.norm_k(mr)) + self.pos
+        return ScaleCache(self._heads(k), self._heads(self.v(fr)), f_r)
+
+    def forward(self, m_c, cache: ScaleCache):
+        b, _, h, w = m_c.shape
+        q = self.q(self.norm_q(m_c.flatten(2).transpose(1, 2))) + self.pos   # (B, N, D)
+        a = F.scaled_dot_product_attention(self._heads(q), cache.k, cache.v)  # (B, heads, N, D/h)
+        x = self.proj(a.transpose(1, 2).reshape(b, h * w, -1))
+        x = self.blocks(x)
+        x = self.out(self.norm_out(x))                    # (B, N, Cf)
+        return x.transpose(1, 2).reshape(b, -1, h, w)
+
+
+class MotionAlignment(nn.Module):
+    """IMF_A over all scales. 'skip' scales pass f_r through unaligned (CPU designs use it
+    at the finest scale, where full attention would cost O(N^2) with N = 4096)."""
+
+    def __init__(self, cfg: ModelConfig, feat_channels):
+        super().__init__()
+        self.scales = nn.ModuleList()
+        for i, size in enumerate(cfg.feature_sizes):
+            if cfg.align_mode[i] == "attn":
+                self.scales.append(AlignmentScale(size, cfg.motion_channels[i], feat_channels[i],
+                                                  cfg.attn_dim[i], cfg.attn_heads[i],
+                                                  cfg.transformer_blocks[i], cfg.ffn_mult))
+            else:
+                self.scales.append(nn.Identity())
+
+    def prepare(self, m_r, f_r):
+        return [s.prepare(m, f) if isinstance(s, AlignmentScale) else ScaleCache(None, None, f)
+                for s, m, f in zip(self.scales, m_r, f_r)]
+
+    def forward(self, m_c, caches):
+        return [s(m, c) if isinstance(s, AlignmentScale) else c.f_r
+                for s, m, c in zip(self.scales, m_c, caches)]
+
+
+class FrameDecoder(nn.Module):
+    """D_F: aligned features f_c^1..f_c^L -> frame, coarse to fine, sigmoid output."""
+
+    def __init__(self, cfg: ModelConfig, feat_channels):
+        super().__init__()
+        dec = cfg.decoder_channels
+        L = len(dec)
+        self.inp = nn.Sequential(nn.Conv2d(feat_channels[-1], dec[-1], 3, padding=1),
+                                 FeatResBlock(dec[-1], cfg.norm))
+        self.ups = nn.ModuleList()
+        self.skips = nn.ModuleList()
+        c = dec[-1]
+        for l in range(L - 2, -1, -1):                    # coarse -> fine
+            self.ups.append(UpConvBlock(c, dec[l], 0, cfg.norm))
+            self.skips.append(nn.Sequential(nn.Conv2d(feat_channels[l], dec[l], 1),
+                                            *[FeatResBlock(dec[l], cfg.norm)
+                                              for _ in range(cfg.decoder_skip_blocks)]))
+            c = 2 * dec[l]
+        self.extra = nn.ModuleList()
+        for cout in cfg.decoder_up_channels:
+            self.extra.append(UpConvBlock(c, cout, 0, cfg.norm))
+            c = cout
+        s = cfg.decoder_out_shuffle
+        self.out = nn.Sequential(nn.Conv2d(c, 3 * s * s, 3, padding=1),
+                                 nn.PixelShuffle(s) if s > 1 else nn.Identity())
+
+    def forward(self, f_c):
+        x = self.inp(f_c[-1])
+        for i, (up, skip) in enumerate(zip(self.ups, self.skips)):
+            l = len(f_c) - 2 - i
+            x = torch.cat([up(x), skip(f_c[l])], dim=1)
+        for up in self.extra:
+            x = up(x)
+        return torch.sigmoid(self.out(x))                 # (B, 3, S, S)
+
+
+def ste_round(x):
+    """Round with a straight-through gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+def gaussian_likelihood(y, scale, min_scale=0.11, min_lik=1e-9):
+    """P(round(y)) under N(0, scale) integrated over [y-0.5, y+0.5] (CompressAI's formula)."""
+    scale = scale.clamp_min(min_scale)
+    y = y.abs()                                           # symmetric: better numerics in the tail
+    upper = 0.5 * torch.erfc((y - 0.5) / (scale * 2 ** 0.5))
+    lower = 0.5 * torch.erfc((y + 0.5) / (scale * 2 ** 0.5))
+    return (upper - lower).clamp_min(min_lik)
+
+
+@dataclass
+class ReferenceState:
+    """Everything the decoder keeps per keyframe (f_r, m_r and K/V per scale)."""
+    caches: list
+
+
+class IMFGenerator(nn.Module):
+    """The whole generator, plus the token quantizer's learned per-channel step.
+
+    Token quantization: symbols q = round(t / Δ), Δ_c = exp(log_step_c) * mult, where
+    ``mult`` comes from the codec's quality level. Rate model: the symbol difference to the
+    reference token, y = (t_c - t̂_r) / Δ, is Gaussian with per-channel std
+    exp(log_sigma_c) / Δ_c in symbol units.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_encoder = TokenEncoder(cfg)
+        self.dense_encoder = DenseFeatureEncoder(cfg)
+        feat_ch = self.dense_encoder.out_channels
+        self.token_decoder = TokenDecoder(cfg)
+        self.motion_alignment = MotionAlignment(cfg, feat_ch)
+        self.frame_decoder = FrameDecoder(cfg, feat_ch)
+        self.log_step = nn.Parameter(torch.full((cfg.token_dim,), -2.0))
+        self.log_sigma = nn.Parameter(torch.zeros(cfg.token_dim))
+
+    # ---- quantizer -------------------------------------------------------------------
+    def step(self, mult):
+        """Δ per channel: (C,) for a float mult, (B, C) for a (B, 1) tensor."""
+        return self.log_step.exp() * mult
+
+    def quantize(self, t, mult):
+        """Integer symbols (as a float tensor) for token(s) t at step multiplier mult."""
+        return torch.round(t / self.step(mult))
+
+    def dequantize(self, q, mult):
+        return q * self.step(mult)
+
+    # ---- training --------------------------------------------------------------------
+    def forward(self, x_r, x_c, mult):
+        """x_r, x_c: (B, 3, S, S) in [0, 1]; mult: (B, 1). Returns (x̂_c, bits per frame (B,))."""
+        b = x_r.shape[0]
+        t = self.token_encoder(torch.cat([x_r, x_c]))        # (2B, d_m)
+        step = self.step(mult).repeat(2, 1)
+        t_hat = ste_round(t / step) * step
+        t_hat_r, t_hat_c = t_hat[:b], t_hat[b:]
+        y = (t[b:] - t_hat_r.detach()) / step[:b]             # symbol units
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        lik = gaussian_likelihood(y_noisy, self.log_sigma.exp() / step[:b])
+        bits = -torch.log2(lik).sum(1)                        # (B,)
+        f_r = self.dense_encoder(x_r)
+        m = self.token_decoder(t_hat)
+        m_r = [None if x is None else x[:b] for x in m]
+        m_c = [None if x is None else x[b:] for x in m]
+        caches = self.motion_alignment.prepare(m_r, f_r)
+        x_hat = self.frame_decoder(self.motion_alignment(m_c, caches))
+        return x_hat, bits
+
+    # ---- coding-time pieces ------------------------------------------------------------
+    @torch.no_grad()
+    def encode_token(self, x):
+        """t = E_T(x) for frames (B, 3, S, S) -> (B, d_m)."""
+        return self.token_encoder(x)
+
+    @torch.no_grad()
+    def prepare_reference(self, x_r, t_hat_r) -> ReferenceState:
+        """E_F(x_r), m_r = IMF_D(t̂_r) and the K/V projections, once per keyframe."""
+        f_r = self.dense_encoder(x_r)
+        m_r = self.token_decoder(t_hat_r)
+        return ReferenceState(self.motion_alignment.prepare(m_r, f_r))
+
+    @torch.no_grad()
+    def decode_frame(self, t_hat_c, ref: ReferenceState):
+        """x̂_c = D_F(IMF_A(IMF_D(t̂_c), cached reference)) for (B, d_m) tokens."""
+        caches = ref.caches
+        if t_hat_c.shape[0] != caches[0].f_r.shape[0]:
+            caches = [ScaleCache(None if c.k is None else c.k.expand(t_hat_c.shape[0], -1, -1, -1),
+                                 None if c.v is None else c.v.expand(t_hat_c.shape[0], -1, -1, -1),
+                                 c.f_r.expand(t_hat_c.shape[0], -1, -1, -1)) for c in caches]
+        m_c = self.token_decoder(t_hat_c)
+        return self.frame_decoder(self.motion_alignment(m_c, caches))
+
+
+class PatchDiscriminator(nn.Module):
+    """One scale: 4x4 stride-2 spectral-norm convs, InstanceNorm + LeakyReLU after all but
+    the first (which has LeakyReLU only), then a 1x1 spectral-norm conv to one map."""
+
+    def __init__(self, channels):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        layers, cin = [], 3
+        for i, c in enumerate(channels):
+            layers.append(sn(nn.Conv2d(cin, c, 4, stride=2, padding=1)))
+            if i > 0:
+                layers.append(nn.InstanceNorm2d(c, affine=True))
+            layers.append(nn.LeakyReLU(0.2))
+            cin = c
+        layers.append(sn(nn.Conv2d(cin, 1, 1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """Two-scale patch discriminator (full resolution and /2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.discs = nn.ModuleList([PatchDiscriminator(cfg.disc_channels) for _ in range(cfg.disc_scales)])
+
+    def forward(self, x):
+        outs = []
+        for i, d in enumerate(self.discs):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            outs.append(d(x))
+        return outs
