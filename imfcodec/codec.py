@@ -1,0 +1,315 @@
+"""The codec: wires the networks, the token entropy coder, keyframes and the container.
+
+Streaming use (a live call)::
+
+    enc = Encoder(model, width, height, fps, quality=4)
+    for frame in camera:                      # (H, W, 3) uint8 RGB
+        for packet in enc.push(frame): send(packet_to_bytes(packet))
+    for packet in enc.flush(): send(...)
+
+    dec = Decoder(model, header)
+    for packet in received: for frame in dec.push(packet): show(frame)
+
+Whole files: :func:`encode_file` / :func:`decode_file`; in memory: :func:`encode_frames` /
+:func:`decode_bytes`.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import container, keyframe, video
+from .container import Header, KeyframePacket, StreamError, TokenPacket
+from .model import CodecModel, ModelError, load_model
+from .metrics import psnr
+
+DEFAULT_QUALITY = 4
+DEFAULT_PACKET_FRAMES = 8
+DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
+# closed-loop refresh: a frame whose reconstruction falls below this PSNR (dB, at model
+# resolution) is coded as a new keyframe instead; one value per quality level 1..8
+DEFAULT_REFRESH_PSNR = (20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0)
+
+
+@dataclass
+class EncodeStats:
+    frames: int = 0
+    keyframes: int = 0
+    bytes: int = 0
+    kbps: float = 0.0
+    seconds: float = 0.0
+    psnr_model_res: float = float("nan")   # closed-loop reconstruction PSNR at coded size
+    keyframe_bytes: int = 0
+    token_bytes: int = 0
+    header_bytes: int = 0
+
+
+def _check_quality(quality: int):
+    if not isinstance(quality, int) or not 1 <= quality <= 8:
+        raise ModelError(f"quality must be an integer 1..8, got {quality!r}")
+
+
+class Encoder:
+    """Frames in, packets out. Closed loop: every frame is reconstructed exactly as the
+    decoder will, and a frame whose reconstruction falls below ``refresh_psnr`` dB (or that
+    comes ``max_keyframe_interval`` seconds after the last keyframe) becomes a keyframe."""
+
+    def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
+                 quality: int = DEFAULT_QUALITY, keyframe_codec: str = "av1",
+                 packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_psnr: float | None = None,
+                 max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S):
+        _check_quality(quality)
+        if keyframe_codec not in keyframe.ENCODERS:
+            raise ModelError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
+                             f"{', '.join(keyframe.ENCODERS)}")
+        if packet_frames < 1:
+            raise ModelError("packet_frames must be >= 1")
+        self.m = model
+        self.gen = model.generator
+        self.size = model.config.image_size
+        self.width, self.height, self.fps = width, height, Fraction(fps)
+        self.quality, self.codec, self.packet_frames = quality, keyframe_codec, packet_frames
+        self.mult = model.step_mult(quality)
+        self.crf = model.keyframe_crf(quality, keyframe_codec)
+        self.refresh_psnr = DEFAULT_REFRESH_PSNR[quality - 1] if refresh_psnr is None else refresh_psnr
+        self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
+        self.index = 0
+        self.ref = None
+        self.prev_q = None
+        self.since_key = 0
+        self.pending: list[torch.Tensor] = []
+        self.pending_first = 0
+        self.stats = EncodeStats()
+        self._psnr_sum = 0.0
+
+    def header(self, frame_count: int) -> Header:
+        return Header(self.m.model_id, self.m.hash8, self.width, self.height, self.size, self.fps,
+                      frame_count, self.quality, self.codec, self.m.config.token_dim, self.packet_frames)
+
+    def _token_packet(self) -> list:
+        if not self.pending:
+            return []
+        sym = torch.stack(self.pending)
+        p = TokenPacket(self.pending_first, len(self.pending), self.m.entropy.encode(sym, self.quality))
+        self.pending = []
+        return [p]
+
+    def _keyframe(self, x) -> list:
+        out = self._token_packet()
+        rgb = video.to_uint8(x)[0]
+        data = keyframe.encode(rgb, self.codec, self.crf)
+        x_r = video.to_model(keyframe.decode(data, self.codec), self.size).to(self.m.device)
+        q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)
+        self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
+        self.prev_q = q_r[0]
+        self.since_key = 0
+        self.stats.keyframes += 1
+        self._psnr_sum += psnr(x_r, x).item()
+        out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data))
+        return out
+
+    @torch.no_grad()
+    def push(self, frame: np.ndarray) -> list:
+        """Code one RGB frame (height, width, 3) uint8; returns the packets completed."""
+        if frame.shape != (self.height, self.width, 3):
+            raise video.VideoError(f"frame {self.index} has shape {frame.shape}, expected "
+                                   f"({self.height}, {self.width}, 3)")
+        x = video.to_model(frame, self.size).to(self.m.device)
+        out = []
+        if self.ref is None or self.since_key + 1 >= self.max_interval:
+            out = self._keyframe(x)
+        else:
+            q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
+            x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref)
+            p = psnr(x_hat, x).item()
+            if p < self.refresh_psnr:
+                out = self._keyframe(x)
+            else:
+                if not self.pending:
+                    self.pending_first = self.index
+                self.pending.append((q - self.prev_q).to(torch.int64).cpu())
+                self.prev_q = q
+                self.since_key += 1
+                self._psnr_sum += min(p, 100.0)
+                if len(self.pending) == self.packet_frames:
+                    out = self._token_packet()
+        self.index += 1
+        self.stats.frames = self.index
+        return out
+
+    def flush(self) -> list:
+        return self._token_packet()
+
+    @property
+    def mean_psnr(self) -> float:
+        return self._psnr_sum / max(self.index, 1)
+
+
+class Decoder:
+    """Packets in, frames out (source size, uint8 RGB)."""
+
+    def __init__(self, model: CodecModel, header: Header):
+        check_model(model, header)
+        self.m, self.h = model, header
+        self.gen = model.generator
+        self.mult = model.step_mult(header.quality)
+        self.ref = None
+        self.prev_q = None
+        self.next_index = 0
+
+    def _out(self, x):
+        return list(video.from_model(x, self.h.width, self.h.height))
+
+    @torch.no_grad()
+    def push(self, packet) -> list[np.ndarray]:
+        if isinstance(packet, KeyframePacket):
+            if packet.frame_index != self.next_index:
+                raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
+            rgb = keyframe.decode(packet.payload, self.h.keyframe_codec)
+            if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
+                raise StreamError("keyframe picture has the wrong size for this stream")
+            x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
+            q_r = torch.tensor(packet.ref_symbols, dtype=torch.float32, device=self.m.device)
+            self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r[None], self.mult))
+            self.prev_q = q_r
+            self.next_index += 1
+            return self._out(x_r)
+        if self.ref is None:
+            raise StreamError("token packet before the first keyframe")
+        if packet.first_frame != self.next_index:
+            raise StreamError(f"tokens for frame {packet.first_frame}, expected {self.next_index}")
+        d = self.m.entropy.decode(packet.payload, packet.count, self.h.quality).to(self.m.device)
+        q = self.prev_q + torch.cumsum(d.float(), 0)                 # (count, C) integer symbols
+        self.prev_q = q[-1]
+        self.next_index += packet.count
+        frames = []
+        for i in range(0, packet.count, 8):
+            frames += self._out(self.gen.decode_frame(self.gen.dequantize(q[i:i + 8], self.mult), self.ref))
+        return frames
+
+
+def check_model(model: CodecModel, header: Header):
+    if header.model_id != model.model_id or header.model_hash != model.hash8:
+        raise ModelError(f"this stream was made by model {header.model_id!r} "
+                         f"(hash {header.model_hash.hex()}), but the loaded model is "
+                         f"{model.model_id!r} (hash {model.hash8.hex()})")
+    if header.token_dim != model.config.token_dim or header.coded_size != model.config.image_size:
+        raise ModelError("stream and model disagree on token size or coded size")
+
+
+# ---- whole streams ----------------------------------------------------------------------
+def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=DEFAULT_QUALITY,
+                  progress: Callable | None = None, **opts) -> tuple[bytes, EncodeStats]:
+    """Code RGB frames (an iterable of (H, W, 3) uint8) into .imf bytes."""
+    t0 = time.time()
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise video.VideoError("the input has no frames") from None
+    h, w = first.shape[:2]
+    enc = Encoder(model, w, h, fps, quality, **opts)
+    packets = enc.push(first)
+    if progress:
+        progress(1)
+    for f in it:
+        packets += enc.push(f)
+        if progress:
+            progress(1)
+    packets += enc.flush()
+    head = enc.header(enc.index).to_bytes()
+    body = [container.packet_to_bytes(p) for p in packets]
+    data = head + b"".join(body)
+    st = enc.stats
+    st.bytes, st.header_bytes = len(data), len(head)
+    st.keyframe_bytes = sum(len(b) for b, p in zip(body, packets) if isinstance(p, KeyframePacket))
+    st.token_bytes = st.bytes - st.header_bytes - st.keyframe_bytes
+    st.kbps = st.bytes * 8 * float(enc.fps) / enc.index / 1000
+    st.seconds = time.time() - t0
+    st.psnr_model_res = enc.mean_psnr
+    return data, st
+
+
+def decode_bytes(data: bytes, model: CodecModel | str | None = None, device="auto",
+                 progress: Callable | None = None):
+    """.imf bytes -> (header, iterator of RGB frames at source size)."""
+    header, packets = container.parse(data)
+    model = model_for(header, model, device)
+    dec = Decoder(model, header)
+
+    def frames():
+        for p in packets:
+            out = dec.push(p)
+            if progress:
+                progress(len(out))
+            yield from out
+    return header, frames()
+
+
+def model_for(header: Header, model, device="auto") -> CodecModel:
+    if model is None:
+        model = header.model_id        # shipped model of that name
+    if not isinstance(model, CodecModel):
+        model = load_model(model, device)
+    check_model(model, header)
+    return model
+
+
+def _atomic_bytes(path, data: bytes):
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise video.VideoError(f"{path}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT_QUALITY, device="auto",
+                raw_size=None, raw_fps=None, progress=None, **opts) -> EncodeStats:
+    """Encode a video file into an .imf file (written atomically)."""
+    if not isinstance(model, CodecModel):
+        model = load_model(model, device)
+    info = video.probe(src, raw_size, raw_fps)
+    data, st = encode_frames(video.read_frames(src, raw_size, raw_fps), info.fps, model, quality,
+                             progress=progress, **opts)
+    _atomic_bytes(dst, data)
+    return st
+
+
+@dataclass
+class DecodeStats:
+    frames: int
+    seconds: float
+    header: Header = field(repr=False)
+
+
+def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", progress=None) -> DecodeStats:
+    """Decode an .imf file into a video file (written atomically)."""
+    t0 = time.time()
+    header, packets = container.read_file(src)
+    model = model_for(header, model, device)
+    dec = Decoder(model, header)
+    n = 0
+    with video.VideoWriter(dst, header.width, header.height, header.fps) as w:
+        for p in packets:
+            out = dec.push(p)
+            for f in out:
+                w.write(f)
+            n += len(out)
+            if progress:
+                progress(len(out))
+    return DecodeStats(n, time.time() - t0, header)

@@ -1,0 +1,275 @@
+"""The ``.imf`` container: bytes <-> header and packets. Spec: docs/bitstream.md.
+
+No torch here: the container knows nothing of networks or entropy tables.
+"""
+from __future__ import annotations
+
+import binascii
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator, Union
+
+from .errors import IMFCodecError
+
+MAGIC = b"IMF\x89"
+VERSION = 1
+PKT_KEYFRAME = 0x4B   # 'K'
+PKT_TOKENS = 0x54     # 'T'
+KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264"}
+KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
+MAX_PAYLOAD = 1 << 26
+
+
+class StreamError(IMFCodecError, ValueError):
+    """A byte stream that is not a valid .imf file (one-line message)."""
+
+
+# ---- varints ------------------------------------------------------------------------
+def put_uvarint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("uvarint must be >= 0")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def put_svarint(n: int) -> bytes:
+    return put_uvarint((n << 1) ^ (n >> 63) if n < 0 else n << 1)
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str):
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise StreamError(f"truncated {self.what}")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def uvarint(self) -> int:
+        n, shift = 0, 0
+        while True:
+            b = self.take(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise StreamError(f"malformed number in {self.what}")
+
+    def svarint(self) -> int:
+        z = self.uvarint()
+        return (z >> 1) ^ -(z & 1)
+
+    def string(self) -> str:
+        n = self.uvarint()
+        if n > 255:
+            raise StreamError(f"malformed string in {self.what}")
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise StreamError(f"malformed string in {self.what}") from None
+
+    def done(self) -> bool:
+        return self.pos == len(self.data)
+
+
+# ---- header and packets -------------------------------------------------------------
+@dataclass(frozen=True)
+class Header:
+    model_id: str                 # stable model name, e.g. "imf-cpu"
+    model_hash: bytes             # first 8 bytes of the sha256 of the model file
+    width: int                    # source frame size
+    height: int
+    coded_size: int               # frames are coded at coded_size x coded_size
+    fps: Fraction                 # source frame rate
+    frame_count: int
+    quality: int                  # 1..8
+    keyframe_codec: str           # "av1" | "hevc" | "h264"
+    token_dim: int
+    packet_frames: int            # token frames per token packet (last may be shorter)
+
+    def to_bytes(self) -> bytes:
+        if len(self.model_hash) != 8:
+            raise ValueError("model_hash must be 8 bytes")
+        mid = self.model_id.encode("utf-8")
+        body = (put_uvarint(len(mid)) + mid + self.model_hash
+                + b"".join(put_uvarint(v) for v in (
+                    self.width, self.height, self.coded_size, self.fps.numerator, self.fps.denominator,
+                    self.frame_count, self.quality, KEYFRAME_CODEC_IDS[self.keyframe_codec],
+                    self.token_dim, self.packet_frames)))
+        return MAGIC + bytes([VERSION]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
+
+    @property
+    def kbps_factor(self) -> float:
+        """kbps = bytes * kbps_factor (bits over the clip's duration)."""
+        return 8 * float(self.fps) / max(self.frame_count, 1) / 1000
+
+
+@dataclass(frozen=True)
+class KeyframePacket:
+    frame_index: int
+    ref_symbols: tuple            # the keyframe's quantized token, integers (token_dim)
+    payload: bytes                # intra-coded picture (raw codec bitstream)
+
+
+@dataclass(frozen=True)
+class TokenPacket:
+    first_frame: int
+    count: int
+    payload: bytes                # rANS string of symbol differences (imfcodec.entropy)
+
+
+Packet = Union[KeyframePacket, TokenPacket]
+
+
+def packet_to_bytes(p: Packet) -> bytes:
+    if isinstance(p, KeyframePacket):
+        typ = PKT_KEYFRAME
+        body = (put_uvarint(p.frame_index) + put_uvarint(len(p.ref_symbols))
+                + b"".join(put_svarint(int(s)) for s in p.ref_symbols) + p.payload)
+    else:
+        typ = PKT_TOKENS
+        body = put_uvarint(p.first_frame) + put_uvarint(p.count) + p.payload
+    return bytes([typ]) + put_uvarint(len(body)) + body + struct.pack(">H", binascii.crc_hqx(body, 0xFFFF))
+
+
+def _parse_header(r: _Reader) -> Header:
+    magic = r.take(4)
+    if magic != MAGIC:
+        raise StreamError("not an .imf file (bad magic bytes)")
+    version = r.take(1)[0]
+    if version != VERSION:
+        raise StreamError(f"unsupported .imf format version {version} (this imfcodec reads version {VERSION})")
+    n = r.uvarint()
+    if n > 4096:
+        raise StreamError("malformed header (length)")
+    body = r.take(n)
+    (crc,) = struct.unpack(">I", r.take(4))
+    if zlib.crc32(body) != crc:
+        raise StreamError("corrupt header (checksum mismatch)")
+    h = _Reader(body, "header")
+    mid = h.string()
+    mhash = h.take(8)
+    vals = [h.uvarint() for _ in range(10)]
+    if not h.done():
+        raise StreamError("malformed header (trailing bytes)")
+    w, hh, cs, fn, fd, fc, q, kc, td, pf = vals
+    if kc not in KEYFRAME_CODECS:
+        raise StreamError(f"unknown keyframe codec id {kc}")
+    if min(w, hh, cs, fn, fd, td, pf) == 0 or not 1 <= q <= 8:
+        raise StreamError("malformed header (zero size, rate or quality out of range)")
+    return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf)
+
+
+def _parse_packet(r: _Reader, header: Header) -> Packet:
+    typ = r.take(1)[0]
+    if typ not in (PKT_KEYFRAME, PKT_TOKENS):
+        raise StreamError(f"malformed packet at byte {r.pos - 1} (unknown type 0x{typ:02x})")
+    n = r.uvarint()
+    if n > MAX_PAYLOAD:
+        raise StreamError(f"malformed packet at byte {r.pos} (length {n})")
+    body = r.take(n)
+    (crc,) = struct.unpack(">H", r.take(2))
+    if binascii.crc_hqx(body, 0xFFFF) != crc:
+        raise StreamError(f"corrupt packet ending at byte {r.pos} (checksum mismatch)")
+    b = _Reader(body, "packet")
+    if typ == PKT_KEYFRAME:
+        idx = b.uvarint()
+        k = b.uvarint()
+        if k != header.token_dim:
+            raise StreamError("malformed keyframe packet (token length)")
+        syms = tuple(b.svarint() for _ in range(k))
+        return KeyframePacket(idx, syms, body[b.pos:])
+    first, count = b.uvarint(), b.uvarint()
+    if count == 0 or count > header.packet_frames:
+        raise StreamError("malformed token packet (frame count)")
+    return TokenPacket(first, count, body[b.pos:])
+
+
+def parse(data: bytes) -> tuple[Header, list[Packet]]:
+    """Whole-file parse with structural checks: every frame of the header's frame count is
+    covered exactly once, in order, and the first frame is a keyframe."""
+    r = _Reader(data, "file")
+    if len(data) == 0:
+        raise StreamError("empty file")
+    header = _parse_header(r)
+    packets = []
+    while not r.done():
+        packets.append(_parse_packet(r, header))
+    check_coverage(header, packets)
+    return header, packets
+
+
+def check_coverage(header: Header, packets: list[Packet]):
+    nxt = 0
+    seen_key = False
+    for p in packets:
+        if isinstance(p, KeyframePacket):
+            if p.frame_index != nxt:
+                raise StreamError(f"malformed stream (keyframe for frame {p.frame_index}, expected {nxt})")
+            seen_key = True
+            nxt += 1
+        else:
+            if not seen_key:
+                raise StreamError("malformed stream (token packet before the first keyframe)")
+            if p.first_frame != nxt:
+                raise StreamError(f"malformed stream (tokens for frame {p.first_frame}, expected {nxt})")
+            nxt += p.count
+    if nxt != header.frame_count:
+        raise StreamError(f"truncated stream: {nxt} of {header.frame_count} frames present")
+
+
+class StreamReader:
+    """Incremental parser for live use: ``feed(bytes)`` then iterate ``packets()``."""
+
+    def __init__(self):
+        self.buf = b""
+        self.header: Header | None = None
+
+    def feed(self, data: bytes):
+        self.buf += data
+
+    def packets(self) -> Iterator[Packet]:
+        while True:
+            r = _Reader(self.buf, "stream")
+            try:
+                if self.header is None:
+                    self.header = _parse_header(r)
+                    self.buf = self.buf[r.pos:]
+                    continue
+                if not self.buf:
+                    return
+                p = _parse_packet(r, self.header)
+            except StreamError as e:
+                if str(e) == "truncated stream":
+                    return          # the next packet is not complete yet: wait for more bytes
+                raise
+            self.buf = self.buf[r.pos:]
+            yield p
+
+
+def read_file(path) -> tuple[Header, list[Packet]]:
+    import os
+    path = str(path)
+    if not os.path.exists(path):
+        raise StreamError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise StreamError(f"{path}: is a directory")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return parse(data)
+    except StreamError as e:
+        raise StreamError(f"{path}: {e}") from None

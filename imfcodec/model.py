@@ -1,0 +1,205 @@
+"""Codec models: generator + entropy tables + config + quality table, in one file.
+
+A model file is a ``torch.save`` dict of tensors and plain data, loaded with
+``weights_only=True``; it is identified in streams by its name (``model_id``) and the first
+8 bytes of the sha256 of the file. Shipped models live in ``imfcodec/weights/<name>.pt``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
+from .errors import IMFCodecError
+from .models.imf import IMFGenerator
+
+MODEL_FORMAT = "imfcodec-model"
+MODEL_FORMAT_VERSION = 1
+DEFAULT_MODEL = "imf-cpu"
+
+# quality level q (1..8) -> token step multiplier (Δ = exp(log_step) * mult) and keyframe CRF
+# (AV1 scale; the HEVC/H.264 options use crf_h26x). Step halves every two levels.
+DEFAULT_QUALITY_TABLE = [
+    {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
+     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1)}
+    for q in range(1, QUALITY_LEVELS + 1)
+]
+
+
+class ModelError(IMFCodecError, ValueError):
+    """A model file that cannot be used (missing, not a model, wrong model for a stream)."""
+
+
+@dataclass
+class CodecModel:
+    model_id: str
+    sha256: str
+    config: ModelConfig
+    generator: IMFGenerator
+    entropy: TokenEntropyModel
+    quality_table: list
+    device: torch.device
+    meta: dict
+
+    @property
+    def hash8(self) -> bytes:
+        return bytes.fromhex(self.sha256[:16])
+
+    def step_mult(self, quality: int) -> float:
+        return float(self.quality_table[quality - 1]["step_mult"])
+
+    def keyframe_crf(self, quality: int, codec: str) -> int:
+        row = self.quality_table[quality - 1]
+        return int(row["keyframe_crf"] if codec == "av1" else row["crf_h26x"])
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but no CUDA GPU is available")
+    return dev
+
+
+def shipped_models() -> dict[str, Path]:
+    """Registered model names -> files inside the package."""
+    root = resources.files("imfcodec") / "weights"
+    out = {}
+    try:
+        for entry in root.iterdir():
+            if entry.name.endswith(".pt"):
+                out[entry.name[:-3]] = Path(str(entry))
+    except FileNotFoundError:
+        pass
+    return dict(sorted(out.items()))
+
+
+def model_path(name_or_path: str | os.PathLike | None) -> Path:
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+        if DEFAULT_MODEL not in shipped_models():
+            raise ModelError(f"no default model is installed (imfcodec/weights/{DEFAULT_MODEL}.pt is "
+                             "missing); pass --model PATH to a model made by `imfcodec export`")
+    p = Path(name_or_path)
+    if p.exists():
+        if p.is_dir():
+            raise ModelError(f"{p}: is a directory, not a model file")
+        return p
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    known = ", ".join(shipped) or "none installed"
+    raise ModelError(f"model {str(name_or_path)!r} not found: not a file, and not a shipped model ({known})")
+
+
+def load_model(name_or_path=None, device="auto") -> CodecModel:
+    """Load a model by shipped name (``imf-cpu``) or file path; None means the default."""
+    path = model_path(name_or_path)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        raise ModelError(f"{path}: not an imfcodec model file") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        if isinstance(blob, dict) and blob.get("format") == "imfcodec-train-checkpoint":
+            raise ModelError(f"{path}: a training checkpoint, not a model; run `imfcodec export {path} OUT.pt`")
+        raise ModelError(f"{path}: not an imfcodec model file")
+    if blob.get("version") != MODEL_FORMAT_VERSION:
+        raise ModelError(f"{path}: model format version {blob.get('version')} is not supported")
+    dev = resolve_device(device)
+    try:
+        cfg = from_dict(ModelConfig, blob["config"], where=str(path))
+        gen = IMFGenerator(cfg)
+        gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["generator"].items()})
+        ent = TokenEntropyModel(cfg.token_dim)
+        resize_buffers_for(ent, blob["entropy"])
+        ent.load_state_dict(blob["entropy"])
+    except (KeyError, RuntimeError, ConfigError) as e:
+        raise ModelError(f"{path}: model file is damaged or does not match its config "
+                         f"({str(e).splitlines()[0][:120]})") from None
+    gen.eval().requires_grad_(False).to(dev)
+    return CodecModel(blob["model_id"], sha, cfg, gen, ent, list(blob["quality_table"]), dev,
+                      dict(blob.get("meta", {})))
+
+
+@torch.no_grad()
+def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
+    """Per-channel std (token units) of frame-to-frame token differences over ``clips``
+    (a list of (N, 3, S, S) tensors): what the codec actually entropy-codes."""
+    diffs = []
+    for frames in clips:
+        t = torch.cat([gen.encode_token(frames[i:i + 16]) for i in range(0, min(len(frames), max_frames), 16)])
+        diffs.append(t[1:] - t[:-1])
+    d = torch.cat(diffs)
+    return d.pow(2).mean(0).sqrt()
+
+
+def build_entropy(gen: IMFGenerator, quality_table, delta_std=None) -> TokenEntropyModel:
+    """Integer tables for every quality level: symbol std = σ_c / (Δ_c · mult_q), with σ the
+    measured delta std when given, else the trained rate model's exp(log_sigma)."""
+    sigma = delta_std if delta_std is not None else gen.log_sigma.detach().exp()
+    mults = torch.tensor([r["step_mult"] for r in quality_table]).view(-1, 1)
+    sym = sigma.view(1, -1) / (gen.log_step.detach().exp().view(1, -1) * mults)
+    ent = TokenEntropyModel(gen.cfg.token_dim, len(quality_table))
+    ent.update(sym)
+    return ent
+
+
+def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
+               quality_table=None, meta=None, half=True) -> str:
+    """Write a model file atomically; returns its sha256 (also written to PATH.sha256)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+             for k, v in gen.state_dict().items()}
+    blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
+            "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
+            "quality_table": quality_table or DEFAULT_QUALITY_TABLE, "meta": meta or {}}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    data = buf.getvalue()
+    path = Path(path)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    sha = hashlib.sha256(data).hexdigest()
+    Path(str(path) + ".sha256").write_text(f"{sha}  {path.name}\n")
+    return sha
+
+
+def random_model(config: ModelConfig, seed: int = 0, device="cpu") -> CodecModel:
+    """An untrained model (for tests and speed benchmarks), entropy tables from its init."""
+    torch.manual_seed(seed)
+    gen = IMFGenerator(config).eval().requires_grad_(False)
+    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
+    return CodecModel(config.name, hashlib.sha256(f"random-{config.name}-{seed}".encode()).hexdigest(),
+                      config, gen.to(device), ent, list(DEFAULT_QUALITY_TABLE), torch.device(device), {})
+
+
+def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta=None) -> str:
+    """Training checkpoint -> shippable model file (generator + entropy tables + config)."""
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{ckpt_path}: no such file") from None
+    except Exception:
+        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
+    if not isinstance(ck, dict) or ck.get("format") != "imfcodec-train-checkpoint":
+        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
+    cfg = from_dict(ModelConfig, ck["model_config"], where=str(ckpt_path))
+    gen = IMFGenerator(cfg)
+    gen.load_state_dict(ck["generator"])
+    gen.eval()
+    std = token_delta_std(gen, calib_clips) if calib_clips else None
+    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE, std)
+    m = {"train_step": ck["step"], "train_config": ck["train_config"],
+         "entropy_calibration": "measured token deltas" if std is not None else "trained rate model"}
+    m.update(meta or {})
+    return save_model(out_path, gen, ent, model_id or cfg.name, meta=m)
