@@ -1,0 +1,170 @@
+"""Training data: a decoded-frame cache and deterministic (reference, current) pair sampling.
+
+Decoding mp4 at every step is too slow on 2 cores, so each clip is decoded once, squared
+(centre crop) and scaled to the model's size, and stored as a uint8 ``.npy`` array
+(N, S, S, 3) that is memory-mapped afterwards. Pairs are drawn by a generator seeded with
+(seed, step, rank), so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import IMFCodecError
+from ..video import VideoError, read_frames
+
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m", ".m4v")
+CACHE_VERSION = 1
+
+
+class DataError(IMFCodecError, ValueError):
+    pass
+
+
+def list_videos(dirs) -> list[Path]:
+    files = []
+    for d in dirs:
+        p = Path(d)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS)
+        else:
+            raise DataError(f"data path not found: {d}")
+    return files
+
+
+def square_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop (N, H, W, 3) uint8 to a square and resize to size x size."""
+    n, h, w, _ = frames.shape
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(0, n, 32):
+        x = torch.from_numpy(frames[i:i + 32, y0:y0 + s, x0:x0 + s]).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i:i + 32] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return out
+
+
+@dataclass
+class Clip:
+    name: str
+    path: Path          # the cached .npy
+    frames: int
+
+    def array(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+def _key(video: Path, size: int) -> str:
+    st = video.stat()
+    h = hashlib.sha1(f"{video.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|v{CACHE_VERSION}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None,
+                log=print) -> list[Clip]:
+    """Decode every readable video under ``dirs`` once into ``cache_root``; return the clips.
+
+    Unreadable or frameless videos are skipped with a warning naming the file. An empty
+    result is a :class:`DataError`.
+    """
+    cache_root = Path(cache_root)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for video in list_videos(dirs):
+        out = cache_root / f"{video.stem}-{_key(video, size)}.npy"
+        if not out.exists():
+            try:
+                frames = np.stack(list(read_frames(video, max_frames=max_frames)))
+            except (VideoError, ValueError) as e:
+                warnings.warn(f"skipping {video}: {e}")
+                continue
+            arr = square_frames(frames, size)
+            tmp = out.with_suffix(".tmp.npy")
+            np.save(tmp, arr)
+            os.replace(tmp, out)
+            log(f"cached {video.name}: {len(arr)} frames -> {out.name}")
+        n = np.load(out, mmap_mode="r").shape[0]
+        if n < 2:
+            warnings.warn(f"skipping {video}: fewer than 2 frames")
+            continue
+        clips.append(Clip(video.stem, out, n))
+    if not clips:
+        raise DataError(f"no readable video with 2+ frames in {', '.join(map(str, dirs))}")
+    return clips
+
+
+def cache_bytes(clips) -> int:
+    return sum(c.path.stat().st_size for c in clips)
+
+
+class PairSampler:
+    """Draws (x_r, x_c) pairs from the same clip with a random gap and shared augmentation."""
+
+    def __init__(self, clips, max_gap=60, color_jitter=0.05, scale_jitter=0.05, seed=0):
+        self.clips = clips
+        self.arrays = [c.array() for c in clips]
+        w = np.array([c.frames for c in clips], np.float64)
+        self.p = w / w.sum()
+        self.max_gap, self.cj, self.sj, self.seed = max_gap, color_jitter, scale_jitter, seed
+
+    def batch(self, step: int, n: int, rank: int = 0):
+        """(x_r, x_c), each (n, 3, S, S) float in [0, 1], a pure function of (seed, step, rank)."""
+        rng = np.random.default_rng([self.seed, step, rank])
+        refs, curs = [], []
+        for _ in range(n):
+            ci = rng.choice(len(self.clips), p=self.p)
+            arr = self.arrays[ci]
+            m = arr.shape[0]
+            gap = int(rng.integers(1, min(self.max_gap, m - 1) + 1))
+            i = int(rng.integers(0, m - gap))
+            r, c = (i, i + gap) if rng.random() < 0.5 else (i + gap, i)
+            refs.append(np.asarray(arr[r]))
+            curs.append(np.asarray(arr[c]))
+        x = torch.from_numpy(np.stack(refs + curs)).permute(0, 3, 1, 2).float() / 255.0
+        x = self._augment(x, rng, n)
+        return x[:n].contiguous(), x[n:].contiguous()
+
+    def _augment(self, x, rng, n):
+        """Flip, zoom and colour jitter, identical for the two frames of a pair."""
+        b = x.shape[0]
+        flip = rng.random(n) < 0.5
+        zoom = 1.0 + rng.uniform(-self.sj, self.sj, n)
+        shift = rng.uniform(-self.sj, self.sj, (n, 2))
+        gain = 1.0 + rng.uniform(-self.cj, self.cj, (n, 3))
+        bias = rng.uniform(-self.cj, self.cj, (n, 1))
+        theta = np.zeros((n, 2, 3), np.float32)
+        theta[:, 0, 0] = np.where(flip, -1.0, 1.0) / zoom
+        theta[:, 1, 1] = 1.0 / zoom
+        theta[:, :, 2] = shift
+        theta = torch.from_numpy(np.concatenate([theta, theta]))
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        g = torch.from_numpy(np.concatenate([gain, gain])).float().view(b, 3, 1, 1)
+        o = torch.from_numpy(np.concatenate([bias, bias])).float().view(b, 1, 1, 1)
+        return (x * g + o).clamp(0, 1)
+
+
+def val_frames(clips, frames: int) -> list[torch.Tensor]:
+    """First ``frames`` frames of each val clip as (N, 3, S, S) float tensors."""
+    out = []
+    for c in clips:
+        a = np.asarray(c.array()[:frames])
+        out.append(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0)
+    return out
+
+
+def write_json_atomic(path: Path, obj):
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)

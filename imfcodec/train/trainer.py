@@ -1,0 +1,248 @@
+"""The training loop: one process on CPU, or one process per GPU under torchrun (DDP).
+
+Rank 0 logs (``RUN/log.jsonl``) and writes checkpoints (``RUN/last.pt``, ``RUN/best.pt``)
+atomically. Every random draw of a step (pairs, augmentation, step multipliers,
+quantization noise) is seeded by (seed, step, rank), so ``--resume`` continues exactly
+where a run stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import IMFCodecError
+from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, load_model_config, \
+    load_train_config, to_dict
+from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
+from .data import PairSampler, build_cache, cache_bytes, val_frames
+from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
+
+CKPT_FORMAT = "imfcodec-train-checkpoint"
+
+
+class TrainError(IMFCodecError, RuntimeError):
+    pass
+
+
+def frame_cache_root(size: int) -> Path:
+    from ..assets import cache_dir
+    return cache_dir() / "frames" / str(size)
+
+
+def save_atomic(obj, path: Path):
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _dist():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(rank):
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _seed_step(seed, step, rank):
+    torch.manual_seed(int(np.random.default_rng([seed, step, rank, 7]).integers(2 ** 62)))
+
+
+def _unwrap(m):
+    return m.module if hasattr(m, "module") else m
+
+
+@torch.no_grad()
+def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8):
+    """Reference = first frame, every other frame coded at step multiplier 1 (quality 4).
+    Returns mean PSNR, mean LPIPS (or None) and estimated token kbps (previous-frame deltas)."""
+    from ..metrics import psnr
+    gen.eval()
+    psnrs, lps, bits = [], [], []
+    for frames in clips:
+        frames = frames.to(device)
+        t = gen.encode_token(frames)
+        q = gen.quantize(t, 1.0)
+        t_hat = gen.dequantize(q, 1.0)
+        ref = gen.prepare_reference(frames[:1], t_hat[:1])
+        for i in range(1, len(frames), batch):
+            x_hat = gen.decode_frame(t_hat[i:i + batch], ref)
+            psnrs.append(psnr(x_hat, frames[i:i + batch]))
+            if lpips is not None:
+                lps.append(lpips(x_hat, frames[i:i + batch]))
+        d = q[1:] - q[:-1]
+        sig = gen.log_sigma.exp() / gen.step(1.0)
+        bits.append(-torch.log2(gaussian_likelihood(d, sig)).sum(1))
+    gen.train()
+    return {"val_psnr": torch.cat(psnrs).mean().item(),
+            "val_lpips": torch.cat(lps).mean().item() if lps else None,
+            "val_token_kbps": torch.cat(bits).mean().item() * fps / 1000}
+
+
+def train(config: str, data: list, out: str, max_steps: int | None = None, resume: bool = False,
+          val_data: list | None = None, log=print):
+    rank, world = _dist()
+    device = _device(rank)
+    cfg: TrainConfig = load_train_config(config)
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, max_steps=max_steps)
+    mcfg: ModelConfig = load_model_config(cfg.model)
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    per_rank = cfg.batch_size // world
+    out = Path(out)
+    last = out / "last.pt"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and not last.exists():
+        raise TrainError(f"--resume: no checkpoint at {last}")
+    if not resume and last.exists():
+        raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    gen = IMFGenerator(mcfg).to(device)
+    disc = MultiScaleDiscriminator(mcfg).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+    step, best = 0, None
+    if resume:
+        ck = torch.load(last, map_location=device, weights_only=True)
+        if ck.get("format") != CKPT_FORMAT:
+            raise TrainError(f"{last} is not an imfcodec training checkpoint")
+        if ck["model_config"] != to_dict(mcfg):
+            raise TrainError(f"{last} was trained with another model config "
+                             f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
+        saved = dict(ck["train_config"])
+        now = to_dict(cfg)
+        diff = sorted(k for k in now if k not in ("max_steps", "model") and saved.get(k) != now[k])
+        if diff:
+            raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
+        gen.load_state_dict(ck["generator"])
+        disc.load_state_dict(ck["discriminator"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        step, best = ck["step"], ck.get("best")
+        log(f"resumed {last} at step {step}")
+
+    need_vgg = cfg.loss_perceptual > 0
+    perceptual = None
+    if need_vgg:
+        from ..assets import MissingWeightsError
+        try:
+            perceptual = PerceptualLoss(cfg.perceptual_size, cfg.perceptual_scales).to(device)
+        except MissingWeightsError as e:
+            raise TrainError(f"the VGG perceptual loss needs ImageNet VGG16 weights: {e}") from None
+
+    clips = build_cache(data, mcfg.image_size, frame_cache_root(mcfg.image_size),
+                        log=log if rank == 0 else (lambda *a: None))
+    if rank == 0:
+        log(f"data: {len(clips)} clips, {sum(c.frames for c in clips)} frames, "
+            f"cache {cache_bytes(clips) / 1e9:.2f} GB")
+    sampler = PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed)
+    vclips, lpips = None, None
+    if rank == 0 and val_data:
+        vc = build_cache(val_data, mcfg.image_size, frame_cache_root(mcfg.image_size), log=log)
+        vclips = val_frames(vc, cfg.val_frames)
+        try:
+            from ..metrics import get_lpips
+            lpips = get_lpips("alex", device)
+        except Exception as e:  # missing weights: validate on PSNR only
+            log(f"validation without LPIPS: {e}")
+
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [device.index] if device.type == "cuda" else None
+        gen_t = DDP(gen, device_ids=ids)
+        disc_t = DDP(disc, device_ids=ids, broadcast_buffers=False)
+    else:
+        gen_t, disc_t = gen, disc
+
+    gen.train(), disc.train()
+    lo, hi = math.log(cfg.step_mult_range[0]), math.log(cfg.step_mult_range[1])
+    logf = open(out / "log.jsonl", "a") if rank == 0 else None
+    t0, n0 = time.time(), step
+    while step < cfg.max_steps:
+        _seed_step(cfg.seed, step, rank)
+        x_r, x_c = sampler.batch(step, per_rank, rank)
+        x_r, x_c = x_r.to(device), x_c.to(device)
+        mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
+        x_hat, bits = gen_t(x_r, x_c, mult)
+        l1 = (x_hat - x_c).abs().mean()
+        loss = cfg.loss_l1 * l1 + cfg.rate_lambda * bits.mean()
+        rec = {"step": step + 1, "l1": l1.item(), "bits": bits.mean().item()}
+        if perceptual is not None and step >= cfg.perceptual_start:
+            p = perceptual(x_hat, x_c)
+            loss = loss + cfg.loss_perceptual * p
+            rec["perceptual"] = p.item()
+        use_gan = cfg.loss_gan > 0 and step >= cfg.gan_start
+        if use_gan:
+            g_adv = hinge_g_loss(disc_t(x_hat))
+            loss = loss + cfg.loss_gan * g_adv
+            rec["g_adv"] = g_adv.item()
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
+        opt_g.step()
+        if use_gan:
+            opt_d.zero_grad(set_to_none=True)
+            d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
+            d_loss.backward()
+            opt_d.step()
+            rec["d_loss"] = d_loss.item()
+        rec["loss"] = loss.item()
+        step += 1
+        if rank == 0:
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                rec["sec_per_step"] = (time.time() - t0) / (step - n0)
+                rec["step_mult"] = gen.log_step.exp().mean().item()
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+            if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                v = validate(gen, vclips, lpips=lpips, device=device)
+                v["step"] = step
+                logf.write(json.dumps(v) + "\n")
+                logf.flush()
+                log(f"validation step {step}: " + " ".join(f"{k}={v[k]}" for k in v))
+                score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
+                if best is None or score < best:
+                    best = score
+                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg), out / "best.pt")
+            if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+                save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg), last)
+        if world > 1:
+            dist.barrier()
+    if logf:
+        logf.close()
+    if rank == 0 and not (out / "best.pt").exists() and last.exists():
+        # no validation data: the last checkpoint is the best we know of
+        import shutil
+        shutil.copyfile(last, out / "best.pt")
+    if world > 1:
+        dist.destroy_process_group()
+    return step
+
+
+def _checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg):
+    return {"format": CKPT_FORMAT, "step": step, "best": best,
+            "train_config": to_dict(cfg), "model_config": to_dict(mcfg),
+            "generator": gen.state_dict(), "discriminator": disc.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
