@@ -109,9 +109,9 @@ def load_model(name_or_path=None, device="auto") -> CodecModel:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         raise ModelError(f"{path}: not an imfcodec model file") from None
+    if isinstance(blob, dict) and blob.get("format") == "imfcodec-train-checkpoint":
+        blob = _checkpoint_as_model(blob, path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        if isinstance(blob, dict) and blob.get("format") == "imfcodec-train-checkpoint":
-            raise ModelError(f"{path}: a training checkpoint, not a model; run `imfcodec export {path} OUT.pt`")
         raise ModelError(f"{path}: not an imfcodec model file")
     if blob.get("version") != MODEL_FORMAT_VERSION:
         raise ModelError(f"{path}: model format version {blob.get('version')} is not supported")
@@ -127,8 +127,26 @@ def load_model(name_or_path=None, device="auto") -> CodecModel:
         raise ModelError(f"{path}: model file is damaged or does not match its config "
                          f"({str(e).splitlines()[0][:120]})") from None
     gen.eval().requires_grad_(False).to(dev)
+    if dev.type == "cpu":
+        gen.frame_decoder.use_channels_last()
     return CodecModel(blob["model_id"], sha, cfg, gen, ent, list(blob["quality_table"]), dev,
                       dict(blob.get("meta", {})))
+
+
+def _checkpoint_as_model(ck: dict, path) -> dict:
+    """A training checkpoint used directly as a model (``--model RUN/last.pt``): entropy
+    tables are built on the fly from the trained rate model. Fine for trying a run; for
+    streams meant for other machines, ``imfcodec export`` fixes the tables in a file."""
+    try:
+        cfg = from_dict(ModelConfig, ck["model_config"], where=str(path))
+        gen = IMFGenerator(cfg)
+        gen.load_state_dict(ck["generator"])
+    except (KeyError, RuntimeError, ConfigError) as e:
+        raise ModelError(f"{path}: damaged training checkpoint ({str(e).splitlines()[0][:120]})") from None
+    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
+    return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": cfg.name,
+            "config": ck["model_config"], "generator": ck["generator"], "entropy": ent.state_dict(),
+            "quality_table": DEFAULT_QUALITY_TABLE, "meta": {"train_step": ck.get("step")}}
 
 
 @torch.no_grad()
@@ -179,6 +197,8 @@ def random_model(config: ModelConfig, seed: int = 0, device="cpu") -> CodecModel
     torch.manual_seed(seed)
     gen = IMFGenerator(config).eval().requires_grad_(False)
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
+    if torch.device(device).type == "cpu":
+        gen.frame_decoder.use_channels_last()
     return CodecModel(config.name, hashlib.sha256(f"random-{config.name}-{seed}".encode()).hexdigest(),
                       config, gen.to(device), ent, list(DEFAULT_QUALITY_TABLE), torch.device(device), {})
 

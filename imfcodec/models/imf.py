@@ -227,8 +227,15 @@ class FrameDecoder(nn.Module):
         s = cfg.decoder_out_shuffle
         self.out = nn.Sequential(nn.Conv2d(c, 3 * s * s, 3, padding=1),
                                  nn.PixelShuffle(s) if s > 1 else nn.Identity())
+        self.channels_last = False
+
+    def use_channels_last(self, on: bool = True):
+        self.channels_last = on
+        return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def forward(self, f_c):
+        if self.channels_last:     # faster CPU convolutions (oneDNN), same arithmetic
+            f_c = [f.contiguous(memory_format=torch.channels_last) for f in f_c]
         x = self.inp(f_c[-1])
         for i, (up, skip) in enumerate(zip(self.ups, self.skips)):
             l = len(f_c) - 2 - i

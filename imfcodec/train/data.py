@@ -159,7 +159,7 @@ def val_frames(clips, frames: int) -> list[torch.Tensor]:
     """First ``frames`` frames of each val clip as (N, 3, S, S) float tensors."""
     out = []
     for c in clips:
-        a = np.asarray(c.array()[:frames])
+        a = np.array(c.array()[:frames])
         out.append(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0)
     return out
 

@@ -230,6 +230,17 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg), last)
         if world > 1:
             dist.barrier()
+    if world > 1:
+        # DDP keeps replicas identical; check it rather than assume it
+        flat = torch.cat([p.detach().flatten().double() for p in gen.parameters()])
+        sums = torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64,
+                                                             device=flat.device)).sum()])
+        gathered = [torch.zeros_like(sums) for _ in range(world)]
+        dist.all_gather(gathered, sums)
+        if rank == 0:
+            if any(not torch.equal(g, gathered[0]) for g in gathered):
+                raise TrainError("ranks disagree on the generator weights after training")
+            log(f"weights identical on all {world} ranks")
     if logf:
         logf.close()
     if rank == 0 and not (out / "best.pt").exists() and last.exists():

@@ -1,0 +1,187 @@
+"""The codec end to end through the CLI's main(argv), and every kind of bad input."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from imfcodec import cli, container, video
+
+from conftest import write_clip
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err):
+    assert code != 0
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "error" in lines[0] and "Traceback" not in err
+
+
+def test_encode_decode_round_trip(tmp_path, capsys, clip, tiny_model_file):
+    imf, rec = tmp_path / "a.imf", tmp_path / "rec.mp4"
+    code, out, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--quality", "3")
+    assert code == 0, err
+    assert "12 frames" in out
+    # the reported rate is the file's real size
+    kbps = float(out.split(" kbps")[0].split()[-1])
+    size = imf.stat().st_size
+    assert kbps == pytest.approx(size * 8 * 25 / 12 / 1000, abs=0.006)
+    code, out, err = run(capsys, "decode", imf, rec, "--model", tiny_model_file, "-q")
+    assert code == 0, err
+    info = video.probe(rec)
+    assert (info.width, info.height, info.fps) == (64, 48, Fraction(25))
+    assert len(list(video.read_frames(rec))) == 12
+    code, out, _ = run(capsys, "info", imf, "--json")
+    d = json.loads(out)
+    assert d["bytes"] == size and d["frames"] == 12 and d["quality"] == 3
+    assert d["header_bytes"] + d["keyframe_bytes"] + d["token_bytes"] == size
+    assert d["kbps"] == pytest.approx(kbps, abs=0.01)
+    code, out, _ = run(capsys, "info", imf, "--packets")
+    assert code == 0 and "keyframe" in out
+
+
+def test_odd_size_and_ntsc_rate_survive(tmp_path, capsys, odd_clip, tiny_model_file):
+    imf, rec = tmp_path / "o.imf", tmp_path / "o.mkv"
+    assert run(capsys, "encode", odd_clip, imf, "--model", tiny_model_file, "-q")[0] == 0
+    assert run(capsys, "decode", imf, rec, "--model", tiny_model_file, "-q")[0] == 0
+    info = video.probe(rec)
+    assert (info.width, info.height, info.fps) == (63, 47, Fraction(30000, 1001))
+    assert len(list(video.read_frames(rec))) == 9
+
+
+def test_raw_yuv_input_and_output(tmp_path, capsys, clip, tiny_model_file):
+    yuv = tmp_path / "in.yuv"
+    with video.VideoWriter(yuv, 64, 48, Fraction(25)) as w:
+        for f in video.read_frames(clip):
+            w.write(f)
+    assert yuv.stat().st_size == 12 * 64 * 48 * 3 // 2
+    imf = tmp_path / "y.imf"
+    code, out, err = run(capsys, "encode", yuv, imf, "--size", "64x48", "--fps", "25",
+                         "--model", tiny_model_file, "-q")
+    assert code == 0, err
+    assert run(capsys, "decode", imf, tmp_path / "out.y4m", "--model", tiny_model_file, "-q")[0] == 0
+    assert len(list(video.read_frames(tmp_path / "out.y4m"))) == 12
+
+
+def test_decode_is_deterministic(tmp_path, capsys, clip, tiny_model_file):
+    imf = tmp_path / "d.imf"
+    run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q")
+    from imfcodec import codec
+    a = list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
+    b = list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == 12
+
+
+@pytest.fixture(scope="module")
+def good_imf(tmp_path_factory, clip, tiny_model_file):
+    p = tmp_path_factory.mktemp("imf") / "good.imf"
+    assert cli.main(["encode", str(clip), str(p), "--model", str(tiny_model_file), "-q"]) == 0
+    return p
+
+
+def _bad_streams(good: bytes):
+    yield "empty", b""
+    yield "text", b"just some text\n"
+    yield "truncated", good[: len(good) // 2]
+    yield "one byte short", good[:-1]
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    yield "bit flip", bytes(flipped)
+    v = bytearray(good)
+    v[4] = 99
+    yield "future version", bytes(v)
+
+
+def test_bad_imf_files(tmp_path, capsys, good_imf, tiny_model_file):
+    for name, data in _bad_streams(good_imf.read_bytes()):
+        bad = tmp_path / "bad.imf"
+        bad.write_bytes(data)
+        out = tmp_path / "out.mp4"
+        code, _, err = run(capsys, "decode", bad, out, "--model", tiny_model_file, "-q")
+        assert_one_line_error(code, err)
+        assert not out.exists(), name
+        assert [p.name for p in tmp_path.iterdir()] == ["bad.imf"], name
+        code, _, err = run(capsys, "info", bad)
+        assert_one_line_error(code, err)
+
+
+def test_bad_encode_inputs(tmp_path, capsys, tiny_model_file):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    empty = tmp_path / "empty.mp4"
+    import av
+    with av.open(str(empty), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height = 64, 48
+    for src in (text, empty, tmp_path / "missing.mp4", tmp_path):
+        out = tmp_path / "o.imf"
+        code, _, err = run(capsys, "encode", src, out, "--model", tiny_model_file, "-q")
+        assert_one_line_error(code, err)
+        assert not out.exists()
+    code, _, err = run(capsys, "encode", tmp_path / "x.yuv", tmp_path / "o.imf", "--model", tiny_model_file)
+    assert_one_line_error(code, err)
+
+
+def test_bad_models(tmp_path, capsys, clip, good_imf, other_tiny_model_file):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x04not a model at all")
+    for model in (junk, tmp_path / "nope.pt", "no-such-model"):
+        out = tmp_path / "o.imf"
+        code, _, err = run(capsys, "encode", clip, out, "--model", model, "-q")
+        assert_one_line_error(code, err)
+        assert not out.exists()
+    # a model of the same name whose weights differ: refused by hash
+    code, _, err = run(capsys, "decode", good_imf, tmp_path / "r.mp4", "--model", other_tiny_model_file, "-q")
+    assert_one_line_error(code, err)
+    assert "hash" in err
+    assert not (tmp_path / "r.mp4").exists()
+
+
+def test_pickle_payload_is_not_executed(tmp_path, capsys, clip):
+    import pickle
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+    p = tmp_path / "evil.pt"
+    torch.save({"format": "imfcodec-model", "x": Evil()}, p)
+    code, _, err = run(capsys, "encode", clip, tmp_path / "o.imf", "--model", p, "-q")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_no_default_model_message(tmp_path, capsys, clip, monkeypatch):
+    from imfcodec import model
+    monkeypatch.setattr(model, "shipped_models", lambda: {})
+    code, _, err = run(capsys, "encode", clip, tmp_path / "o.imf", "-q")
+    assert_one_line_error(code, err)
+    assert "no default model is installed" in err
+
+
+def test_streaming_api_matches_file_decode(clip, tiny_model, good_imf):
+    """Frames in -> packets -> bytes on a wire -> StreamReader -> Decoder -> frames."""
+    import imfcodec
+    frames = list(video.read_frames(clip))
+    enc = imfcodec.Encoder(tiny_model, 64, 48, Fraction(25), quality=4, packet_frames=3)
+    wire = []
+    for f in frames:
+        wire += [container.packet_to_bytes(p) for p in enc.push(f)]
+    wire += [container.packet_to_bytes(p) for p in enc.flush()]
+    reader = container.StreamReader()
+    reader.feed(enc.header(0).to_bytes())   # live: frame count unknown up front
+    out, dec = [], None
+    for chunk in wire:
+        reader.feed(chunk)
+        for p in reader.packets():
+            dec = dec or imfcodec.Decoder(tiny_model, reader.header)
+            out += dec.push(p)
+    assert len(out) == len(frames) and out[0].shape == (48, 64, 3)

@@ -1,0 +1,84 @@
+"""The .imf container: round trips, and every kind of damage is a StreamError."""
+from fractions import Fraction
+
+import pytest
+
+from imfcodec import container as C
+
+
+def header(frames=5, pf=2):
+    return C.Header("imf-cpu", bytes(range(8)), 176, 144, 256, Fraction(30000, 1001), frames, 3, "av1", 4, pf)
+
+
+def packets():
+    return [C.KeyframePacket(0, (1, -2, 300, -70000), b"\x00\x01picture"),
+            C.TokenPacket(1, 2, b"tok1"),
+            C.KeyframePacket(3, (0, 0, 0, 0), b"pic2"),
+            C.TokenPacket(4, 1, b"t")]
+
+
+def stream():
+    return header().to_bytes() + b"".join(C.packet_to_bytes(p) for p in packets())
+
+
+def test_round_trip():
+    h, ps = C.parse(stream())
+    assert h == header()
+    assert ps == packets()
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2 ** 40])
+def test_varints(n):
+    r = C._Reader(C.put_uvarint(n) + C.put_svarint(-n) + C.put_svarint(n), "x")
+    assert (r.uvarint(), r.svarint(), r.svarint()) == (n, -n, n)
+
+
+def test_every_truncation_is_an_error():
+    data = stream()
+    for cut in range(len(data)):
+        with pytest.raises(C.StreamError):
+            C.parse(data[:cut])
+
+
+def test_every_bit_flip_is_caught():
+    data = stream()
+    for i in range(len(data)):
+        for bit in (0, 3, 7):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(C.StreamError):
+                C.parse(bytes(bad))
+
+
+def test_foreign_and_version():
+    with pytest.raises(C.StreamError, match="not an .imf file"):
+        C.parse(b"hello, this is text\n")
+    with pytest.raises(C.StreamError, match="empty"):
+        C.parse(b"")
+    data = bytearray(stream())
+    data[4] = 9
+    with pytest.raises(C.StreamError, match="unsupported .imf format version 9"):
+        C.parse(bytes(data))
+
+
+def test_trailing_garbage_and_missing_frames():
+    with pytest.raises(C.StreamError):
+        C.parse(stream() + b"\x00")
+    short = header(frames=6).to_bytes() + b"".join(C.packet_to_bytes(p) for p in packets())
+    with pytest.raises(C.StreamError, match="truncated stream: 5 of 6"):
+        C.parse(short)
+
+
+def test_incremental_reader_byte_by_byte():
+    r = C.StreamReader()
+    got = []
+    for b in stream():
+        r.feed(bytes([b]))
+        got += list(r.packets())
+    assert r.header == header()
+    assert got == packets()
+
+
+def test_kbps_factor():
+    h = header(frames=30)
+    assert h.kbps_factor == pytest.approx(8 * 30000 / 1001 / 30 / 1000)

@@ -1,0 +1,140 @@
+"""Training: overfitting, exact resume, DDP under torchrun, configs and bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imfcodec import cli
+from imfcodec.config import ConfigError, load_model_config, load_train_config
+
+from conftest import REPO, moving_pattern, write_clip
+
+TINY = REPO / "configs/train/tiny.yaml"
+
+
+@pytest.fixture()
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMFCODEC_HOME", str(tmp_path / "home"))
+    d = tmp_path / "data"
+    d.mkdir()
+    write_clip(d / "a.mp4", moving_pattern(12, 48, 64, seed=3))
+    write_clip(d / "b.mp4", moving_pattern(10, 64, 64, seed=4))
+    (d / "broken.mp4").write_text("not a video")
+    return d
+
+
+def test_tiny_model_overfits_one_pair():
+    from imfcodec.models.imf import IMFGenerator
+    torch.manual_seed(0)
+    g = IMFGenerator(load_model_config(REPO / "configs/model/tiny.yaml"))
+    opt = torch.optim.Adam(g.parameters(), 3e-3, betas=(0.5, 0.999))
+    frames = torch.from_numpy(__import__("numpy").stack(moving_pattern(8, 64, 64))).permute(0, 3, 1, 2) / 255.0
+    x_r, x_c = frames[:1].float(), frames[5:6].float()
+    losses = []
+    for _ in range(60):
+        x_hat, bits = g(x_r, x_c, torch.ones(1, 1))
+        loss = (x_hat - x_c).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < losses[0] / 4, losses[::10]
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["generator"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, data, capsys):
+    base = ["train", "--config", str(TINY), "--data", str(data), "-q"]
+    assert cli.main(base + ["--out", str(tmp_path / "a"), "--max-steps", "3"]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "a"), "--max-steps", "5", "--resume"]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "b"), "--max-steps", "5"]) == 0
+    wa, wb = _weights(tmp_path / "a/last.pt"), _weights(tmp_path / "b/last.pt")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert torch.load(tmp_path / "a/last.pt", weights_only=True)["step"] == 5
+    # a second start without --resume must not clobber the run
+    code = cli.main(base + ["--out", str(tmp_path / "a"), "--max-steps", "5"])
+    assert code == 1 and "already holds a run" in capsys.readouterr().err
+
+
+def test_cli_train_resume_encode_export(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    base = ["train", "--config", str(TINY), "--data", str(data), "--val", str(data / "a.mp4"),
+            "--out", str(run), "-q"]
+    assert cli.main(base + ["--max-steps", "3"]) == 0
+    assert cli.main(base + ["--max-steps", "5", "--resume"]) == 0
+    rows = (run / "log.jsonl").read_text().splitlines()
+    assert any("val_psnr" in r for r in rows) and any('"l1"' in r for r in rows)
+    assert (run / "best.pt").exists()
+    clip = data / "a.mp4"
+    imf = tmp_path / "o.imf"
+    assert cli.main(["encode", str(clip), str(imf), "--model", str(run / "last.pt"), "-q"]) == 0
+    assert cli.main(["decode", str(imf), str(tmp_path / "r.mp4"), "--model", str(run / "last.pt"), "-q"]) == 0
+    out = tmp_path / "m.pt"
+    assert cli.main(["export", str(run / "best.pt"), str(out)]) == 0
+    import hashlib
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert sha in capsys.readouterr().out
+    assert (tmp_path / "m.pt.sha256").read_text().startswith(sha)
+    from imfcodec.model import load_model
+    m = load_model(out, "cpu")
+    assert m.model_id == "tiny" and m.sha256 == sha
+    assert cli.main(["plot", str(run)]) == 0 and (run / "log.png").exists()
+
+
+def test_bad_training_inputs(tmp_path, data, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(TINY.read_text() + "\nlearning_rate: 0.1\n")
+    cfg_model = tmp_path / "bad.yaml"
+    (tmp_path / "m").mkdir()
+    code = cli.main(["train", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown key(s) learning_rate" in err
+    with pytest.raises(ConfigError, match="must be an integer"):
+        from imfcodec.config import TrainConfig, from_dict
+        from_dict(TrainConfig, {"model": "x", "batch_size": "eight"})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.mp4").write_text("no video here")
+    code = cli.main(["train", "--config", str(TINY), "--data", str(empty), "--out", str(tmp_path / "r2"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no readable video" in err and err.count("error") == 1
+    # a checkpoint from another model config
+    run = tmp_path / "r3"
+    assert cli.main(["train", "--config", str(TINY), "--data", str(data), "--out", str(run),
+                     "--max-steps", "1", "-q"]) == 0
+    other = tmp_path / "other.yaml"
+    other_model = tmp_path / "tiny2.yaml"
+    other_model.write_text((REPO / "configs/model/tiny.yaml").read_text().replace("token_dim: 8", "token_dim: 4"))
+    other.write_text(TINY.read_text().replace("../model/tiny.yaml", str(other_model)))
+    before = (run / "last.pt").read_bytes()
+    code = cli.main(["train", "--config", str(other), "--data", str(data), "--out", str(run),
+                     "--resume", "--max-steps", "2", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "another model config" in err
+    assert (run / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "paper"])
+def test_train_configs_validate(name):
+    cfg = load_train_config(REPO / f"configs/train/{name}.yaml")
+    load_model_config(cfg.model)
+
+
+def test_torchrun_two_processes_agree(tmp_path, data):
+    env = dict(os.environ, OMP_NUM_THREADS="1", IMFCODEC_HOME=str(tmp_path / "home"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "imfcodec", "train", "--config", str(TINY), "--data", str(data),
+           "--out", str(tmp_path / "ddp"), "--max-steps", "3"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in r.stderr
+    assert torch.load(tmp_path / "ddp/last.pt", weights_only=True)["step"] == 3
