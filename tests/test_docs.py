@@ -1,0 +1,25 @@
+"""What the README and docs promise matches the code."""
+import re
+
+from imfcodec import codec, model
+
+from conftest import REPO
+
+
+def test_readme_quality_table_matches_code():
+    text = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| (\d+) \|$", text, re.M)
+    assert len(rows) == 8
+    for (q, mult, crf, refresh), row, thr in zip(rows, model.DEFAULT_QUALITY_TABLE, codec.DEFAULT_REFRESH_PSNR):
+        assert int(q) == row["quality"]
+        assert float(mult) == round(row["step_mult"], 2)
+        assert int(crf) == row["keyframe_crf"]
+        assert float(refresh) == thr
+
+
+def test_bitstream_spec_magic_and_version():
+    from imfcodec import container
+    spec = (REPO / "docs/bitstream.md").read_text()
+    assert f"format version {container.VERSION}" in spec
+    assert " ".join(f"{b:02X}" for b in container.MAGIC) in spec
+    assert f"0x{container.PKT_KEYFRAME:02X}" in spec and f"0x{container.PKT_TOKENS:02X}" in spec
