@@ -1,0 +1,355 @@
+"""bench/rd_curve.py: the rate-distortion bench, in its fast mode on a small synthetic clip
+with a random tiny model, checked against independent measurements of the same files.
+
+One bench run (module fixture) feeds most tests; each independent check re-derives its
+number from the files on disk with code that does not go through the bench.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("SVT_LOG", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+FPS = Fraction(24)          # not 25, so a bench that assumed 25 fps would be caught
+CLIP_FRAMES = 10            # the bench's fast mode uses the first 8
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("rd_curve", REPO / "bench" / "rd_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod            # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+rd = _load_bench()
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+def _moving_clip(path, n=CLIP_FRAMES, h=72, w=88):
+    """A blob drifting over a gradient (non-square, so the test source is a stretch)."""
+    import av
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": "16"}
+        for i in range(n):
+            cy, cx = h / 2 + 6 * np.sin(i / 3), w / 2 + 8 * np.cos(i / 4)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 80.0)[..., None]
+            img = np.stack([xx / w, yy / h, 0.5 + 0 * xx], -1) * (1 - blob) + blob * np.array([.9, .7, .6])
+            for p in s.encode(av.VideoFrame.from_ndarray((img * 255).astype(np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory):
+    from imfcodec.config import load_model_config
+    from imfcodec.model import random_model, save_model
+    d = tmp_path_factory.mktemp("bench_in")
+    m = random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
+    save_model(d / "tiny.pt", m.generator, m.entropy, "tiny")
+    _moving_clip(d / "talk.mp4")
+    (d / "notes.txt").write_text("this is not a video\n")
+    (d / "empty_dir").mkdir()
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(bench_files, tmp_path_factory):
+    """One fast-mode run: a good clip, a text file, a missing path, an empty folder, and an
+    unknown codec name among the real ones."""
+    import io
+    import contextlib
+    out = tmp_path_factory.mktemp("bench_out")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = rd.main(["--videos", str(bench_files / "talk.mp4"), str(bench_files / "notes.txt"),
+                        str(bench_files / "missing.mp4"), str(bench_files / "empty_dir"),
+                        "--out", str(out), "--fast", "--model", str(bench_files / "tiny.pt"),
+                        "--codecs", "imf,x264,x265,av1,h266", "-q"])
+    return {"code": code, "out": out, "stderr": err.getvalue(), "src": bench_files}
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _test_source(path, frames, size):
+    """The documented test source, derived here without the bench."""
+    from imfcodec import video
+    raw = np.stack(list(video.read_frames(path, max_frames=frames)))
+    return video.to_uint8(video.to_model(raw, size))
+
+
+def _psnr_np(src, dec):
+    """Mean over frames of per-frame PSNR over RGB (numpy, 8-bit peak)."""
+    a, b = src.astype(np.float64), np.asarray(dec).astype(np.float64)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean(10 * np.log10(255.0 ** 2 / mse)))
+
+
+# ---- the run and its files ------------------------------------------------------------------
+def test_rd_csv_schema_and_rows(run):
+    assert run["code"] == 0
+    with open(run["out"] / "rd.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["video", "codec", "setting", "kbps", "psnr", "ms_ssim", "lpips", "enc_fps", "dec_fps"]
+    rows = _rows(run["out"] / "rd.csv")
+    got = {(r["codec"], r["setting"]) for r in rows}
+    want = {("imf", f"q{q}") for q in rd.FAST_QUALITIES}
+    for name, a in rd.ANCHORS.items():
+        want |= {(name, f"crf{c}") for c in a.fast_ladder}
+    assert got == want
+    for r in rows:
+        assert r["video"] == "talk"
+        for k in ("kbps", "psnr", "lpips", "enc_fps", "dec_fps"):
+            assert math.isfinite(float(r[k])) and float(r[k]) > 0, (r, k)
+        assert r["ms_ssim"] == "nan"            # 64x64 test size: MS-SSIM undefined
+
+
+def test_rate_rises_with_quality(run):
+    rows = _rows(run["out"] / "rd.csv")
+    for codec in ("imf", "x264", "x265", "av1"):
+        rs = [r for r in rows if r["codec"] == codec]
+        # imf: q ascending; anchors: CRF descending = quality ascending
+        key = (lambda r: int(r["setting"][1:])) if codec == "imf" else (lambda r: -int(r["setting"][3:]))
+        kbps = [float(r["kbps"]) for r in sorted(rs, key=key)]
+        assert len(kbps) >= 2 and all(a < b for a, b in zip(kbps, kbps[1:])), (codec, kbps)
+
+
+def test_imf_rate_and_psnr_match_independent_measurement(run):
+    import imfcodec
+    from imfcodec import video
+    src_clip = run["src"] / "talk.mp4"
+    fps = video.probe(src_clip).fps
+    model = imfcodec.load_model(str(run["src"] / "tiny.pt"), "cpu")
+    src = _test_source(src_clip, rd.FAST_FRAMES, model.config.image_size)
+    rows = {r["setting"]: r for r in _rows(run["out"] / "rd.csv") if r["codec"] == "imf"}
+    for q in rd.FAST_QUALITIES:
+        path = run["out"] / "streams" / f"talk_imf_q{q}.imf"
+        data = path.read_bytes()
+        header, frames = imfcodec.decode_bytes(data, model)
+        dec = list(frames)
+        assert header.frame_count == len(dec) == rd.FAST_FRAMES
+        assert Fraction(header.fps) == fps == FPS
+        kbps = path.stat().st_size * 8 * float(fps) / len(dec) / 1000
+        assert float(rows[f"q{q}"]["kbps"]) == pytest.approx(kbps, abs=6e-4)
+        assert float(rows[f"q{q}"]["psnr"]) == pytest.approx(_psnr_np(src, dec), abs=2e-3)
+
+
+def _strip_x264_sei(data: bytes) -> bytes:
+    """Independent of the bench: drop the Annex-B NAL unit holding x264's version text."""
+    k = data.find(b"x264 - core")
+    assert k > 0
+    start = data.rfind(b"\x00\x00\x01", 0, k)
+    if start > 0 and data[start - 1] == 0:
+        start -= 1
+    end = data.find(b"\x00\x00\x01", k)
+    if data[end - 1] == 0:
+        end -= 1
+    assert data[data.find(b"\x00\x00\x01", start) + 3] & 0x1F == 6      # an SEI NAL unit
+    return data[:start] + data[end:]
+
+
+@pytest.mark.parametrize("codec,crf", [("x264", 41), ("x265", 41), ("av1", 52)])
+def test_anchor_rate_matches_independent_reencode(run, codec, crf):
+    """Same frames, same documented options, encoded here with plain PyAV: same bytes."""
+    import av
+    src = _test_source(run["src"] / "talk.mp4", rd.FAST_FRAMES, 64)
+    n = len(src)
+    enc = {"x264": "libx264", "x265": "libx265", "av1": "libsvtav1"}[codec]
+    opts = {"x264": {"preset": "medium", "crf": str(crf), "bf": "0", "g": str(n + 1),
+                     "x264-params": "bframes=0"},
+            "x265": {"preset": "medium", "crf": str(crf), "bf": "0", "g": str(n + 1),
+                     "x265-params": f"bframes=0:keyint={n + 1}:info=0:log-level=error"},
+            "av1": {"preset": "8", "crf": str(crf), "g": str(n + 1), "svtav1-params": "pred-struct=1"}}[codec]
+    cc = av.CodecContext.create(enc, "w")
+    cc.width = cc.height = 64
+    cc.pix_fmt, cc.time_base, cc.framerate = "yuv420p", 1 / FPS, FPS
+    cc.thread_type = "AUTO"                # slice+frame, as the ffmpeg command line does
+    cc.options = opts
+    packets = []
+    for i, rgb in enumerate(src):
+        f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        f.pts = i
+        packets += [bytes(p) for p in cc.encode(f)]
+    packets += [bytes(p) for p in cc.encode(None)]
+    data = b"".join(packets)
+    if codec == "x264":
+        data = _strip_x264_sei(data)
+    path = run["out"] / "streams" / f"talk_{codec}_crf{crf}{rd.ANCHORS[codec].ext}"
+    assert path.read_bytes() == data                       # same bytes
+    row = next(r for r in _rows(run["out"] / "rd.csv") if r["codec"] == codec and r["setting"] == f"crf{crf}")
+    assert float(row["kbps"]) == pytest.approx(len(data) * 8 * float(FPS) / n / 1000, abs=6e-4)
+    # same frames: decode the file with PyAV's defaults and measure PSNR in numpy
+    with av.open(str(path)) as c:
+        dec = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(dec) == n
+    assert float(row["psnr"]) == pytest.approx(_psnr_np(src, dec), abs=2e-3)
+
+
+def test_streams_and_frames_tables(run):
+    streams = _rows(run["out"] / "streams.csv")
+    assert len(streams) == len(_rows(run["out"] / "rd.csv"))
+    for s in streams:
+        assert int(s["frames"]) == rd.FAST_FRAMES and Fraction(s["fps"]) == FPS
+        assert int(s["bytes"]) == int(s["file_bytes"]) == os.path.getsize(run["out"] / s["file"])
+        if s["codec"] != "imf":
+            assert int(s["keyframes"]) == 1                 # one keyframe, GOP longer than the test
+    frames = _rows(run["out"] / "frames.csv")
+    assert len(frames) == rd.FAST_FRAMES * len(streams)
+    rows = _rows(run["out"] / "rd.csv")
+    r0 = rows[0]
+    per = [float(f["psnr"]) for f in frames if (f["codec"], f["setting"]) == (r0["codec"], r0["setting"])]
+    assert float(r0["psnr"]) == pytest.approx(np.mean(per), abs=2e-3)
+
+
+def test_bad_inputs_are_skipped_and_reported(run):
+    skipped = _rows(run["out"] / "skipped.csv")
+    items = {(s["kind"], Path(s["item"]).name) for s in skipped}
+    assert ("video", "notes.txt") in items
+    assert ("video", "missing.mp4") in items
+    assert ("video", "empty_dir") in items
+    assert ("codec", "h266") in items
+    assert "unknown codec 'h266'" in run["stderr"]
+    assert "notes.txt" in run["stderr"]
+    log = (run["out"] / "log.txt").read_text()
+    assert "notes.txt" in log and "h266" in log and "skipped" in log.splitlines()[-1]
+
+
+def test_other_outputs(run):
+    out = run["out"]
+    for name in ("rd_psnr.png", "rd_lpips.png", "perframe_talk.png", "grid_talk.png", "meta.json",
+                 "log.txt", "bdrate.csv", "frames.csv", "streams.csv"):
+        assert (out / name).stat().st_size > 0, name
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["test_source"]["size"] == [64, 64]
+    assert meta["imf"]["model_id"] == "tiny"
+    assert meta["machine"]["torch_threads"] >= 1 and meta["machine"]["cpu"]
+    v = meta["versions"]
+    assert v["x264"]["version"].startswith("x264 core")
+    assert v["x265"]["version"] != "x265 unknown" and v["av1"]["version"] != "SVT-AV1 unknown"
+    assert meta["anchors"]["x264"]["options"]["bf"] == "0"
+    bd = _rows(out / "bdrate.csv")
+    assert {(r["anchor"], r["metric"]) for r in bd if r["video"] == "talk"} == \
+        {(a, m) for a in ("x264", "x265", "av1") for m in ("psnr", "ms_ssim", "lpips")}
+    assert list(bd[0]) == ["video", "anchor", "metric", "bd_rate_pct", "overlap_lo", "overlap_hi",
+                           "overlap_width", "imf_points", "anchor_points", "note"]
+
+
+# ---- command-line errors ----------------------------------------------------------------------
+def test_only_unknown_codecs_is_a_usage_error(bench_files, tmp_path, capsys):
+    code = rd.main(["--videos", str(bench_files / "talk.mp4"), "--out", str(tmp_path), "--fast",
+                    "--codecs", "h266,vp9", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "h266" in err and "vp9" in err and "no usable codec" in err
+
+
+def test_no_video_ran_exits_1(bench_files, tmp_path, capsys):
+    code = rd.main(["--videos", str(bench_files / "notes.txt"), "--out", str(tmp_path), "--fast",
+                    "--codecs", "x264", "-q"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "notes.txt" in captured.err and "0 video(s) ran" in captured.out
+    assert _rows(tmp_path / "rd.csv") == []
+
+
+def test_missing_model_skips_imf_with_a_clear_message(bench_files, tmp_path, capsys):
+    code = rd.main(["--videos", str(bench_files / "talk.mp4"), "--out", str(tmp_path), "--fast",
+                    "--codecs", "imf,x264", "--model", str(tmp_path / "nope.pt"), "--ladder", "x264=41,51",
+                    "-q"])
+    assert code == 0
+    skipped = _rows(tmp_path / "skipped.csv")
+    assert any(s["item"] == "imf" and "nope.pt" in s["reason"] for s in skipped)
+    assert {r["codec"] for r in _rows(tmp_path / "rd.csv")} == {"x264"}
+    assert "nope.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,want", [("1-8", list(range(1, 9))), ("1,4,8", [1, 4, 8]),
+                                       ("2-4,8,3", [2, 3, 4, 8])])
+def test_parse_int_list(text, want):
+    assert rd.parse_int_list(text, 1, 8) == want
+
+
+@pytest.mark.parametrize("text", ["0-3", "x", "5-2", ""])
+def test_parse_int_list_rejects(text):
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        rd.parse_int_list(text, 1, 8)
+
+
+# ---- Bjontegaard delta rate on curves with a known answer ---------------------------------------
+RATES = np.array([10.0, 20.0, 40.0, 80.0, 160.0])
+PSNRS = np.array([26.0, 30.5, 33.0, 36.8, 38.0])      # concave, unevenly spaced
+
+
+@pytest.mark.parametrize("factor,want", [(0.5, -50.0), (2.0, 100.0), (1.0, 0.0), (0.8, -20.0)])
+def test_bd_rate_known_answer(factor, want):
+    d = rd.bd_rate(RATES, PSNRS, RATES * factor, PSNRS, higher_is_better=True)
+    assert d["bd_rate"] == pytest.approx(want, abs=1e-9)
+    assert (d["overlap_lo"], d["overlap_hi"], d["overlap_width"]) == (26.0, 38.0, 12.0)
+
+
+def test_bd_rate_lower_is_better_metric():
+    lp = np.array([0.40, 0.30, 0.20, 0.12, 0.08])       # LPIPS falls as rate rises
+    d = rd.bd_rate(RATES, lp, RATES / 2, lp, higher_is_better=False)
+    assert d["bd_rate"] == pytest.approx(-50.0, abs=1e-9)
+    assert d["overlap_lo"] == pytest.approx(0.08) and d["overlap_hi"] == pytest.approx(0.40)
+    # a test codec with *worse* (higher) LPIPS at the same rates needs more rate: positive
+    worse = rd.bd_rate(RATES, lp, RATES, lp + 0.02, higher_is_better=False)
+    assert worse["bd_rate"] > 0
+
+
+def test_bd_rate_partial_and_no_overlap():
+    # log-rate linear in quality (PCHIP reproduces a line exactly): a test curve covering
+    # only 29..35 of the anchor's 26..38 at half the rate is -50% over that overlap
+    lin = np.array([26.0, 29.0, 32.0, 35.0, 38.0])
+    d = rd.bd_rate(RATES, lin, RATES[1:4] / 2, lin[1:4])
+    assert d["bd_rate"] == pytest.approx(-50.0, abs=1e-9)
+    assert (d["overlap_lo"], d["overlap_hi"], d["overlap_width"]) == (29.0, 35.0, 6.0)
+    # disjoint quality ranges: no number, zero width
+    none = rd.bd_rate(RATES, PSNRS, RATES, PSNRS + 20)
+    assert math.isnan(none["bd_rate"]) and none["overlap_width"] == 0
+    assert math.isnan(rd.bd_rate(RATES[:1], PSNRS[:1], RATES, PSNRS)["bd_rate"])
+    # NaN metric values (MS-SSIM below 161 px) give NaN, not an error
+    assert math.isnan(rd.bd_rate(RATES, PSNRS * np.nan, RATES, PSNRS)["bd_rate"])
+
+
+def test_bd_rate_matches_direct_integration():
+    """Against a brute-force evaluation of the same definition (PCHIP of log-rate)."""
+    from scipy.integrate import trapezoid
+    from scipy.interpolate import PchipInterpolator
+    rt = np.array([6.0, 11.0, 19.0, 33.0])
+    qt = np.array([27.0, 31.0, 33.5, 35.0])
+    lo, hi = 27.0, 35.0
+    x = np.linspace(lo, hi, 200001)
+    da = PchipInterpolator(PSNRS, np.log(RATES))(x)
+    dt = PchipInterpolator(qt, np.log(rt))(x)
+    want = (math.exp(trapezoid(dt - da, x) / (hi - lo)) - 1) * 100
+    assert rd.bd_rate(RATES, PSNRS, rt, qt)["bd_rate"] == pytest.approx(want, abs=1e-4)
+
+
+def test_strip_x264_sei_keeps_other_units():
+    sps, pps = b"\x00\x00\x00\x01\x67\x64\x00\x0a", b"\x00\x00\x00\x01\x68\xee\x3c\x80"
+    sei = b"\x00\x00\x01\x06\x05\x10" + b"x264 - core 165 - H.264" + b"\x00\x80"
+    idr = b"\x00\x00\x01\x65\x88\x84\x00\x33"
+    out, removed, info = rd.strip_x264_info_sei(sps + pps + sei + idr)
+    assert out == sps + pps + idr and removed == len(sei) and info.startswith("x264 - core 165")
+    assert rd.strip_x264_info_sei(sps + idr) == (sps + idr, 0, "")
