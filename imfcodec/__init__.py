@@ -30,4 +30,6 @@ def __getattr__(name):
 
 
 __all__ = ["Encoder", "Decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
-           "load_model", "IMFCodecError", "__version__"]
+           "EncodeStats", "DecodeStats", "load_model", "CodecModel", "ModelError", "Header",
+           "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
+           "IMFCodecError", "__version__"]

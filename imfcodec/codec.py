@@ -15,6 +15,7 @@ Whole files: :func:`encode_file` / :func:`decode_file`; in memory: :func:`encode
 """
 from __future__ import annotations
 
+import operator
 import os
 import tempfile
 import time
@@ -50,11 +51,17 @@ class EncodeStats:
     keyframe_bytes: int = 0
     token_bytes: int = 0
     header_bytes: int = 0
+    keyframe_indices: list = field(default_factory=list)
 
 
-def _check_quality(quality: int):
-    if not isinstance(quality, int) or not 1 <= quality <= 8:
+def _check_quality(quality) -> int:
+    try:
+        q = operator.index(quality)
+    except TypeError:
+        q = None
+    if q is None or not 1 <= q <= 8:
         raise ModelError(f"quality must be an integer 1..8, got {quality!r}")
+    return q
 
 
 class Encoder:
@@ -66,7 +73,7 @@ class Encoder:
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = "av1",
                  packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_psnr: float | None = None,
                  max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S):
-        _check_quality(quality)
+        quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
             raise ModelError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
                              f"{', '.join(keyframe.ENCODERS)}")
@@ -112,6 +119,7 @@ class Encoder:
         self.prev_q = q_r[0]
         self.since_key = 0
         self.stats.keyframes += 1
+        self.stats.keyframe_indices.append(self.index)
         self._psnr_sum += psnr(x_r, x).item()
         out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data))
         return out

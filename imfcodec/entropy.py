@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import torch
-from compressai.entropy_models import GaussianConditional
 from torch import nn
+
+with warnings.catch_warnings():
+    # compressai's import chain triggers torch's "torch.jit.script is deprecated" warning
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import GaussianConditional
 
 from .errors import IMFCodecError
 

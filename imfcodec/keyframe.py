@@ -43,6 +43,7 @@ def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40) -> bytes:
     cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
     cc.time_base = Fraction(1, 25)
     cc.options = _options(codec, crf)
+    cc.thread_count = 1     # one small picture: the same bytes on every machine, whatever its cores
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
     packets = list(cc.encode(frame)) + list(cc.encode(None))
     return b"".join(bytes(p) for p in packets)
