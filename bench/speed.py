@@ -98,7 +98,7 @@ def main(argv=None):
     frames = [(np.stack([(xx + 3 * i) % S, yy, (xx + yy + i) % S], -1) * (255 / S)).astype(np.uint8)
               for i in range(min(n, 50))]
     codec.encode_frames(frames[:3], 25, m, 4)                                        # warm-up
-    data, st = codec.encode_frames(frames, 25, m, 4, refresh_psnr=0.0)
+    data, st = codec.encode_frames(frames, 25, m, 4, refresh_drop=0.0)
     t0 = time.perf_counter()
     nout = sum(1 for _ in codec.decode_bytes(data, m)[1])
     dec_api = (time.perf_counter() - t0)

@@ -40,8 +40,9 @@ def cmd_encode(args):
     try:
         st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
                                raw_fps=args.fps, progress=update, keyframe_codec=args.keyframe_codec,
-                               packet_frames=args.packet_frames, refresh_psnr=args.refresh_psnr,
-                               max_keyframe_interval=args.max_keyframe_interval)
+                               packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
+                               max_keyframe_interval=args.max_keyframe_interval,
+                               min_keyframe_interval=args.min_keyframe_interval)
     finally:
         close()
     print(f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
@@ -114,7 +115,7 @@ def cmd_info(args):
 def cmd_train(args):
     from .train.trainer import train
     quiet = args.quiet
-    train(args.config, args.data, args.out, args.max_steps, args.resume, args.val,
+    train(args.config, args.data, args.out, args.max_steps, args.resume, args.val, args.batch_size,
           log=(lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True)))
 
 
@@ -127,8 +128,9 @@ def cmd_export(args):
         import torch
         ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         size = ck["model_config"]["image_size"]
-        calib = val_frames(build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None),
-                           args.calib_frames)
+        clips = build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None)
+        step = max(1, len(clips) // args.calib_clips)      # an even spread over the clips
+        calib = val_frames(clips[::step][:args.calib_clips], args.calib_frames)
     sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id)
     print(f"{args.output}: sha256 {sha}")
 
@@ -174,9 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keyframe-codec", default="av1", choices=["av1", "hevc", "h264"])
     e.add_argument("--packet-frames", type=int, default=8,
                    help="token frames per packet: fewer = lower latency, more bytes (default 8)")
-    e.add_argument("--refresh-psnr", type=float, default=None,
-                   help="code a new keyframe when a frame's reconstruction falls below this PSNR "
-                        "(dB; default depends on --quality; 0 disables)")
+    e.add_argument("--refresh-drop", type=float, default=None,
+                   help="code a new keyframe when a frame's reconstruction PSNR falls this many dB "
+                        "below that of the first frame after the last keyframe (default depends on "
+                        "--quality; 0 disables)")
+    e.add_argument("--min-keyframe-interval", type=float, default=1.0,
+                   help="seconds between refresh keyframes at least (default 1)")
     e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
     e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
@@ -202,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val", nargs="+", default=None, help="folders or files of validation videos")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None, help="override the recipe's total batch size")
     t.add_argument("--resume", action="store_true")
     common(t, device=False)
     t.set_defaults(fn=cmd_train)
@@ -211,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("output")
     x.add_argument("--model-id", default=None, help="name recorded in streams (default: config name)")
     x.add_argument("--calib", nargs="+", default=None,
-                   help="videos to measure token deltas on for the entropy tables (training data)")
-    x.add_argument("--calib-frames", type=int, default=200)
+                   help="videos (training data, never val) on which to measure the frame-to-frame "
+                        "token differences the entropy tables are built for")
+    x.add_argument("--calib-frames", type=int, default=64, help="first frames of each calibration clip")
+    x.add_argument("--calib-clips", type=int, default=32, help="clips used, spread evenly")
     x.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plot", help="plot a run's log.jsonl to PNG")

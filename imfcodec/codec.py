@@ -35,9 +35,13 @@ from .metrics import psnr
 DEFAULT_QUALITY = 4
 DEFAULT_PACKET_FRAMES = 8
 DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
-# closed-loop refresh: a frame whose reconstruction falls below this PSNR (dB, at model
-# resolution) is coded as a new keyframe instead; one value per quality level 1..8
-DEFAULT_REFRESH_PSNR = (20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0)
+# closed-loop refresh: right after a keyframe the model reconstructs as well as it can on
+# this content; a later frame whose reconstruction PSNR falls this many dB below that of the
+# first frame after the keyframe is coded as a new keyframe instead (one value per quality
+# 1..8: low qualities tolerate more drift to save keyframe bytes). Relative, so it adapts to
+# the content and to the model's own quality without calibration.
+DEFAULT_REFRESH_DROP_DB = (6.0, 5.5, 5.0, 4.5, 4.0, 3.5, 3.0, 2.5)
+DEFAULT_MIN_KEYFRAME_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -66,13 +70,16 @@ def _check_quality(quality) -> int:
 
 class Encoder:
     """Frames in, packets out. Closed loop: every frame is reconstructed exactly as the
-    decoder will, and a frame whose reconstruction falls below ``refresh_psnr`` dB (or that
-    comes ``max_keyframe_interval`` seconds after the last keyframe) becomes a keyframe."""
+    decoder will. A frame becomes a keyframe when its reconstruction PSNR falls more than
+    ``refresh_drop`` dB below that of the first frame after the last keyframe (at most once
+    per ``min_keyframe_interval`` seconds; 0 disables), or ``max_keyframe_interval``
+    seconds after the last keyframe."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = "av1",
-                 packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_psnr: float | None = None,
-                 max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S):
+                 packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_drop: float | None = None,
+                 max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S,
+                 min_keyframe_interval: float = DEFAULT_MIN_KEYFRAME_INTERVAL_S):
         quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
             raise ModelError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
@@ -86,8 +93,10 @@ class Encoder:
         self.quality, self.codec, self.packet_frames = quality, keyframe_codec, packet_frames
         self.mult = model.step_mult(quality)
         self.crf = model.keyframe_crf(quality, keyframe_codec)
-        self.refresh_psnr = DEFAULT_REFRESH_PSNR[quality - 1] if refresh_psnr is None else refresh_psnr
+        self.refresh_drop = DEFAULT_REFRESH_DROP_DB[quality - 1] if refresh_drop is None else refresh_drop
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
+        self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
+        self.base_psnr = None
         self.index = 0
         self.ref = None
         self.prev_q = None
@@ -118,6 +127,7 @@ class Encoder:
         self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
         self.prev_q = q_r[0]
         self.since_key = 0
+        self.base_psnr = None
         self.stats.keyframes += 1
         self.stats.keyframe_indices.append(self.index)
         self._psnr_sum += psnr(x_r, x).item()
@@ -137,8 +147,11 @@ class Encoder:
         else:
             q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
             x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref)
-            p = psnr(x_hat, x).item()
-            if p < self.refresh_psnr:
+            p = min(psnr(x_hat, x).item(), 100.0)
+            if self.base_psnr is None:
+                self.base_psnr = p
+            if (self.refresh_drop > 0 and self.since_key + 1 >= self.min_interval
+                    and p < self.base_psnr - self.refresh_drop):
                 out = self._keyframe(x)
             else:
                 if not self.pending:
@@ -146,7 +159,7 @@ class Encoder:
                 self.pending.append((q - self.prev_q).to(torch.int64).cpu())
                 self.prev_q = q
                 self.since_key += 1
-                self._psnr_sum += min(p, 100.0)
+                self._psnr_sum += p
                 if len(self.pending) == self.packet_frames:
                     out = self._token_packet()
         self.index += 1

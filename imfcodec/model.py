@@ -220,6 +220,7 @@ def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta
     std = token_delta_std(gen, calib_clips) if calib_clips else None
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE, std)
     m = {"train_step": ck["step"], "train_config": ck["train_config"],
-         "entropy_calibration": "measured token deltas" if std is not None else "trained rate model"}
+         "entropy_calibration": (f"token-delta std measured on {len(calib_clips)} clips" if std is not None
+                                 else "trained rate model")}
     m.update(meta or {})
     return save_model(out_path, gen, ent, model_id or cfg.name, meta=m)

@@ -8,9 +8,9 @@ from conftest import REPO
 
 def test_readme_quality_table_matches_code():
     text = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| (\d+) \|$", text, re.M)
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \|$", text, re.M)
     assert len(rows) == 8
-    for (q, mult, crf, refresh), row, thr in zip(rows, model.DEFAULT_QUALITY_TABLE, codec.DEFAULT_REFRESH_PSNR):
+    for (q, mult, crf, refresh), row, thr in zip(rows, model.DEFAULT_QUALITY_TABLE, codec.DEFAULT_REFRESH_DROP_DB):
         assert int(q) == row["quality"]
         assert float(mult) == round(row["step_mult"], 2)
         assert int(crf) == row["keyframe_crf"]

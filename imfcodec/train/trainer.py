@@ -97,12 +97,16 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
 
 
 def train(config: str, data: list, out: str, max_steps: int | None = None, resume: bool = False,
-          val_data: list | None = None, log=print):
+          val_data: list | None = None, batch_size: int | None = None, log=print):
     rank, world = _dist()
     device = _device(rank)
     cfg: TrainConfig = load_train_config(config)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+        cfg = dataclasses.replace(cfg, batch_size=batch_size)
     mcfg: ModelConfig = load_model_config(cfg.model)
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
