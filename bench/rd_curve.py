@@ -433,6 +433,45 @@ class AnchorRunner:
         return r, np.stack(dec)
 
 
+class Reuse:
+    """Anchor results of an earlier run (its streams.csv, rd.csv and frames.csv)."""
+
+    def __init__(self, folder: Path):
+        import pandas as pd
+        self.dir = Path(folder)
+        try:
+            self.streams = pd.read_csv(self.dir / "streams.csv", dtype={"setting": str})
+            self.rd = pd.read_csv(self.dir / "rd.csv", dtype={"setting": str})
+            self.frames = pd.read_csv(self.dir / "frames.csv", dtype={"setting": str})
+        except (OSError, ValueError) as e:
+            raise BenchError(f"--reuse {folder}: not a bench output folder ({e})") from None
+
+    def get(self, vname, codec, label, n, size, fps):
+        if codec not in ANCHORS:
+            return None
+        st = self.streams[(self.streams.video == vname) & (self.streams.codec == codec)
+                          & (self.streams.setting == label)]
+        if len(st) != 1:
+            return None
+        st = st.iloc[0]
+        if int(st.frames) != n or st["size"] != f"{size}x{size}" or Fraction(st.fps) != fps:
+            return None
+        rd = self.rd[(self.rd.video == vname) & (self.rd.codec == codec) & (self.rd.setting == label)].iloc[0]
+        fr = self.frames[(self.frames.video == vname) & (self.frames.codec == codec)
+                         & (self.frames.setting == label)].sort_values("frame")
+        stream = (self.dir / st.file).resolve()
+        if len(fr) != n or not stream.exists():
+            return None
+        r = Result(vname, codec, label, -int(label[3:]), n, fps, int(st.bytes), int(st.file_bytes),
+                   float(st.kbps), float(rd.enc_fps), float(rd.dec_fps), int(st.keyframes),
+                   keyframe_index=[int(i) for i in fr.frame[fr.keyframe == 1]], stream=str(stream),
+                   options=json.loads(st.options),
+                   note="; ".join(x for x in [str(st.note) if isinstance(st.note, str) else "",
+                                              f"reused from {self.dir}"] if x))
+        r.per_frame = {m: fr[m].to_numpy(dtype=np.float64) for m in METRICS}
+        return r
+
+
 # ---- Bjontegaard delta rate ----------------------------------------------------------------
 def bd_rate(rate_anchor, q_anchor, rate_test, q_test, higher_is_better: bool = True) -> dict:
     """Bjontegaard delta rate (%) of the test curve against the anchor: the average
@@ -704,6 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep x264's informational SEI in its streams (counted in its rate)")
     p.add_argument("--fast", action="store_true",
                    help=f"smoke test: {FAST_FRAMES} frames, qualities {FAST_QUALITIES}, 3 CRFs per anchor")
+    p.add_argument("--reuse", default=None, metavar="DIR",
+                   help="take anchor results (streams, per-frame metrics, speeds) from an earlier "
+                        "run's output folder where video, setting, frame count and size match, "
+                        "instead of re-running them: anchors do not change when the model does")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -793,6 +836,13 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
         f"{frames} frames per clip, codecs {','.join(codecs)}, imf qualities {qualities}, "
         + ", ".join(f"{c} crf {ladders[c]}" for c in codecs if c in ANCHORS))
     metrics = Metrics(size, log, skip)
+    reuse = None
+    if args.reuse:
+        try:
+            reuse = Reuse(args.reuse)
+        except BenchError as e:
+            print(f"rd_curve.py: error: {e}", file=sys.stderr)
+            return 2
     runners = {}
     if model is not None:
         runners["imf"] = ImfRunner(model, streams)
@@ -831,6 +881,22 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
         ok = 0
         for c, settings in plan.items():
             runner = runners[c]
+            reused = {}
+            if reuse is not None:
+                for label, _, _ in settings:
+                    r = reuse.get(vname, c, label, n, size, fps)
+                    if r is not None:
+                        mid = runner._decode_file(r.stream)[n // 2]
+                        r.mid_frame, r.mid_frame_src = mid, src[n // 2]
+                        reused[label] = r
+                        results.append(r)
+                        ok += 1
+                        log(f"[{vname}] {c} {label}: reused kbps={r.kbps:.3f} psnr={r.mean('psnr'):.3f} "
+                            f"lpips={fmt_num(r.mean('lpips'), 5)}")
+                        bar.update(1)
+                settings = [s for s in settings if s[0] not in reused]
+                if not settings:
+                    continue
             try:
                 runner.warm_up(src, fps, settings[0][1])
             except Exception as e:

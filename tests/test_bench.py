@@ -353,3 +353,20 @@ def test_strip_x264_sei_keeps_other_units():
     out, removed, info = rd.strip_x264_info_sei(sps + pps + sei + idr)
     assert out == sps + pps + idr and removed == len(sei) and info.startswith("x264 - core 165")
     assert rd.strip_x264_info_sei(sps + idr) == (sps + idr, 0, "")
+
+
+def test_reuse_takes_anchor_results_from_an_earlier_run(run, tmp_path, capsys):
+    out = tmp_path / "again"
+    code = rd.main(["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast",
+                    "--model", str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--reuse",
+                    str(run["out"]), "-q"])
+    assert code == 0
+    old = {(r["codec"], r["setting"]): r for r in _rows(run["out"] / "rd.csv")}
+    new = _rows(out / "rd.csv")
+    anchors = [r for r in new if r["codec"] == "x264"]
+    assert anchors and all(r["kbps"] == old[("x264", r["setting"])]["kbps"] for r in anchors)
+    assert all(r["enc_fps"] == old[("x264", r["setting"])]["enc_fps"] for r in anchors)
+    assert "reused" in (out / "log.txt").read_text()
+    assert any(r["codec"] == "imf" for r in new)
+    assert rd.main(["--videos", str(run["src"] / "talk.mp4"), "--out", str(tmp_path / "x"),
+                    "--reuse", str(tmp_path / "nowhere"), "-q"]) == 2

@@ -23,3 +23,16 @@ def test_bitstream_spec_magic_and_version():
     assert f"format version {container.VERSION}" in spec
     assert " ".join(f"{b:02X}" for b in container.MAGIC) in spec
     assert f"0x{container.PKT_KEYFRAME:02X}" in spec and f"0x{container.PKT_TOKENS:02X}" in spec
+
+
+def test_readme_streaming_example_runs(capsys):
+    from imfcodec.model import DEFAULT_MODEL, shipped_models
+    if DEFAULT_MODEL not in shipped_models():
+        import pytest
+        pytest.skip("no shipped default model")
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    streaming = [b for b in blocks if "StreamReader" in b]
+    assert len(streaming) == 1
+    exec(compile(streaming[0], "README.md", "exec"), {})
+    assert "10 frames decoded" in capsys.readouterr().out
