@@ -115,7 +115,7 @@ def cmd_info(args):
 def cmd_train(args):
     from .train.trainer import train
     quiet = args.quiet
-    train(args.config, args.data, args.out, args.max_steps, args.resume, args.val, args.batch_size,
+    train(args.config, args.data, args.out, args.max_steps, args.resume, args.val, args.batch_size, args.init,
           log=(lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True)))
 
 
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None, help="override the recipe's total batch size")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--init", default=None, metavar="MODEL",
+                   help="start a new run from an exported model's generator (e.g. imf-cpu)")
     common(t, device=False)
     t.set_defaults(fn=cmd_train)
 

@@ -138,3 +138,15 @@ def test_torchrun_two_processes_agree(tmp_path, data):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "weights identical on all 2 ranks" in r.stderr
     assert torch.load(tmp_path / "ddp/last.pt", weights_only=True)["step"] == 3
+
+
+def test_init_from_an_exported_model(tmp_path, data, tiny_model_file, other_tiny_model_file):
+    from imfcodec.model import load_model
+    run = tmp_path / "init"
+    assert cli.main(["train", "--config", str(TINY), "--data", str(data), "--out", str(run),
+                     "--max-steps", "1", "--init", str(other_tiny_model_file), "-q"]) == 0
+    gen = load_model(other_tiny_model_file, "cpu").generator   # seed 1: unlike a fresh seed-0 init
+    after = _weights(run / "last.pt")
+    # one small Adam step (lr 2e-3) from the exported weights, not a fresh initialisation
+    for k, p in gen.named_parameters():
+        assert (after[k] - p).abs().max() < 0.01, k

@@ -97,7 +97,8 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
 
 
 def train(config: str, data: list, out: str, max_steps: int | None = None, resume: bool = False,
-          val_data: list | None = None, batch_size: int | None = None, log=print):
+          val_data: list | None = None, batch_size: int | None = None, init: str | None = None,
+          log=print):
     rank, world = _dist()
     device = _device(rank)
     cfg: TrainConfig = load_train_config(config)
@@ -144,6 +145,16 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         opt_d.load_state_dict(ck["opt_d"])
         step, best = ck["step"], ck.get("best")
         log(f"resumed {last} at step {step}")
+
+    elif init:
+        # start a new run from an exported model's generator (e.g. the shipped weights)
+        from ..model import load_model
+        m = load_model(init, "cpu")
+        if to_dict(m.config) != to_dict(mcfg):
+            raise TrainError(f"--init {init}: its model config ({m.config.name}) does not fit {cfg.model}")
+        gen.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in m.generator.state_dict().items()})
+        log(f"generator initialised from {init} (sha256 {m.sha256[:16]})")
 
     need_vgg = cfg.loss_perceptual > 0
     perceptual = None
