@@ -186,6 +186,18 @@ def _features_template(net: str) -> torch.nn.Sequential:
     raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
 
 
+def run_taps(features, taps, x):
+    """Run ``x`` through the ``features`` stack; return the activations after the layers
+    whose indices are in ``taps``, shallowest first (LPIPS and the VGG loss share this)."""
+    out = []
+    tapset = set(taps)
+    for i, layer in enumerate(features):
+        x = layer(x)
+        if i in tapset:
+            out.append(x)
+    return out
+
+
 def build_features(net: str, state: Mapping[str, Tensor] | None = None) -> torch.nn.Sequential:
     """torchvision's ``alexnet().features`` / ``vgg16().features`` on CPU, optionally loaded.
 

@@ -73,13 +73,7 @@ class LPIPS(nn.Module):
         return super().train(False)
 
     def _taps(self, x: Tensor) -> list[Tensor]:
-        out: list[Tensor] = []
-        tapset = set(self.taps)
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in tapset:
-                out.append(x)
-        return out
+        return assets.run_taps(self.features, self.taps, x)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """LPIPS v0.1 distance between ``a`` and ``b`` (both ``(B, 3, H, W)`` in [0, 1])."""

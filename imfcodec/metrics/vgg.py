@@ -74,11 +74,4 @@ class VGGFeatures(nn.Module):
         """Activations at ``self.layer_names`` for ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        x = (x - self.mean) / self.std
-        out: list[Tensor] = []
-        tapset = set(self.taps)
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in tapset:
-                out.append(x)
-        return out
+        return assets.run_taps(self.features, self.taps, (x - self.mean) / self.std)
