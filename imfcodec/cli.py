@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from fractions import Fraction
-from pathlib import Path
 
 from .errors import IMFCodecError
 

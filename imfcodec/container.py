@@ -5,10 +5,9 @@ No torch here: the container knows nothing of networks or entropy tables.
 from __future__ import annotations
 
 import binascii
-import io
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Union
 

@@ -131,7 +131,11 @@ def test_train_configs_validate(name):
 
 def test_torchrun_two_processes_agree(tmp_path, data):
     env = dict(os.environ, OMP_NUM_THREADS="1", IMFCODEC_HOME=str(tmp_path / "home"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    import socket
+    with socket.socket() as sock:          # a free port, not a fixed one another run may hold
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
            "-m", "imfcodec", "train", "--config", str(TINY), "--data", str(data),
            "--out", str(tmp_path / "ddp"), "--max-steps", "3"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

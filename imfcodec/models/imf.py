@@ -305,7 +305,7 @@ class IMFGenerator(nn.Module):
         t = self.token_encoder(torch.cat([x_r, x_c]))        # (2B, d_m)
         step = self.step(mult).repeat(2, 1)
         t_hat = ste_round(t / step) * step
-        t_hat_r, t_hat_c = t_hat[:b], t_hat[b:]
+        t_hat_r = t_hat[:b]
         y = (t[b:] - t_hat_r.detach()) / step[:b]             # symbol units
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         lik = gaussian_likelihood(y_noisy, self.log_sigma.exp() / step[:b])

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..errors import IMFCodecError
-from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, load_model_config, \
+from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
 from .data import PairSampler, build_cache, cache_bytes, val_frames
