@@ -33,6 +33,7 @@ Run ``imfcodec fetch-weights`` or ``python -m imfcodec.assets`` once to populate
 from __future__ import annotations
 
 from imfcodec.errors import IMFCodecError
+from imfcodec.fileio import atomic_write
 import argparse
 import hashlib
 import io
@@ -44,7 +45,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -293,24 +294,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via ``write(fileobj)`` to a temp file in ``path``'s directory, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is plain shared data
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _read_manifest(root: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((root / MANIFEST_FILE).read_text())
@@ -462,7 +445,7 @@ def fetch_backbones(quiet: bool = False) -> Path:
                 raise FetchError(f"{_CKPT_MEMBERS[net]} is not a dict")
             state = convert_flax_ckpt(tree, net)
             name = _OUT_FILES[net]
-            _atomic_write(root / name, lambda f, s=state: torch.save(s, f))
+            atomic_write(root / name, lambda f, s=state: torch.save(s, f))
             files[name] = {"sha256": _sha256(root / name), "bytes": (root / name).stat().st_size}
             if not quiet:
                 print(f"imfcodec: wrote {root / name}", file=sys.stderr)
@@ -472,7 +455,7 @@ def fetch_backbones(quiet: bool = False) -> Path:
         "source_sha256": SOURCE_SHA256,
         "files": files,
     }
-    _atomic_write(root / MANIFEST_FILE,
+    atomic_write(root / MANIFEST_FILE,
                   lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return root
 

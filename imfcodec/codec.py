@@ -16,8 +16,6 @@ Whole files: :func:`encode_file` / :func:`decode_file`; in memory: :func:`encode
 from __future__ import annotations
 
 import operator
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,6 +27,7 @@ import torch
 
 from . import container, keyframe, video
 from .container import Header, KeyframePacket, StreamError, TokenPacket
+from .fileio import atomic_write
 from .model import CodecModel, ModelError, load_model
 from .metrics import psnr
 
@@ -286,17 +285,9 @@ def model_for(header: Header, model, device="auto") -> CodecModel:
 
 def _atomic_bytes(path, data: bytes):
     path = Path(path)
-    if path.parent and not path.parent.exists():
+    if not path.parent.exists():
         raise video.VideoError(f"{path}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT_QUALITY, device="auto",

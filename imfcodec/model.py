@@ -18,6 +18,7 @@ import torch
 from .config import ConfigError, ModelConfig, from_dict, to_dict
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError
+from .fileio import atomic_write
 from .models.imf import IMFGenerator
 
 MODEL_FORMAT = "imfcodec-model"
@@ -133,16 +134,22 @@ def load_model(name_or_path=None, device="auto") -> CodecModel:
                       dict(blob.get("meta", {})))
 
 
-def _checkpoint_as_model(ck: dict, path) -> dict:
-    """A training checkpoint used directly as a model (``--model RUN/last.pt``): entropy
-    tables are built on the fly from the trained rate model. Fine for trying a run; for
-    streams meant for other machines, ``imfcodec export`` fixes the tables in a file."""
+def _generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
     try:
         cfg = from_dict(ModelConfig, ck["model_config"], where=str(path))
         gen = IMFGenerator(cfg)
         gen.load_state_dict(ck["generator"])
     except (KeyError, RuntimeError, ConfigError) as e:
         raise ModelError(f"{path}: damaged training checkpoint ({str(e).splitlines()[0][:120]})") from None
+    return gen.eval()
+
+
+def _checkpoint_as_model(ck: dict, path) -> dict:
+    """A training checkpoint used directly as a model (``--model RUN/last.pt``): entropy
+    tables are built on the fly from the trained rate model. Fine for trying a run; for
+    streams meant for other machines, ``imfcodec export`` fixes the tables in a file."""
+    gen = _generator_from_checkpoint(ck, path)
+    cfg = gen.cfg
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
     return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": cfg.name,
             "config": ck["model_config"], "generator": ck["generator"], "entropy": ent.state_dict(),
@@ -184,9 +191,7 @@ def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
     torch.save(blob, buf)
     data = buf.getvalue()
     path = Path(path)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data))
     sha = hashlib.sha256(data).hexdigest()
     Path(str(path) + ".sha256").write_text(f"{sha}  {path.name}\n")
     return sha
@@ -213,10 +218,8 @@ def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
     if not isinstance(ck, dict) or ck.get("format") != "imfcodec-train-checkpoint":
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
-    cfg = from_dict(ModelConfig, ck["model_config"], where=str(ckpt_path))
-    gen = IMFGenerator(cfg)
-    gen.load_state_dict(ck["generator"])
-    gen.eval()
+    gen = _generator_from_checkpoint(ck, ckpt_path)
+    cfg = gen.cfg
     std = token_delta_std(gen, calib_clips) if calib_clips else None
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE, std)
     m = {"train_step": ck["step"], "train_config": ck["train_config"],

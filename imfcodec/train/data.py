@@ -8,8 +8,6 @@ Decoding mp4 at every step is too slow on 2 cores, so each clip is decoded once,
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import IMFCodecError
+from ..fileio import atomic_write
 from ..video import VideoError, read_frames
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m", ".m4v")
@@ -90,9 +89,7 @@ def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None
                 warnings.warn(f"skipping {video}: {e}")
                 continue
             arr = square_frames(frames, size)
-            tmp = out.with_suffix(".tmp.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, out)
+            atomic_write(out, lambda f: np.save(f, arr))
             log(f"cached {video.name}: {len(arr)} frames -> {out.name}")
         n = np.load(out, mmap_mode="r").shape[0]
         if n < 2:
@@ -163,8 +160,3 @@ def val_frames(clips, frames: int) -> list[torch.Tensor]:
         out.append(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0)
     return out
 
-
-def write_json_atomic(path: Path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)

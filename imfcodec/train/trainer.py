@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import IMFCodecError
+from ..fileio import atomic_write
 from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
@@ -38,9 +39,7 @@ def frame_cache_root(size: int) -> Path:
 
 
 def save_atomic(obj, path: Path):
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _dist():
