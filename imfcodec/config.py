@@ -48,7 +48,10 @@ class ModelConfig:
     motion_trunk_channels: tuple = (256, 512, 512, 512)    # trunk width at each feature size
     motion_channels: tuple = (256, 512, 512, 512)          # m^1..m^4 channels
     # IMF_A, implicit motion alignment
-    align_mode: tuple = ("attn", "attn", "attn", "attn")   # "attn" or "skip" (pass f_r through)
+    # per scale: "attn" (cross-attention), "borrow" (aligned with the attention map of the
+    # next coarser scale, 2x2 blocks of f_r as one value; no parameters) or "skip" (f_r passed
+    # through unaligned: a shortcut that lets the decoder ignore the motion; avoid)
+    align_mode: tuple = ("attn", "attn", "attn", "attn")
     attn_dim: tuple = (256, 256, 512, 512)                 # width of Q/K/V per scale
     attn_heads: tuple = (4, 4, 8, 8)
     transformer_blocks: tuple = (4, 4, 4, 4)
@@ -72,9 +75,13 @@ class ModelConfig:
                                   f"(one per feature size), got {len(getattr(self, key))}")
         if list(self.feature_sizes) != sorted(self.feature_sizes, reverse=True):
             raise ConfigError("feature_sizes must run from the finest scale to the coarsest")
-        for m in self.align_mode:
-            if m not in ("attn", "skip"):
-                raise ConfigError(f"align_mode entries must be 'attn' or 'skip', got {m!r}")
+        for i, m in enumerate(self.align_mode):
+            if m not in ("attn", "borrow", "skip"):
+                raise ConfigError(f"align_mode entries must be 'attn', 'borrow' or 'skip', got {m!r}")
+            if m == "borrow" and not (i + 1 < n and self.align_mode[i + 1] == "attn"
+                                      and self.feature_sizes[i] == 2 * self.feature_sizes[i + 1]):
+                raise ConfigError("align_mode 'borrow' needs the next coarser scale to be 'attn' "
+                                  "at half the size")
         for d, h in zip(self.attn_dim, self.attn_heads):
             if d % h:
                 raise ConfigError(f"attn_dim {d} is not divisible by attn_heads {h}")
@@ -111,6 +118,19 @@ class TrainConfig:
     perceptual_start: int = 0               # step at which the VGG term switches on
     gan_start: int = 0                      # step at which the GAN terms switch on
     rate_lambda: float = 0.01               # weight of estimated token bits per frame
+    # learning rate of the rate model's per-channel log sigma (None: lr). Adam moves a
+    # parameter about lr per step: at 2e-4 it could drift only 0.3 in 1,500 steps.
+    sigma_lr: float | None = None
+    # learning rate of the quantizer's log step (None: lr; 0: frozen). Through the
+    # straight-through rounding only the rate term sees the step clearly, so a learned
+    # step only grows, until every token rounds to the keyframe's: freeze it and let the
+    # token encoder learn the token's scale instead.
+    step_lr: float | None = None
+    # with --init: reset the quantizer to this log step / log sigma (None: keep)
+    init_log_step: float | None = None
+    init_log_sigma: float | None = None
+    # with --init: generator parts to start afresh (e.g. [token_encoder, token_decoder])
+    init_reset: tuple = ()
     step_mult_range: tuple = (0.25, 2.83)   # token step multipliers sampled (log-uniform)
     max_gap: int = 60                       # reference/current frame gap range (frames)
     color_jitter: float = 0.05
@@ -135,6 +155,8 @@ def _coerce(cls, key: str, typ: Any, value: Any, where: str):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
         return value
+    if typ == "float | None":
+        return None if value is None else _coerce(cls, key, float, value, where)
     if typ in ("float", float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")

@@ -74,3 +74,37 @@ def test_config_validation():
         from_dict(ModelConfig, {k: v for k, v in base.items() if k != "name"})
     with pytest.raises(ConfigError, match="not found"):
         load_model_config(REPO / "configs/model/nope.yaml")
+
+
+def test_borrow_scale_moves_blocks_with_the_coarser_attention_map():
+    import torch.nn.functional as F
+    cfg = load_model_config(REPO / "configs/model/imf-cpu.yaml")
+    assert cfg.align_mode[0] == "borrow"
+    torch.manual_seed(0)
+    g = IMFGenerator(cfg).eval()
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        t = g.encode_token(x)
+        ref = g.prepare_reference(x[:1], t[:1])
+        m_c = g.token_decoder(t[1:])
+        out = g.motion_alignment(m_c, ref.caches)
+        # the 32x32 scale's attention map, written out by hand, averaged over heads
+        sc, c = g.motion_alignment.scales[1], ref.caches[1]
+        q = sc._heads(sc.q(sc.norm_q(m_c[1].flatten(2).transpose(1, 2))) + sc.pos)
+        p = (q @ c.k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1).mean(1)   # (1, N, N)
+        f1 = ref.caches[0].f_r                                                     # (1, C, 64, 64)
+        blocks = F.pixel_unshuffle(f1, 2).flatten(2).transpose(1, 2)              # (1, N, 4C)
+        want = F.pixel_shuffle((p @ blocks).transpose(1, 2).reshape(1, -1, 32, 32), 2)
+        torch.testing.assert_close(out[0], want, atol=1e-5, rtol=1e-4)
+        # and an identity map would give f^1 back exactly (nothing lost in the block moves)
+        eye = torch.eye(p.shape[-1])[None]
+        same = F.pixel_shuffle((eye @ blocks).transpose(1, 2).reshape(1, -1, 32, 32), 2)
+        assert torch.equal(same, f1)
+
+
+def test_borrow_needs_an_attending_scale_at_half_size():
+    base = load_yaml(REPO / "configs/model/imf-cpu.yaml")
+    for modes in (["attn", "attn", "attn", "borrow"], ["borrow", "skip", "attn", "attn"],
+                  ["fly", "attn", "attn", "attn"]):
+        with pytest.raises(ConfigError, match="align_mode"):
+            from_dict(ModelConfig, dict(base, align_mode=modes))

@@ -100,7 +100,7 @@ class TokenDecoder(nn.Module):
         self.ups = nn.ModuleList()
         self.convs = nn.ModuleList()
         self.sides = nn.ModuleDict()
-        # only scales that attend need motion features; 'skip' scales get none
+        # only scales that attend need motion features; 'borrow' and 'skip' scales get none
         self.sizes = [s for s, m in zip(cfg.feature_sizes, cfg.align_mode) if m == "attn"]
         out_ch = {s: out_ch[s] for s in self.sizes}
         size = 4
@@ -168,22 +168,38 @@ class AlignmentScale(nn.Module):
         k = self.k(self.norm_k(mr)) + self.pos
         return ScaleCache(self._heads(k), self._heads(self.v(fr)), f_r)
 
-    def forward(self, m_c, cache: ScaleCache):
+    def forward(self, m_c, cache: ScaleCache, extra_v=None):
+        """Aligned features (B, Cf, S, S). extra_v (B, 1, N, E): more values moved by the same
+        attention (averaged over heads), for a finer 'borrow' scale; then also returns
+        those, (B, N, E)."""
         b, _, h, w = m_c.shape
-        q = self.q(self.norm_q(m_c.flatten(2).transpose(1, 2))) + self.pos   # (B, N, D)
-        a = F.scaled_dot_product_attention(self._heads(q), cache.k, cache.v)  # (B, heads, N, D/h)
+        q = self._heads(self.q(self.norm_q(m_c.flatten(2).transpose(1, 2))) + self.pos)
+        if extra_v is None:
+            a = F.scaled_dot_product_attention(q, cache.k, cache.v)   # (B, heads, N, D/h)
+        else:     # explicit softmax: torch's fused CPU kernels need equal q/v widths
+            v = torch.cat([cache.v, extra_v.expand(-1, self.heads, -1, -1)], dim=-1)
+            a = ((q * q.shape[-1] ** -0.5) @ cache.k.transpose(-1, -2)).softmax(-1) @ v
+            d = cache.v.shape[-1]
+            a, extra = a[..., :d], a[..., d:].mean(1)          # (B, heads, N, D/h), (B, N, E)
         x = self.proj(a.transpose(1, 2).reshape(b, h * w, -1))
         x = self.blocks(x)
-        x = self.out(self.norm_out(x))                    # (B, N, Cf)
-        return x.transpose(1, 2).reshape(b, -1, h, w)
+        x = self.out(self.norm_out(x)).transpose(1, 2).reshape(b, -1, h, w)   # (B, Cf, S, S)
+        return x if extra_v is None else (x, extra)
 
 
 class MotionAlignment(nn.Module):
-    """IMF_A over all scales. 'skip' scales pass f_r through unaligned (CPU designs use it
-    at the finest scale, where full attention would cost O(N^2) with N = 4096)."""
+    """IMF_A over all scales (finest first).
+
+    'borrow' scales (the CPU design's 64x64 scale, where full attention would cost O(N^2)
+    with N = 4096) are aligned with the attention map of the next coarser scale: each 2x2
+    block of f_r is one value vector (space-to-depth), moved as that scale's attention
+    moves its token, then put back (depth-to-space). No parameters of its own, and the
+    reference reaches the decoder only through the motion-driven attention.
+    'skip' scales pass f_r through unaligned (kept for models trained that way)."""
 
     def __init__(self, cfg: ModelConfig, feat_channels):
         super().__init__()
+        self.modes = tuple(cfg.align_mode)
         self.scales = nn.ModuleList()
         for i, size in enumerate(cfg.feature_sizes):
             if cfg.align_mode[i] == "attn":
@@ -194,12 +210,32 @@ class MotionAlignment(nn.Module):
                 self.scales.append(nn.Identity())
 
     def prepare(self, m_r, f_r):
-        return [s.prepare(m, f) if isinstance(s, AlignmentScale) else ScaleCache(None, None, f)
-                for s, m, f in zip(self.scales, m_r, f_r)]
+        caches = []
+        for s, mode, m, f in zip(self.scales, self.modes, m_r, f_r):
+            if mode == "attn":
+                caches.append(s.prepare(m, f))
+            elif mode == "borrow":            # (B, 1, N/4, 4C): one "head" of block values
+                v = F.pixel_unshuffle(f, 2).flatten(2).transpose(1, 2).unsqueeze(1)
+                caches.append(ScaleCache(None, v, f))
+            else:
+                caches.append(ScaleCache(None, None, f))
+        return caches
 
     def forward(self, m_c, caches):
-        return [s(m, c) if isinstance(s, AlignmentScale) else c.f_r
-                for s, m, c in zip(self.scales, m_c, caches)]
+        out = [None] * len(caches)
+        for i in range(len(caches) - 1, -1, -1):          # coarse -> fine: lenders first
+            mode, c = self.modes[i], caches[i]
+            if mode == "attn":
+                if i > 0 and self.modes[i - 1] == "borrow":
+                    out[i], moved = self.scales[i](m_c[i], c, extra_v=caches[i - 1].v)
+                else:
+                    out[i] = self.scales[i](m_c[i], c)
+            elif mode == "borrow":
+                b, _, s, _ = c.f_r.shape                  # moved: (B, N/4, 4C)
+                out[i] = F.pixel_shuffle(moved.transpose(1, 2).reshape(b, -1, s // 2, s // 2), 2)
+            else:
+                out[i] = c.f_r
+        return out
 
 
 class FrameDecoder(nn.Module):
