@@ -154,3 +154,30 @@ def test_init_from_an_exported_model(tmp_path, data, tiny_model_file, other_tiny
     # one small Adam step (lr 2e-3) from the exported weights, not a fresh initialisation
     for k, p in gen.named_parameters():
         assert (after[k] - p).abs().max() < 0.01, k
+
+
+def test_init_resets_the_quantizer_and_a_frozen_step_stays(tmp_path, data, other_tiny_model_file):
+    import yaml
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(model=str(REPO / "configs/model/tiny.yaml"), step_lr=0.0, sigma_lr=0.05,
+               init_log_step=-3.0, init_log_sigma=-1.0, init_reset=["token_encoder"])
+    path = tmp_path / "quant.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "quant"
+    assert cli.main(["train", "--config", str(path), "--data", str(data), "--out", str(run),
+                     "--max-steps", "3", "--init", str(other_tiny_model_file), "-q"]) == 0
+    after = _weights(run / "last.pt")
+    assert torch.equal(after["log_step"], torch.full_like(after["log_step"], -3.0))
+    # sigma learns at its own rate: three Adam steps of 0.05 move it well past lr's 3 x 2e-3
+    assert 0.02 < (after["log_sigma"] + 1.0).abs().max() < 0.151
+    # the reset part starts afresh, the rest from the model (three small Adam steps away)
+    from imfcodec.model import load_model
+    init = dict(load_model(other_tiny_model_file, "cpu").generator.named_parameters())
+    far = [k for k in init if (after[k] - init[k]).abs().max() > 0.05
+           and k not in ("log_step", "log_sigma")]
+    assert far and all(k.startswith("token_encoder.") for k in far), far
+    bad = dict(cfg, init_reset=["no_such_part"])
+    path.write_text(yaml.safe_dump(bad))
+    assert cli.main(["train", "--config", str(path), "--data", str(data), "--out",
+                     str(tmp_path / "bad"), "--max-steps", "1", "--init",
+                     str(other_tiny_model_file), "-q"]) == 1

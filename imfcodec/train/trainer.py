@@ -122,7 +122,12 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     torch.manual_seed(cfg.seed)
     gen = IMFGenerator(mcfg).to(device)
     disc = MultiScaleDiscriminator(mcfg).to(device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas)
+    gen.log_step.requires_grad_(cfg.step_lr != 0)
+    rest = [p for n, p in gen.named_parameters() if n not in ("log_step", "log_sigma")]
+    groups = [{"params": rest}, {"params": [gen.log_sigma], "lr": cfg.sigma_lr or cfg.lr}]
+    if cfg.step_lr != 0:
+        groups.append({"params": [gen.log_step], "lr": cfg.step_lr or cfg.lr})
+    opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     step, best = 0, None
     if resume:
@@ -148,10 +153,22 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         # start a new run from an exported model's generator (e.g. the shipped weights)
         from ..model import load_model
         m = load_model(init, "cpu")
-        if to_dict(m.config) != to_dict(mcfg):
-            raise TrainError(f"--init {init}: its model config ({m.config.name}) does not fit {cfg.model}")
-        gen.load_state_dict({k: v.float() if v.is_floating_point() else v
-                             for k, v in m.generator.state_dict().items()})
+        try:    # any model with the same parameters fits (align_mode has none of its own)
+            gen.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                 for k, v in m.generator.state_dict().items()})
+        except RuntimeError:
+            raise TrainError(f"--init {init}: its model config ({m.config.name}) does not fit "
+                             f"{cfg.model}") from None
+        fresh = IMFGenerator(mcfg)
+        for name in cfg.init_reset:
+            if not isinstance(getattr(gen, name, None), torch.nn.Module):
+                raise TrainError(f"init_reset: the generator has no part {name!r}")
+            getattr(gen, name).load_state_dict(getattr(fresh, name).state_dict())
+        with torch.no_grad():
+            if cfg.init_log_step is not None:
+                gen.log_step.fill_(cfg.init_log_step)
+            if cfg.init_log_sigma is not None:
+                gen.log_sigma.fill_(cfg.init_log_sigma)
         log(f"generator initialised from {init} (sha256 {m.sha256[:16]})")
 
     need_vgg = cfg.loss_perceptual > 0
