@@ -118,6 +118,12 @@ class TrainConfig:
     perceptual_start: int = 0               # step at which the VGG term switches on
     gan_start: int = 0                      # step at which the GAN terms switch on
     rate_lambda: float = 0.01               # weight of estimated token bits per frame
+    rate_start: int = 0                     # step at which the rate term switches on
+    # learning rate of the equalized-learning-rate layers (unit-variance weights scaled at
+    # run time: E_T and IMF_D, StyleGAN/LIA style; None: lr). Adam moves every weight about
+    # lr per step, so at one shared lr these learn 20-100x slower, relative to their size,
+    # than the plainly initialised layers: StyleGAN2 and LIA train them at 2e-3.
+    equalized_lr: float | None = None
     # learning rate of the rate model's per-channel log sigma (None: lr). Adam moves a
     # parameter about lr per step: at 2e-4 it could drift only 0.3 in 1,500 steps.
     sigma_lr: float | None = None

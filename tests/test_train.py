@@ -160,7 +160,7 @@ def test_init_resets_the_quantizer_and_a_frozen_step_stays(tmp_path, data, other
     import yaml
     cfg = yaml.safe_load(TINY.read_text())
     cfg.update(model=str(REPO / "configs/model/tiny.yaml"), step_lr=0.0, sigma_lr=0.05,
-               init_log_step=-3.0, init_log_sigma=-1.0, init_reset=["token_encoder"])
+               init_log_step=-3.0, init_log_sigma=-1.0, init_reset=["token_encoder"], equalized_lr=0.01)
     path = tmp_path / "quant.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "quant"
@@ -176,6 +176,10 @@ def test_init_resets_the_quantizer_and_a_frozen_step_stays(tmp_path, data, other
     far = [k for k in init if (after[k] - init[k]).abs().max() > 0.05
            and k not in ("log_step", "log_sigma")]
     assert far and all(k.startswith("token_encoder.") for k in far), far
+    # equalized layers (IMF_D's modulated convs) step at equalized_lr, 5x the lr of 2e-3
+    moved = max((after[k] - init[k]).abs().max().item() for k in init
+                if k.startswith("token_decoder.") and k.endswith(".weight"))
+    assert 0.012 < moved < 0.05, moved
     bad = dict(cfg, init_reset=["no_such_part"])
     path.write_text(yaml.safe_dump(bad))
     assert cli.main(["train", "--config", str(path), "--data", str(data), "--out",

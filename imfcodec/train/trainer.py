@@ -123,8 +123,16 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     gen = IMFGenerator(mcfg).to(device)
     disc = MultiScaleDiscriminator(mcfg).to(device)
     gen.log_step.requires_grad_(cfg.step_lr != 0)
-    rest = [p for n, p in gen.named_parameters() if n not in ("log_step", "log_sigma")]
-    groups = [{"params": rest}, {"params": [gen.log_sigma], "lr": cfg.sigma_lr or cfg.lr}]
+    from ..models.layers import EqualConv2d, EqualLinear, ModulatedConv2d
+    equalized = {id(p) for mod in gen.modules()
+                 if isinstance(mod, (EqualConv2d, EqualLinear, ModulatedConv2d))
+                 for p in mod.parameters(recurse=False)}
+    rest = [p for n, p in gen.named_parameters()
+            if n not in ("log_step", "log_sigma") and id(p) not in equalized]
+    groups = [{"params": rest},
+              {"params": [p for p in gen.parameters() if id(p) in equalized],
+               "lr": cfg.equalized_lr or cfg.lr},
+              {"params": [gen.log_sigma], "lr": cfg.sigma_lr or cfg.lr}]
     if cfg.step_lr != 0:
         groups.append({"params": [gen.log_step], "lr": cfg.step_lr or cfg.lr})
     opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
@@ -215,7 +223,7 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
         x_hat, bits = gen_t(x_r, x_c, mult)
         l1 = (x_hat - x_c).abs().mean()
-        loss = cfg.loss_l1 * l1 + cfg.rate_lambda * bits.mean()
+        loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
         rec = {"step": step + 1, "l1": l1.item(), "bits": bits.mean().item()}
         if perceptual is not None and step >= cfg.perceptual_start:
             p = perceptual(x_hat, x_c)
