@@ -118,7 +118,7 @@ def cmd_train(args):
 
 
 def cmd_export(args):
-    from .model import export_checkpoint
+    from .model import ModelError, export_checkpoint
     calib = None
     if args.calib:
         from .train.data import build_cache, val_frames
@@ -129,7 +129,10 @@ def cmd_export(args):
         clips = build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None)
         step = max(1, len(clips) // args.calib_clips)      # an even spread over the clips
         calib = val_frames(clips[::step][:args.calib_clips], args.calib_frames)
-    sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id)
+    if not args.step_scale > 0:
+        raise ModelError(f"--step-scale must be > 0, got {args.step_scale}")
+    sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id,
+                            step_scale=args.step_scale)
     print(f"{args.output}: sha256 {sha}")
 
 
@@ -221,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "token differences the entropy tables are built for")
     x.add_argument("--calib-frames", type=int, default=64, help="first frames of each calibration clip")
     x.add_argument("--calib-clips", type=int, default=32, help="clips used, spread evenly")
+    x.add_argument("--step-scale", type=float, default=1.0,
+                   help="multiply every quality level's token step_mult (a coarser step that "
+                        "costs no quality on training clips saves token bits)")
     x.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plot", help="plot a run's log.jsonl to PNG")

@@ -208,8 +208,10 @@ def random_model(config: ModelConfig, seed: int = 0, device="cpu") -> CodecModel
                       config, gen.to(device), ent, list(DEFAULT_QUALITY_TABLE), torch.device(device), {})
 
 
-def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta=None) -> str:
-    """Training checkpoint -> shippable model file (generator + entropy tables + config)."""
+def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta=None,
+                      step_scale: float = 1.0) -> str:
+    """Training checkpoint -> shippable model file (generator + entropy tables + config).
+    ``step_scale`` multiplies every quality level's token step_mult."""
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -221,9 +223,10 @@ def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta
     gen = _generator_from_checkpoint(ck, ckpt_path)
     cfg = gen.cfg
     std = token_delta_std(gen, calib_clips) if calib_clips else None
-    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE, std)
+    table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in DEFAULT_QUALITY_TABLE]
+    ent = build_entropy(gen, table, std)
     m = {"train_step": ck["step"], "train_config": ck["train_config"],
          "entropy_calibration": (f"token-delta std measured on {len(calib_clips)} clips" if std is not None
-                                 else "trained rate model")}
+                                 else "trained rate model"), "step_scale": step_scale}
     m.update(meta or {})
-    return save_model(out_path, gen, ent, model_id or cfg.name, meta=m)
+    return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)

@@ -87,6 +87,18 @@ def test_cli_train_resume_encode_export(tmp_path, data, capsys):
     from imfcodec.model import load_model
     m = load_model(out, "cpu")
     assert m.model_id == "tiny" and m.sha256 == sha
+    # --step-scale coarsens every level's token step; its entropy tables follow
+    coarse = tmp_path / "m8.pt"
+    assert cli.main(["export", str(run / "best.pt"), str(coarse), "--step-scale", "8"]) == 0
+    m8 = load_model(coarse, "cpu")
+    assert [m8.step_mult(q) for q in range(1, 9)] == pytest.approx([8 * m.step_mult(q) for q in range(1, 9)], rel=1e-3)
+    assert m8.meta["step_scale"] == 8.0
+    import imfcodec
+    frames = list(imfcodec.video.read_frames(clip))
+    assert len(imfcodec.encode_frames(frames, 25, m8, 4)[0]) <= len(imfcodec.encode_frames(frames, 25, m, 4)[0])
+    capsys.readouterr()
+    assert cli.main(["export", str(run / "best.pt"), str(tmp_path / "m0.pt"), "--step-scale", "0"]) == 1
+    assert "--step-scale must be > 0" in capsys.readouterr().err and not (tmp_path / "m0.pt").exists()
     assert cli.main(["plot", str(run)]) == 0 and (run / "log.png").exists()
 
 
