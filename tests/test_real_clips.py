@@ -45,3 +45,27 @@ def test_default_model_on_a_val_clip(tmp_path):
     assert cli.main(["encode", str(src), str(imf), "-q"]) == 0
     assert cli.main(["decode", str(imf), str(rec), "-q"]) == 0
     assert len(list(video.read_frames(rec))) == len(list(video.read_frames(src)))
+
+
+@pytest.mark.skipif(not (SHARED / "faces/val").exists(), reason="shared val clips not found")
+def test_default_model_is_driven_by_the_token():
+    """The token must carry the motion: decoding frame c with its own token has to beat
+    decoding it with the keyframe's token (which reproduces the keyframe). A model that
+    copies the keyframe and ignores the token (the first imf-cpu weights did) fails."""
+    import numpy as np
+    import torch
+    from imfcodec.metrics import psnr
+    from imfcodec.model import DEFAULT_MODEL, load_model, shipped_models
+    if DEFAULT_MODEL not in shipped_models():
+        pytest.skip("no shipped default model")
+    m = load_model(DEFAULT_MODEL, "cpu")
+    g = m.generator
+    frames = list(video.read_frames(SHARED / "faces/val/tpsmm_driving.mp4", max_frames=60))
+    x = video.to_model(np.stack(frames[::4]), m.config.image_size)     # 15 frames, 2.4 s
+    mult = m.step_mult(4)
+    with torch.no_grad():
+        t_hat = g.dequantize(g.quantize(g.encode_token(x), mult), mult)
+        ref = g.prepare_reference(x[:1], t_hat[:1])
+        own = psnr(g.decode_frame(t_hat[1:], ref), x[1:])
+        still = psnr(g.decode_frame(t_hat[:1].expand(len(x) - 1, -1), ref), x[1:])
+    assert (own - still).mean() > 0.5, f"token gains only {(own - still).mean():.2f} dB"
