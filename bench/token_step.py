@@ -37,18 +37,20 @@ def main():
     a = ap.parse_args()
     m = load_model(a.model, "cpu")
     g, lp = m.generator, get_lpips("alex")
-    base = [m.step_mult(q) / float(m.quality_table[3]["step_mult"]) for q in range(1, 9)]  # relative to q4
-    clips = [video.to_model(np.stack(list(video.read_frames(c, max_frames=a.frames))), m.config.image_size)
-             for c in a.clips]
+    base = [m.step_mult(q) / m.step_mult(4) for q in range(1, 9)]      # relative to q4
+    clips = []                      # per clip: frames, float tokens, reference (once each)
+    for c in a.clips:
+        x = video.to_model(np.stack(list(video.read_frames(c, max_frames=a.frames))), m.config.image_size)
+        with torch.no_grad():
+            t = g.encode_token(x)
+            clips.append((x, t, g.prepare_reference(x[:1], t[:1])))
     print("| scale | quality | PSNR dB | LPIPS-alex | token bits/frame |\n|---|---|---|---|---|")
     for F in [float(s) for s in a.scales.split(",")]:
         for q in [int(s) for s in a.qualities.split(",")]:
             mult = base[q - 1] * F
             P, L, H = [], [], []
-            for x in clips:
+            for x, t, ref in clips:
                 with torch.no_grad():
-                    t = g.encode_token(x)
-                    ref = g.prepare_reference(x[:1], t[:1])
                     qs = g.quantize(t, mult)
                     H.append(entropy_bits((qs[1:] - qs[:-1]).long()))
                     idx = list(range(1, len(x), 6))
@@ -56,7 +58,6 @@ def main():
                     P.append(psnr(xh, x[idx]).mean().item())
                     L.append(lp(xh, x[idx]).mean().item())
             print(f"| {F:g} | {q} | {np.mean(P):.2f} | {np.mean(L):.4f} | {np.mean(H):.1f} |")
-
 
 if __name__ == "__main__":
     main()

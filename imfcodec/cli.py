@@ -119,6 +119,8 @@ def cmd_train(args):
 
 def cmd_export(args):
     from .model import ModelError, export_checkpoint
+    if not args.step_scale > 0:        # before the calibration, which takes a while
+        raise ModelError(f"--step-scale must be > 0, got {args.step_scale}")
     calib = None
     if args.calib:
         from .train.data import build_cache, val_frames
@@ -129,8 +131,6 @@ def cmd_export(args):
         clips = build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None)
         step = max(1, len(clips) // args.calib_clips)      # an even spread over the clips
         calib = val_frames(clips[::step][:args.calib_clips], args.calib_frames)
-    if not args.step_scale > 0:
-        raise ModelError(f"--step-scale must be > 0, got {args.step_scale}")
     sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id,
                             step_scale=args.step_scale)
     print(f"{args.output}: sha256 {sha}")

@@ -167,11 +167,13 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         except RuntimeError:
             raise TrainError(f"--init {init}: its model config ({m.config.name}) does not fit "
                              f"{cfg.model}") from None
-        fresh = IMFGenerator(mcfg)
         for name in cfg.init_reset:
             if not isinstance(getattr(gen, name, None), torch.nn.Module):
                 raise TrainError(f"init_reset: the generator has no part {name!r}")
-            getattr(gen, name).load_state_dict(getattr(fresh, name).state_dict())
+        if cfg.init_reset:
+            fresh = IMFGenerator(mcfg)
+            for name in cfg.init_reset:
+                getattr(gen, name).load_state_dict(getattr(fresh, name).state_dict())
         with torch.no_grad():
             if cfg.init_log_step is not None:
                 gen.log_step.fill_(cfg.init_log_step)
