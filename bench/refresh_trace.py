@@ -1,0 +1,38 @@
+"""Where the encoder refreshes keyframes, and what each frame's PSNR is, for one clip.
+
+    python bench/refresh_trace.py ../shared/data/faces/val/liveportrait_d12.mp4 5 6
+
+prints, per quality level: file bytes, keyframe indices, and PSNR (dB) of every 6th
+decoded frame. Uses the same 256x256 test source as bench/rd_curve.py.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rd_curve import test_source  # noqa: E402
+
+from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
+from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    m = load_model(DEFAULT_MODEL, "cpu")
+    src, fps = test_source(Path(argv[0]), 250, m.config.image_size)
+    for q in map(int, argv[1:]):
+        data, st = encode_frames(list(src), fps, m, q)
+        _, frames = decode_bytes(data, m, "cpu")
+        rec = np.stack(list(frames)).astype(np.float64)
+        mse = ((rec - src.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+        p = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+        print(f"q{q} {len(data)} B keyframes at {st.keyframe_indices}")
+        print("  PSNR every 6th frame:", " ".join(f"{v:.0f}" for v in p[::6]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
