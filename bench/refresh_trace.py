@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rd_curve import test_source  # noqa: E402
 
 from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
+from imfcodec.metrics import psnr  # noqa: E402
 from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
 
 
@@ -24,11 +26,10 @@ def main(argv: list[str]) -> int:
     m = load_model(DEFAULT_MODEL, "cpu")
     src, fps = test_source(Path(argv[0]), 250, m.config.image_size)
     for q in map(int, argv[1:]):
-        data, st = encode_frames(list(src), fps, m, q)
+        data, st = encode_frames(src, fps, m, q)
         _, frames = decode_bytes(data, m, "cpu")
-        rec = np.stack(list(frames)).astype(np.float64)
-        mse = ((rec - src.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-        p = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+        rec = np.stack(list(frames))
+        p = psnr(*(torch.from_numpy(v).permute(0, 3, 1, 2).float() / 255.0 for v in (rec, src)))
         print(f"q{q} {len(data)} B keyframes at {st.keyframe_indices}")
         print("  PSNR every 6th frame:", " ".join(f"{v:.0f}" for v in p[::6]))
     return 0
