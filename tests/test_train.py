@@ -197,3 +197,25 @@ def test_init_resets_the_quantizer_and_a_frozen_step_stays(tmp_path, data, other
     assert cli.main(["train", "--config", str(path), "--data", str(data), "--out",
                      str(tmp_path / "bad"), "--max-steps", "1", "--init",
                      str(other_tiny_model_file), "-q"]) == 1
+
+
+def test_frame_cache_follows_content_not_path_or_mtime(tmp_path, data):
+    import shutil
+    import warnings
+    from imfcodec.train.data import build_cache
+    logged = []
+    root = tmp_path / "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # broken.mp4 is skipped with a warning
+        first = build_cache([data], 32, root, log=logged.append)
+        assert len(logged) == 2
+        copy = tmp_path / "copy"
+        shutil.copytree(data, copy)           # new path, new mtimes: same bytes
+        os.utime(copy / "a.mp4", (1, 1))
+        again = build_cache([copy], 32, root, log=logged.append)
+        assert len(logged) == 2 and [c.path for c in again] == [c.path for c in first]
+        build_cache([copy], 32, root, max_frames=4, log=logged.append)
+        assert len(logged) == 4               # a different frame limit is a different entry
+        write_clip(copy / "a.mp4", moving_pattern(12, 48, 64, seed=5))
+        build_cache([copy], 32, root, log=logged.append)
+        assert len(logged) == 5               # changed bytes: decoded again

@@ -64,9 +64,13 @@ class Clip:
         return np.load(self.path, mmap_mode="r")
 
 
-def _key(video: Path, size: int) -> str:
-    st = video.stat()
-    h = hashlib.sha1(f"{video.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|v{CACHE_VERSION}".encode())
+def _key(video: Path, size: int, max_frames: int | None) -> str:
+    """Cache key from the file's bytes, not its path or mtime: a data folder that is copied
+    or mounted afresh (new mtimes) reuses the cache instead of decoding everything again."""
+    h = hashlib.sha1(f"{size}|{max_frames}|v{CACHE_VERSION}|".encode())
+    with open(video, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -81,7 +85,7 @@ def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None
     cache_root.mkdir(parents=True, exist_ok=True)
     clips = []
     for video in list_videos(dirs):
-        out = cache_root / f"{video.stem}-{_key(video, size)}.npy"
+        out = cache_root / f"{video.stem}-{_key(video, size, max_frames)}.npy"
         if not out.exists():
             try:
                 frames = np.stack(list(read_frames(video, max_frames=max_frames)))
