@@ -71,7 +71,7 @@ def speed_table(s: dict) -> str:
         f"| decode through the API (keyframes, resampling, uint8) | {s['api_decode_fps']:.1f} frames/s |",
         f"| encode through the API (closed loop: E_T + decoder) | {s['api_encode_fps']:.1f} frames/s |",
         f"| token encoder per frame | {s['token_encoder_ms']:.1f} ms |",
-        f"| AV1 keyframe encode / decode | {s['keyframe_av1_encode_ms']:.0f} / {s['keyframe_av1_decode_ms']:.1f} ms |",
+        f"| {s['keyframe_codec'].upper()} intra keyframe encode / decode | {s['keyframe_encode_ms']:.0f} / {s['keyframe_decode_ms']:.1f} ms |",
         f"| peak memory (RSS) | {s['peak_rss_MB']:.0f} MB |",
         f"| machine | {s['cpu']}, {s['cores']} cores, torch {s['torch']}, {s['torch_threads']} threads |",
     ])

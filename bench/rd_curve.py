@@ -312,15 +312,18 @@ class Metrics:
 class ImfRunner:
     """imfcodec through its public API; one .imf file per quality in DIR/streams."""
 
-    def __init__(self, model, streams: Path):
+    def __init__(self, model, streams: Path, keyframe_codec: str | None = None):
+        import imfcodec
         self.model, self.streams = model, streams
+        self.keyframe_codec = keyframe_codec or imfcodec.codec.DEFAULT_KEYFRAME_CODEC
 
     def settings(self, qualities):
         return [(f"q{q}", q, q) for q in qualities]          # (label, value, order)
 
     def warm_up(self, src, fps, first):
         import imfcodec
-        data, _ = imfcodec.encode_frames(iter(src[:WARMUP_FRAMES]), fps, self.model, quality=first)
+        data, _ = imfcodec.encode_frames(iter(src[:WARMUP_FRAMES]), fps, self.model, quality=first,
+                                         keyframe_codec=self.keyframe_codec)
         _, it = imfcodec.decode_bytes(data, self.model)
         list(it)
 
@@ -328,7 +331,8 @@ class ImfRunner:
         import imfcodec
         n = len(src)
         t0 = time.perf_counter()
-        data, st = imfcodec.encode_frames(iter(src), fps, self.model, quality=q)
+        data, st = imfcodec.encode_frames(iter(src), fps, self.model, quality=q,
+                                          keyframe_codec=self.keyframe_codec)
         t_enc = time.perf_counter() - t0
         path = self.streams / f"{vname}_imf_q{q}.imf"
         path.write_bytes(data)
@@ -344,7 +348,8 @@ class ImfRunner:
         keys = [p.frame_index for p in packets if isinstance(p, imfcodec.KeyframePacket)]
         r = Result(vname, "imf", f"q{q}", q, n, fps, nbytes, nbytes, kbps_of(nbytes, fps, n),
                    n / t_enc, n / t_dec, len(keys), keyframe_index=keys, stream=str(path),
-                   options={"quality": q, "model_id": self.model.model_id,
+                   options={"quality": q, "keyframe_codec": self.keyframe_codec,
+                            "model_id": self.model.model_id,
                             "model_sha256": self.model.sha256})
         r.note = (f"header {st.header_bytes} B, keyframes {st.keyframe_bytes} B, "
                   f"tokens {st.token_bytes} B")
@@ -733,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="imfcodec model: shipped name or model file (default: imf-cpu)")
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
+    p.add_argument("--imf-keyframe-codec", default=None, choices=["av1", "hevc", "h264", "vp9"],
+                   help="imfcodec's keyframe codec (default: the codec's default)")
     p.add_argument("--size", type=int, default=None,
                    help="test size S (default: the model's coded size, 256 without imf)")
     p.add_argument("--ladder", action="append", default=[], metavar="CODEC=LIST",
@@ -845,7 +852,8 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
             return 2
     runners = {}
     if model is not None:
-        runners["imf"] = ImfRunner(model, streams)
+        runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
+        log(f"imf keyframe codec {runners['imf'].keyframe_codec}")
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)

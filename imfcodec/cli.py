@@ -21,6 +21,16 @@ def _size(s: str):
         raise argparse.ArgumentTypeError(f"size must look like 176x144, got {s!r}") from None
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {s!r}")
+    return v
+
+
 def _progress(args, total=None, unit="frame", desc=""):
     if args.quiet:
         return None, lambda: None
@@ -37,10 +47,12 @@ def cmd_encode(args):
     update, close = _progress(args, info.frames, desc="encode")
     try:
         st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
-                               raw_fps=args.fps, progress=update, keyframe_codec=args.keyframe_codec,
+                               raw_fps=args.fps, progress=update,
+                               keyframe_codec=args.keyframe_codec or codec.DEFAULT_KEYFRAME_CODEC,
                                packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
                                max_keyframe_interval=args.max_keyframe_interval,
-                               min_keyframe_interval=args.min_keyframe_interval)
+                               min_keyframe_interval=args.min_keyframe_interval,
+                               refresh_persist=args.refresh_persist)
     finally:
         close()
     print(f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
@@ -174,13 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
                    help="1 = fewest bits, 8 = best pictures (default 4)")
     e.add_argument("--model", default=None, help="shipped model name or model file (default: imf-cpu)")
-    e.add_argument("--keyframe-codec", default="av1", choices=["av1", "hevc", "h264"])
+    e.add_argument("--keyframe-codec", default=None, choices=["av1", "hevc", "h264", "vp9"],
+                   help="vp9 predicts refresh keyframes from the previous one; av1, hevc, h264 "
+                        "code every keyframe intra (default: vp9)")
     e.add_argument("--packet-frames", type=int, default=8,
                    help="token frames per packet: fewer = lower latency, more bytes (default 8)")
     e.add_argument("--refresh-drop", type=float, default=None,
                    help="code a new keyframe when a frame's reconstruction PSNR falls this many dB "
                         "below that of the first frame after the last keyframe (default depends on "
                         "--quality; 0 disables)")
+    e.add_argument("--refresh-persist", type=_positive_int, default=None,
+                   help="frames the drop must last before a refresh keyframe, so a blink does "
+                        "not become the reference (default 1: refresh at once)")
     e.add_argument("--min-keyframe-interval", type=float, default=1.0,
                    help="seconds between refresh keyframes at least (default 1)")
     e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")

@@ -32,6 +32,7 @@ from .model import CodecModel, ModelError, load_model
 from .metrics import psnr
 
 DEFAULT_QUALITY = 4
+DEFAULT_KEYFRAME_CODEC = "vp9"   # refresh keyframes predicted from the previous one (keyframe.py)
 DEFAULT_PACKET_FRAMES = 8
 DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # closed-loop refresh: right after a keyframe the model reconstructs as well as it can on
@@ -41,6 +42,10 @@ DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # the content and to the model's own quality without calibration.
 DEFAULT_REFRESH_DROP_DB = (6.0, 5.5, 5.0, 4.5, 4.0, 3.5, 3.0, 2.5)
 DEFAULT_MIN_KEYFRAME_INTERVAL_S = 1.0
+# the drop must last this many consecutive frames before a refresh: a blink or a fast turn
+# lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poor reference
+# for the frames after it (the relative rule then never replaces it).
+DEFAULT_REFRESH_PERSIST = 1
 
 
 @dataclass
@@ -75,16 +80,20 @@ class Encoder:
     seconds after the last keyframe."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
-                 quality: int = DEFAULT_QUALITY, keyframe_codec: str = "av1",
+                 quality: int = DEFAULT_QUALITY, keyframe_codec: str = DEFAULT_KEYFRAME_CODEC,
                  packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_drop: float | None = None,
                  max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S,
-                 min_keyframe_interval: float = DEFAULT_MIN_KEYFRAME_INTERVAL_S):
+                 min_keyframe_interval: float = DEFAULT_MIN_KEYFRAME_INTERVAL_S,
+                 refresh_persist: int | None = None):
         quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
             raise ModelError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
                              f"{', '.join(keyframe.ENCODERS)}")
         if packet_frames < 1:
             raise ModelError("packet_frames must be >= 1")
+        refresh_persist = DEFAULT_REFRESH_PERSIST if refresh_persist is None else refresh_persist
+        if refresh_persist < 1:
+            raise ModelError("refresh_persist must be >= 1")
         self.m = model
         self.gen = model.generator
         self.size = model.config.image_size
@@ -92,9 +101,13 @@ class Encoder:
         self.quality, self.codec, self.packet_frames = quality, keyframe_codec, packet_frames
         self.mult = model.step_mult(quality)
         self.crf = model.keyframe_crf(quality, keyframe_codec)
+        self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf)
+        self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
         self.refresh_drop = DEFAULT_REFRESH_DROP_DB[quality - 1] if refresh_drop is None else refresh_drop
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
         self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
+        self.refresh_persist = refresh_persist
+        self.low_run = 0
         self.base_psnr = None
         self.index = 0
         self.ref = None
@@ -117,20 +130,24 @@ class Encoder:
         self.pending = []
         return [p]
 
-    def _keyframe(self, x) -> list:
+    def _keyframe(self, x, intra: bool) -> list:
+        """Code x as a keyframe: an intra picture, or (``intra=False`` with a chained keyframe
+        codec) a picture predicted from the previous keyframe."""
         out = self._token_packet()
         rgb = video.to_uint8(x)[0]
-        data = keyframe.encode(rgb, self.codec, self.crf)
-        x_r = video.to_model(keyframe.decode(data, self.codec), self.size).to(self.m.device)
+        predicted = not intra and self.kf_enc.chained and self.ref is not None
+        data = self.kf_enc.encode(rgb, intra=not predicted)
+        x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
         q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)
         self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
         self.prev_q = q_r[0]
         self.since_key = 0
         self.base_psnr = None
+        self.low_run = 0
         self.stats.keyframes += 1
         self.stats.keyframe_indices.append(self.index)
         self._psnr_sum += psnr(x_r, x).item()
-        out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data))
+        out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data, predicted))
         return out
 
     @torch.no_grad()
@@ -142,16 +159,17 @@ class Encoder:
         x = video.to_model(frame, self.size).to(self.m.device)
         out = []
         if self.ref is None or self.since_key + 1 >= self.max_interval:
-            out = self._keyframe(x)
+            out = self._keyframe(x, intra=True)        # a random-access point
         else:
             q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
             x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref)
             p = min(psnr(x_hat, x).item(), 100.0)
             if self.base_psnr is None:
                 self.base_psnr = p
-            if (self.refresh_drop > 0 and self.since_key + 1 >= self.min_interval
-                    and p < self.base_psnr - self.refresh_drop):
-                out = self._keyframe(x)
+            low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
+            self.low_run = self.low_run + 1 if low else 0
+            if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:
+                out = self._keyframe(x, intra=False)
             else:
                 if not self.pending:
                     self.pending_first = self.index
@@ -184,6 +202,7 @@ class Decoder:
         self.ref = None
         self.prev_q = None
         self.next_index = 0
+        self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec)
 
     def _out(self, x):
         return list(video.from_model(x, self.h.width, self.h.height))
@@ -193,7 +212,7 @@ class Decoder:
         if isinstance(packet, KeyframePacket):
             if packet.frame_index != self.next_index:
                 raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
-            rgb = keyframe.decode(packet.payload, self.h.keyframe_codec)
+            rgb = self.kf_dec.decode(packet.payload, packet.predicted)
             if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
                 raise StreamError("keyframe picture has the wrong size for this stream")
             x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)

@@ -14,10 +14,13 @@ from typing import Iterator, Union
 from .errors import IMFCodecError
 
 MAGIC = b"IMF\x89"
-VERSION = 1
+VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
+READS_VERSIONS = (1, 2)     # a version-1 file is a version-2 file without either
 PKT_KEYFRAME = 0x4B   # 'K'
+PKT_PREDICTED_KEYFRAME = 0x50   # 'P': keyframe picture predicted from the previous keyframe
 PKT_TOKENS = 0x54     # 'T'
-KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264"}
+KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9"}
+CHAINED_CODECS = frozenset({"vp9"})     # codecs whose keyframes may be predicted
 KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
 MAX_PAYLOAD = 1 << 26
 
@@ -120,7 +123,8 @@ class Header:
 class KeyframePacket:
     frame_index: int
     ref_symbols: tuple            # the keyframe's quantized token, integers (token_dim)
-    payload: bytes                # intra-coded picture (raw codec bitstream)
+    payload: bytes                # coded picture (raw codec bitstream)
+    predicted: bool = False       # payload is predicted from the previous keyframe's picture
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ Packet = Union[KeyframePacket, TokenPacket]
 
 def packet_to_bytes(p: Packet) -> bytes:
     if isinstance(p, KeyframePacket):
-        typ = PKT_KEYFRAME
+        typ = PKT_PREDICTED_KEYFRAME if p.predicted else PKT_KEYFRAME
         body = (put_uvarint(p.frame_index) + put_uvarint(len(p.ref_symbols))
                 + b"".join(put_svarint(int(s)) for s in p.ref_symbols) + p.payload)
     else:
@@ -149,8 +153,9 @@ def _parse_header(r: _Reader) -> Header:
     if magic != MAGIC:
         raise StreamError("not an .imf file (bad magic bytes)")
     version = r.take(1)[0]
-    if version != VERSION:
-        raise StreamError(f"unsupported .imf format version {version} (this imfcodec reads version {VERSION})")
+    if version not in READS_VERSIONS:
+        raise StreamError(f"unsupported .imf format version {version} (this imfcodec reads versions "
+                          f"{', '.join(map(str, READS_VERSIONS))})")
     n = r.uvarint()
     if n > 4096:
         raise StreamError("malformed header (length)")
@@ -174,7 +179,7 @@ def _parse_header(r: _Reader) -> Header:
 
 def _parse_packet(r: _Reader, header: Header) -> Packet:
     typ = r.take(1)[0]
-    if typ not in (PKT_KEYFRAME, PKT_TOKENS):
+    if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS):
         raise StreamError(f"malformed packet at byte {r.pos - 1} (unknown type 0x{typ:02x})")
     n = r.uvarint()
     if n > MAX_PAYLOAD:
@@ -184,13 +189,17 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     if binascii.crc_hqx(body, 0xFFFF) != crc:
         raise StreamError(f"corrupt packet ending at byte {r.pos} (checksum mismatch)")
     b = _Reader(body, "packet")
-    if typ == PKT_KEYFRAME:
+    if typ in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME):
         idx = b.uvarint()
         k = b.uvarint()
         if k != header.token_dim:
             raise StreamError("malformed keyframe packet (token length)")
         syms = tuple(b.svarint() for _ in range(k))
-        return KeyframePacket(idx, syms, body[b.pos:])
+        predicted = typ == PKT_PREDICTED_KEYFRAME
+        if predicted and header.keyframe_codec not in CHAINED_CODECS:
+            raise StreamError(f"malformed stream (predicted keyframe with the intra-only "
+                              f"{header.keyframe_codec} keyframe codec)")
+        return KeyframePacket(idx, syms, body[b.pos:], predicted)
     first, count = b.uvarint(), b.uvarint()
     if count == 0 or count > header.packet_frames:
         raise StreamError("malformed token packet (frame count)")
@@ -218,6 +227,8 @@ def check_coverage(header: Header, packets: list[Packet]):
         if isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
                 raise StreamError(f"malformed stream (keyframe for frame {p.frame_index}, expected {nxt})")
+            if p.predicted and not seen_key:
+                raise StreamError("malformed stream (the first keyframe is a predicted one)")
             seen_key = True
             nxt += 1
         else:

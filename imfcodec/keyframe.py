@@ -1,8 +1,18 @@
-"""Keyframes: intra coding of single pictures through PyAV (raw codec bitstreams).
+"""Keyframes: the pictures the model warps from, coded through PyAV (raw codec bitstreams).
 
-Default AV1 (SVT-AV1 encoder, dav1d decoder). Measured on a 256x256 talking-head frame
-(docs/bitstream.md): AV1 reaches ~29 dB at ~850 bytes where x265 intra needs ~1.6 kB for
-~31.7 dB and x264 ~1.9 kB for ~29 dB, so AV1 is the default; HEVC and H.264 are options.
+Two kinds of keyframe codec:
+
+* intra (``av1``, ``hevc``, ``h264``): every keyframe is a self-contained picture. AV1
+  (SVT-AV1 encoder, dav1d decoder) is the strongest intra coder of the three on 256x256
+  talking heads (docs/bitstream.md).
+* chained (``vp9``): one low-delay VP9 stream (libvpx, no lag) runs through all keyframes
+  of a clip. The first keyframe, and any the encoder marks as intra, is a VP9 key picture;
+  a refresh keyframe is a VP9 inter picture predicted from the previous keyframe, which
+  the decoder already holds. A talking head a second later is mostly the same face and
+  background, so a refresh costs a fraction of an intra picture (measured on training
+  clips: 2-9x fewer bytes at equal PSNR). :class:`KeyframeEncoder` /
+  :class:`KeyframeDecoder` keep that state; both ends decode the same packets with the
+  same decoder, so the encoder's closed loop sees exactly the decoder's pictures.
 """
 from __future__ import annotations
 
@@ -17,8 +27,9 @@ from .errors import IMFCodecError
 # SVT-AV1 prints a banner per encoder to stderr; keep errors only unless the user set SVT_LOG
 os.environ.setdefault("SVT_LOG", "1")
 
-ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264"}
-DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264"}
+ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "libvpx-vp9"}
+DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9"}
+CHAINED = frozenset({"vp9"})     # refresh keyframes are predicted from the previous keyframe
 
 
 class KeyframeError(IMFCodecError, ValueError):
@@ -30,35 +41,105 @@ def _options(codec: str, crf: int) -> dict:
         return {"crf": str(crf), "preset": "6", "svtav1-params": "tune=0"}
     if codec == "hevc":
         return {"crf": str(crf), "preset": "medium", "x265-params": "keyint=1:log-level=error:info=0"}
+    if codec == "vp9":
+        # low delay: no lookahead, no alt-ref, one packet out per picture in; key pictures
+        # only when asked (keyint far beyond any clip). qmin = crf keeps libvpx from boosting
+        # key pictures (2-3x the bytes for +4 dB): every keyframe, key or inter, gets about
+        # the same quality, and a key picture costs about what an AV1 intra picture does.
+        return {"crf": str(crf), "qmin": str(crf), "b": "0", "lag-in-frames": "0",
+                "auto-alt-ref": "0", "deadline": "good", "cpu-used": "2", "g": "1000000"}
     return {"crf": str(crf), "preset": "medium"}
 
 
-def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40) -> bytes:
-    """One RGB picture (S, S, 3) uint8 -> intra bitstream bytes (4:2:0)."""
+def _check_codec(codec: str, table: dict):
+    if codec not in table:
+        raise KeyframeError(f"unknown keyframe codec {codec!r}; choose from {', '.join(table)}")
+
+
+def _context(codec: str, crf: int, w: int, h: int):
     import av
-    if codec not in ENCODERS:
-        raise KeyframeError(f"unknown keyframe codec {codec!r}; choose from {', '.join(ENCODERS)}")
-    h, w, _ = rgb.shape
     cc = av.CodecContext.create(ENCODERS[codec], "w")
     cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
     cc.time_base = Fraction(1, 25)
     cc.options = _options(codec, crf)
     cc.thread_count = 1     # one small picture: the same bytes on every machine, whatever its cores
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
-    packets = list(cc.encode(frame)) + list(cc.encode(None))
+    return cc
+
+
+def _frame(rgb: np.ndarray, pts: int = 0, key: bool = False):
+    import av
+    f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+    f.pts = pts
+    if key:
+        f.pict_type = av.video.frame.PictureType.I
+    return f
+
+
+def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40) -> bytes:
+    """One RGB picture (S, S, 3) uint8 -> intra bitstream bytes (4:2:0)."""
+    _check_codec(codec, ENCODERS)
+    h, w, _ = rgb.shape
+    cc = _context(codec, crf, w, h)
+    packets = list(cc.encode(_frame(rgb, key=True))) + list(cc.encode(None))
     return b"".join(bytes(p) for p in packets)
 
 
 def decode(data: bytes, codec: str = "av1") -> np.ndarray:
     """Intra bitstream -> RGB picture (H, W, 3) uint8."""
-    import av
-    if codec not in DECODERS:
-        raise KeyframeError(f"unknown keyframe codec {codec!r}")
-    try:
-        cc = av.CodecContext.create(DECODERS[codec], "r")
-        frames = list(cc.decode(av.Packet(data))) + list(cc.decode(None))
-    except Exception as e:
-        raise KeyframeError(f"keyframe picture does not decode ({type(e).__name__})") from None
-    if not frames:
-        raise KeyframeError("keyframe picture does not decode (no picture)")
-    return frames[0].to_ndarray(format="rgb24")
+    _check_codec(codec, DECODERS)
+    return KeyframeDecoder(codec).decode(data, predicted=False)
+
+
+class KeyframeEncoder:
+    """RGB keyframes -> bitstream packets, one per picture. For an intra codec every call
+    is independent; for a chained codec (:data:`CHAINED`) one low-delay stream spans the
+    calls and ``intra=False`` asks for a picture predicted from the previous one."""
+
+    def __init__(self, codec: str = "av1", crf: int = 40):
+        _check_codec(codec, ENCODERS)
+        self.codec, self.crf = codec, crf
+        self.chained = codec in CHAINED
+        self.cc = None
+        self.n = 0
+
+    def encode(self, rgb: np.ndarray, intra: bool = True) -> bytes:
+        if not self.chained:
+            return encode(rgb, self.codec, self.crf)
+        h, w, _ = rgb.shape
+        if self.cc is None or (self.cc.width, self.cc.height) != (w, h):
+            self.cc, intra = _context(self.codec, self.crf, w, h), True
+        packets = list(self.cc.encode(_frame(rgb, self.n, key=intra or self.n == 0)))
+        self.n += 1
+        if len(packets) != 1:       # the low-delay options promise exactly one
+            raise KeyframeError(f"{self.codec} encoder gave {len(packets)} packets for one picture")
+        return bytes(packets[0])
+
+
+class KeyframeDecoder:
+    """Bitstream packets -> RGB pictures; keeps the reference picture of a chained codec."""
+
+    def __init__(self, codec: str = "av1"):
+        _check_codec(codec, DECODERS)
+        self.codec = codec
+        self.chained = codec in CHAINED
+        self.cc = None
+
+    def decode(self, data: bytes, predicted: bool = False) -> np.ndarray:
+        import av
+        if predicted and (not self.chained or self.cc is None):
+            raise KeyframeError("predicted keyframe without the keyframe it is predicted from")
+        try:
+            if self.cc is None or not self.chained:
+                self.cc = av.CodecContext.create(DECODERS[self.codec], "r")
+                self.cc.thread_count = 1
+            frames = list(self.cc.decode(av.Packet(data)))
+            if not self.chained:
+                frames += list(self.cc.decode(None))
+        except Exception as e:
+            self.cc = None          # a broken picture leaves no usable reference
+            raise KeyframeError(f"keyframe picture does not decode ({type(e).__name__})") from None
+        if len(frames) != 1:
+            self.cc = None
+            raise KeyframeError("keyframe picture does not decode "
+                                f"({'no picture' if not frames else 'several pictures'})")
+        return frames[0].to_ndarray(format="rgb24")

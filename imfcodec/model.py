@@ -27,9 +27,11 @@ DEFAULT_MODEL = "imf-cpu"
 
 # quality level q (1..8) -> token step multiplier (Δ = exp(log_step) * mult) and keyframe CRF
 # (AV1 scale; the HEVC/H.264 options use crf_h26x). Step halves every two levels.
+VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
-     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1)}
+     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
+     "crf_vp9": 50 - 4 * (q - 1) + VP9_CRF_OFFSET}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
@@ -58,6 +60,8 @@ class CodecModel:
 
     def keyframe_crf(self, quality: int, codec: str) -> int:
         row = self.quality_table[quality - 1]
+        if codec == "vp9":      # tables exported before vp9 existed: VP9_CRF_OFFSET from AV1's
+            return int(row.get("crf_vp9", row["keyframe_crf"] + VP9_CRF_OFFSET))
         return int(row["keyframe_crf"] if codec == "av1" else row["crf_h26x"])
 
 

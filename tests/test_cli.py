@@ -185,3 +185,29 @@ def test_streaming_api_matches_file_decode(clip, tiny_model, good_imf):
             dec = dec or imfcodec.Decoder(tiny_model, reader.header)
             out += dec.push(p)
     assert len(out) == len(frames) and out[0].shape == (48, 64, 3)
+
+
+def test_vp9_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file):
+    """vp9 keyframes: refreshes are predicted from the previous keyframe (and much smaller),
+    the max-interval keyframes stay intra, and the decoder follows the chain."""
+    from imfcodec import codec
+    frames = list(video.read_frames(clip))
+    data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec="vp9",
+                                   refresh_drop=1e-6, min_keyframe_interval=0.0)
+    _, packets = container.parse(data)
+    keys = [p for p in packets if isinstance(p, container.KeyframePacket)]
+    assert len(keys) == st.keyframes >= 2
+    assert not keys[0].predicted and all(k.predicted for k in keys[1:])
+    assert max(len(k.payload) for k in keys[1:]) < len(keys[0].payload) / 2
+    out = list(codec.decode_bytes(data, tiny_model, "cpu")[1])
+    assert len(out) == len(frames)
+    # a forced random-access keyframe is intra even in a chain
+    data2, _ = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec="vp9",
+                                   refresh_drop=0, max_keyframe_interval=0.2)
+    keys2 = [p for p in container.parse(data2)[1] if isinstance(p, container.KeyframePacket)]
+    assert [k.frame_index for k in keys2] == [0, 5, 10] and not any(k.predicted for k in keys2)
+    # CLI end to end
+    imf = tmp_path / "v.imf"
+    code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--keyframe-codec", "vp9")
+    assert code == 0, err
+    assert run(capsys, "decode", imf, tmp_path / "v.mp4", "--model", tiny_model_file, "-q")[0] == 0

@@ -82,3 +82,29 @@ def test_incremental_reader_byte_by_byte():
 def test_kbps_factor():
     h = header(frames=30)
     assert h.kbps_factor == pytest.approx(8 * 30000 / 1001 / 30 / 1000)
+
+
+def vp9_stream(first_predicted=False, codec="vp9"):
+    h = C.Header("imf-cpu", bytes(range(8)), 64, 48, 256, Fraction(25), 4, 4, codec, 4, 8)
+    ps = [C.KeyframePacket(0, (1, 2, 3, 4), b"I-picture", predicted=first_predicted),
+          C.TokenPacket(1, 1, b"t"),
+          C.KeyframePacket(2, (0, 0, 0, 0), b"P", predicted=True),
+          C.TokenPacket(3, 1, b"u")]
+    return h, ps, h.to_bytes() + b"".join(C.packet_to_bytes(p) for p in ps)
+
+
+def test_predicted_keyframes_round_trip_and_are_checked():
+    h, ps, data = vp9_stream()
+    assert C.parse(data) == (h, ps)
+    assert data.count(bytes([C.PKT_PREDICTED_KEYFRAME])) >= 1
+    with pytest.raises(C.StreamError, match="first keyframe is a predicted one"):
+        C.parse(vp9_stream(first_predicted=True)[2])
+    with pytest.raises(C.StreamError, match="intra-only av1"):
+        C.parse(vp9_stream(codec="av1")[2])
+
+
+def test_version_1_files_are_still_read():
+    data = bytearray(stream())
+    assert data[4] == C.VERSION == 2
+    data[4] = 1          # the version byte sits outside the header checksum
+    assert C.parse(bytes(data)) == (header(), packets())

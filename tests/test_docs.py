@@ -10,13 +10,15 @@ def test_readme_quality_table_matches_code():
     text = (REPO / "README.md").read_text()
     rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \|$", text, re.M)
     assert len(rows) == 8
-    table = model.DEFAULT_QUALITY_TABLE          # the shipped model's, if there is one
-    if model.DEFAULT_MODEL in model.shipped_models():
-        table = model.load_model(model.DEFAULT_MODEL, "cpu").quality_table
+    from imfcodec.config import load_model_config
+    m = model.random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
+    if model.DEFAULT_MODEL in model.shipped_models():   # the shipped model's table, if there is one
+        m = model.load_model(model.DEFAULT_MODEL, "cpu")
+    table = m.quality_table
     for (q, mult, crf, refresh), row, thr in zip(rows, table, codec.DEFAULT_REFRESH_DROP_DB):
         assert int(q) == row["quality"]
         assert float(mult) == round(row["step_mult"], 2)
-        assert int(crf) == row["keyframe_crf"]
+        assert int(crf) == m.keyframe_crf(row["quality"], codec.DEFAULT_KEYFRAME_CODEC)
         assert float(refresh) == thr
 
 
@@ -39,3 +41,14 @@ def test_readme_streaming_example_runs(capsys):
     assert len(streaming) == 1
     exec(compile(streaming[0], "README.md", "exec"), {})
     assert "10 frames decoded" in capsys.readouterr().out
+
+
+def test_encode_help_states_the_codec_defaults():
+    import argparse
+    from imfcodec import cli
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub.choices["encode"]._actions}
+    assert f"(default: {codec.DEFAULT_KEYFRAME_CODEC})" in helps["keyframe_codec"]
+    assert f"(default {codec.DEFAULT_REFRESH_PERSIST}" in helps["refresh_persist"]
+    assert f"(default {codec.DEFAULT_MIN_KEYFRAME_INTERVAL_S:g})" in helps["min_keyframe_interval"]
+    assert f"(default {codec.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]

@@ -1,0 +1,73 @@
+"""The encoder's keyframe refresh rule, with scripted reconstruction PSNRs so each case is exact."""
+from fractions import Fraction
+
+import pytest
+import torch
+
+from imfcodec import codec
+from imfcodec.model import ModelError
+
+from conftest import moving_pattern
+
+
+def keyframes_for(model, monkeypatch, psnrs, **opts):
+    """Encode len(psnrs) + 1 frames where predicted frame i + 1 reconstructs at psnrs[i] dB
+    (frame 0 is the first keyframe; a refresh keyframe consumes its frame's value).
+    Returns the keyframe indices."""
+    script = iter(psnrs)
+    real_psnr, real_decode = codec.psnr, model.generator.decode_frame
+    predicted = []
+
+    def decode_frame(*a, **k):
+        predicted.append(True)
+        return real_decode(*a, **k)
+
+    def fake_psnr(a, b):
+        return torch.tensor(float(next(script))) if predicted and predicted.pop() else real_psnr(a, b)
+
+    monkeypatch.setattr(codec, "psnr", fake_psnr)
+    monkeypatch.setattr(model.generator, "decode_frame", decode_frame)
+    _, st = codec.encode_frames(moving_pattern(n=len(psnrs) + 1), Fraction(25), model, 4, **opts)
+    return st.keyframe_indices
+
+
+OPTS = dict(refresh_drop=3.0, min_keyframe_interval=0.0, max_keyframe_interval=100.0)
+
+
+def test_single_frame_drop_refreshes_by_default(tiny_model, monkeypatch):
+    psnrs = [30, 30, 26, 30, 30]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, **OPTS) == [0, 3]
+
+
+def test_transient_drop_is_ignored_when_persistence_is_asked(tiny_model, monkeypatch):
+    # a 2-frame dip (a blink) with refresh_persist=3: no refresh
+    psnrs = [30, 30, 26, 26, 30, 30, 30]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, refresh_persist=3, **OPTS) == [0]
+
+
+def test_lasting_drop_refreshes_on_its_nth_frame(tiny_model, monkeypatch):
+    psnrs = [30, 30, 26, 26, 26, 26, 30]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, refresh_persist=3, **OPTS) == [0, 5]
+
+
+def test_drop_is_measured_from_the_first_frame_after_the_keyframe(tiny_model, monkeypatch):
+    # first predicted frame 24: 22 is only 2 dB below it, no refresh; 20.5 is 3.5 below
+    psnrs = [24, 23, 22, 22, 20.5, 30]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, **OPTS) == [0, 5]
+
+
+def test_min_interval_delays_the_refresh(tiny_model, monkeypatch):
+    # 25 fps, min interval 0.2 s = 5 frames: a drop at frame 2 waits until frame 5
+    psnrs = [30, 20, 20, 20, 20, 20, 20]
+    opts = dict(OPTS, min_keyframe_interval=0.2)
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, **opts) == [0, 5]
+
+
+def test_zero_drop_disables_refresh(tiny_model, monkeypatch):
+    psnrs = [30, 10, 10, 10, 10]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, **dict(OPTS, refresh_drop=0)) == [0]
+
+
+def test_bad_persistence_is_refused(tiny_model):
+    with pytest.raises(ModelError, match="refresh_persist"):
+        codec.Encoder(tiny_model, 64, 48, Fraction(25), refresh_persist=0)
