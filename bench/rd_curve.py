@@ -308,6 +308,11 @@ class Metrics:
         return out
 
 
+def imfcodec_vp9_offset() -> int:
+    import imfcodec.model
+    return imfcodec.model.VP9_CRF_OFFSET
+
+
 # ---- codecs ---------------------------------------------------------------------------------
 class ImfRunner:
     """imfcodec through its public API; one .imf file per quality in DIR/streams."""
@@ -740,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
     p.add_argument("--imf-keyframe-codec", default=None, choices=["av1", "hevc", "h264", "vp9"],
                    help="imfcodec's keyframe codec (default: the codec's default)")
+    p.add_argument("--imf-vp9-crf-offset", type=int, default=None, metavar="N",
+                   help="VP9 keyframe CRF = the quality table's AV1 CRF + N "
+                        "(default: imfcodec.model.VP9_CRF_OFFSET)")
     p.add_argument("--size", type=int, default=None,
                    help="test size S (default: the model's coded size, 256 without imf)")
     p.add_argument("--ladder", action="append", default=[], metavar="CODEC=LIST",
@@ -853,7 +861,11 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
     runners = {}
     if model is not None:
         runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
-        log(f"imf keyframe codec {runners['imf'].keyframe_codec}")
+        if args.imf_vp9_crf_offset is not None:
+            import imfcodec.model
+            imfcodec.model.VP9_CRF_OFFSET = args.imf_vp9_crf_offset
+        log(f"imf keyframe codec {runners['imf'].keyframe_codec}"
+            + (f", VP9 CRF = AV1 CRF {imfcodec_vp9_offset():+d}" if runners['imf'].keyframe_codec == "vp9" else ""))
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)

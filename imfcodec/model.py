@@ -30,8 +30,7 @@ DEFAULT_MODEL = "imf-cpu"
 VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
-     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
-     "crf_vp9": 50 - 4 * (q - 1) + VP9_CRF_OFFSET}
+     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1)}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
@@ -60,7 +59,7 @@ class CodecModel:
 
     def keyframe_crf(self, quality: int, codec: str) -> int:
         row = self.quality_table[quality - 1]
-        if codec == "vp9":      # tables exported before vp9 existed: VP9_CRF_OFFSET from AV1's
+        if codec == "vp9":      # a table may set its own; by default AV1's + VP9_CRF_OFFSET
             return int(row.get("crf_vp9", row["keyframe_crf"] + VP9_CRF_OFFSET))
         return int(row["keyframe_crf"] if codec == "av1" else row["crf_h26x"])
 
