@@ -318,9 +318,9 @@ class ImfRunner:
     """imfcodec through its public API; one .imf file per quality in DIR/streams."""
 
     def __init__(self, model, streams: Path, keyframe_codec: str | None = None):
-        import imfcodec
+        from imfcodec.codec import DEFAULT_KEYFRAME_CODEC
         self.model, self.streams = model, streams
-        self.keyframe_codec = keyframe_codec or imfcodec.codec.DEFAULT_KEYFRAME_CODEC
+        self.keyframe_codec = keyframe_codec or DEFAULT_KEYFRAME_CODEC
 
     def settings(self, qualities):
         return [(f"q{q}", q, q) for q in qualities]          # (label, value, order)
