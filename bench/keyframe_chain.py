@@ -18,15 +18,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rd_curve import test_source  # noqa: E402
 
-from imfcodec import keyframe  # noqa: E402
+from imfcodec import keyframe, video  # noqa: E402
+from imfcodec.metrics import psnr as _psnr  # noqa: E402
 from imfcodec.model import VP9_CRF_OFFSET  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    import torch
-    from imfcodec.metrics import psnr as _psnr
-    t = [torch.from_numpy(v).permute(2, 0, 1)[None].float() / 255.0 for v in (a, b)]
-    return float(_psnr(*t))
+    """PSNR-RGB of two uint8 pictures, the same [0, 1] conversion as the codec's."""
+    return float(_psnr(video.to_model(a, a.shape[0]), video.to_model(b, b.shape[0])))
 
 
 def main(argv=None) -> int:

@@ -47,6 +47,8 @@ os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1: errors only, no banner per en
 
 import numpy as np
 
+from imfcodec.container import KEYFRAME_CODEC_IDS  # torch-free
+
 RD_COLUMNS = ["video", "codec", "setting", "kbps", "psnr", "ms_ssim", "lpips", "enc_fps", "dec_fps"]
 METRICS = ["psnr", "ms_ssim", "lpips"]
 HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "lpips": False}
@@ -306,11 +308,6 @@ class Metrics:
                 if self.lpips is not None:
                     out["lpips"][i:i + len(a)] = self.lpips(a, b).double().numpy()
         return out
-
-
-def imfcodec_vp9_offset() -> int:
-    import imfcodec.model
-    return imfcodec.model.VP9_CRF_OFFSET
 
 
 # ---- codecs ---------------------------------------------------------------------------------
@@ -743,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="imfcodec model: shipped name or model file (default: imf-cpu)")
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
-    p.add_argument("--imf-keyframe-codec", default=None, choices=["av1", "hevc", "h264", "vp9"],
+    p.add_argument("--imf-keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="imfcodec's keyframe codec (default: the codec's default)")
     p.add_argument("--imf-vp9-crf-offset", type=int, default=None, metavar="N",
                    help="VP9 keyframe CRF = the quality table's AV1 CRF + N "
@@ -861,11 +858,12 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
     runners = {}
     if model is not None:
         runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
+        import imfcodec.model
         if args.imf_vp9_crf_offset is not None:
-            import imfcodec.model
             imfcodec.model.VP9_CRF_OFFSET = args.imf_vp9_crf_offset
         log(f"imf keyframe codec {runners['imf'].keyframe_codec}"
-            + (f", VP9 CRF = AV1 CRF {imfcodec_vp9_offset():+d}" if runners['imf'].keyframe_codec == "vp9" else ""))
+            + (f", VP9 CRF = AV1 CRF {imfcodec.model.VP9_CRF_OFFSET:+d}"
+               if runners['imf'].keyframe_codec == "vp9" else ""))
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)

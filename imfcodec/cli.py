@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError
 
 
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
                    help="1 = fewest bits, 8 = best pictures (default 4)")
     e.add_argument("--model", default=None, help="shipped model name or model file (default: imf-cpu)")
-    e.add_argument("--keyframe-codec", default=None, choices=["av1", "hevc", "h264", "vp9"],
+    e.add_argument("--keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="vp9 predicts refresh keyframes from the previous one; av1, hevc, h264 "
                         "code every keyframe intra (default: vp9)")
     e.add_argument("--packet-frames", type=int, default=8,

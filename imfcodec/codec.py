@@ -135,7 +135,7 @@ class Encoder:
         codec) a picture predicted from the previous keyframe."""
         out = self._token_packet()
         rgb = video.to_uint8(x)[0]
-        predicted = not intra and self.kf_enc.chained and self.ref is not None
+        predicted = not intra and self.kf_enc.chained
         data = self.kf_enc.encode(rgb, intra=not predicted)
         x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
         q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)

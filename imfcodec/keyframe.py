@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from .container import CHAINED_CODECS as CHAINED   # refresh keyframes predicted from the previous
 from .errors import IMFCodecError
 
 # SVT-AV1 prints a banner per encoder to stderr; keep errors only unless the user set SVT_LOG
@@ -30,7 +31,6 @@ os.environ.setdefault("SVT_LOG", "1")
 
 ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "libvpx-vp9"}
 DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9"}
-CHAINED = frozenset({"vp9"})     # refresh keyframes are predicted from the previous keyframe
 
 
 class KeyframeError(IMFCodecError, ValueError):
@@ -87,7 +87,6 @@ def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40) -> bytes:
 
 def decode(data: bytes, codec: str = "av1") -> np.ndarray:
     """Intra bitstream -> RGB picture (H, W, 3) uint8."""
-    _check_codec(codec, DECODERS)
     return KeyframeDecoder(codec).decode(data, predicted=False)
 
 
@@ -109,7 +108,7 @@ class KeyframeEncoder:
         h, w, _ = rgb.shape
         if self.cc is None or (self.cc.width, self.cc.height) != (w, h):
             self.cc, intra = _context(self.codec, self.crf, w, h), True
-        packets = list(self.cc.encode(_frame(rgb, self.n, key=intra or self.n == 0)))
+        packets = list(self.cc.encode(_frame(rgb, self.n, key=intra)))
         self.n += 1
         if len(packets) != 1:       # the low-delay options promise exactly one
             raise KeyframeError(f"{self.codec} encoder gave {len(packets)} packets for one picture")
