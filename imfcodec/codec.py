@@ -117,6 +117,10 @@ class Encoder:
         self.pending_first = 0
         self.stats = EncodeStats()
         self._psnr_sum = 0.0
+        # the model-size reconstruction (1, 3, S, S) of the last pushed frame, exactly what the
+        # decoder will rebuild before scaling to the output size: lets a caller score a
+        # setting without decoding the stream again (bench/tune_ladder.py)
+        self.recon: torch.Tensor | None = None
 
     def header(self, frame_count: int) -> Header:
         return Header(self.m.model_id, self.m.hash8, self.width, self.height, self.size, self.fps,
@@ -147,6 +151,7 @@ class Encoder:
         self.stats.keyframes += 1
         self.stats.keyframe_indices.append(self.index)
         self._psnr_sum += psnr(x_r, x).item()
+        self.recon = x_r
         out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data, predicted))
         return out
 
@@ -177,6 +182,7 @@ class Encoder:
                 self.prev_q = q
                 self.since_key += 1
                 self._psnr_sum += p
+                self.recon = x_hat
                 if len(self.pending) == self.packet_frames:
                     out = self._token_packet()
         self.index += 1

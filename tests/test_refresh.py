@@ -71,3 +71,26 @@ def test_zero_drop_disables_refresh(tiny_model, monkeypatch):
 def test_bad_persistence_is_refused(tiny_model):
     with pytest.raises(ModelError, match="refresh_persist"):
         codec.Encoder(tiny_model, 64, 48, Fraction(25), refresh_persist=0)
+
+
+def test_encoder_recon_is_what_the_decoder_rebuilds(tiny_model, monkeypatch):
+    """Encoder.recon (used by bench/tune_ladder.py to score settings without a decode) must
+    match the decoded frames, keyframes and refreshes included."""
+    from imfcodec import video
+    falling = iter(range(100, 0, -2))                  # every frame 2 dB worse: refreshes
+    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(float(next(falling))))
+    size = tiny_model.config.image_size
+    frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=14)]
+    enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4, refresh_drop=3.0,
+                        min_keyframe_interval=0.0, max_keyframe_interval=100.0)
+    packets, recon = [], []
+    for f in frames:
+        packets += enc.push(f)
+        recon.append(video.to_uint8(enc.recon)[0])
+    packets += enc.flush()
+    assert 1 < enc.stats.keyframes < len(frames)      # refreshes and predicted frames both seen
+    dec = codec.Decoder(tiny_model, enc.header(len(frames)))
+    out = [f for p in packets for f in dec.push(p)]
+    assert len(out) == len(frames)
+    for a, b in zip(recon, out):
+        assert abs(a.astype(int) - b.astype(int)).max() <= 1
