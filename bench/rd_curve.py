@@ -47,6 +47,7 @@ os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1: errors only, no banner per en
 
 import numpy as np
 
+from imfcodec.config import PRECISIONS  # torch-free
 from imfcodec.container import KEYFRAME_CODEC_IDS  # torch-free
 
 RD_COLUMNS = ["video", "codec", "setting", "kbps", "psnr", "ms_ssim", "lpips", "enc_fps", "dec_fps"]
@@ -740,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="imfcodec model: shipped name or model file (default: imf-cpu)")
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="imfcodec's network arithmetic (default auto: bf16 on a CPU with native bf16)")
     p.add_argument("--imf-keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="imfcodec's keyframe codec (default: the codec's default)")
     p.add_argument("--imf-vp9-crf-offset", type=int, default=None, metavar="N",
@@ -835,7 +838,7 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
     if "imf" in codecs:
         import imfcodec
         try:
-            model = imfcodec.load_model(args.model, args.device)
+            model = imfcodec.load_model(args.model, args.device, args.precision)
         except imfcodec.IMFCodecError as e:
             skip("imf", "codec", f"model not loaded: {e}")
             codecs.remove("imf")
@@ -985,7 +988,8 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
                         "stretch) then to_uint8", "fps": "clip's real rate (imfcodec.video.probe)"},
         "imf": None if model is None else {
             "model_id": model.model_id, "sha256": model.sha256, "image_size": model.config.image_size,
-            "token_dim": model.config.token_dim, "device": str(model.device), "qualities": qualities,
+            "token_dim": model.config.token_dim, "device": str(model.device),
+            "precision": str(model.dtype).replace("torch.", ""), "qualities": qualities,
             "model_arg": args.model, "imfcodec_version": __import__("imfcodec").__version__},
         "anchors": {c: {"ladder": ladders[c], "options": ANCHORS[c].options("<crf>", "<frames+1>"),
                         "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,

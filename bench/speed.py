@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from imfcodec.config import PRECISIONS
+
 
 def cpu_name():
     try:
@@ -60,6 +62,8 @@ def main(argv=None):
     g.add_argument("--config", default=None, help="model YAML: random weights")
     ap.add_argument("--frames", type=int, default=100, help="timed repetitions")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="network arithmetic (default auto: bf16 on a CPU with native bf16)")
     ap.add_argument("--out", default="bench/results/speed.json")
     args = ap.parse_args(argv)
 
@@ -67,10 +71,10 @@ def main(argv=None):
     from imfcodec.config import load_model_config
     from imfcodec.model import load_model, random_model
     if args.config:
-        m = random_model(load_model_config(args.config), device=args.device)
+        m = random_model(load_model_config(args.config), device=args.device, precision=args.precision)
         source = f"random weights, {args.config}"
     else:
-        m = load_model(args.model, args.device)
+        m = load_model(args.model, args.device, args.precision)
         source = f"model {m.model_id} ({m.sha256[:16]})"
     gen, S = m.generator, m.config.image_size
     torch.manual_seed(0)
@@ -85,9 +89,11 @@ def main(argv=None):
             "token_encoder": gmacs(lambda: gen.encode_token(x)),
             "prepare_reference": gmacs(lambda: gen.prepare_reference(x, t))}
     n = args.frames
-    dec_med, dec_mean = timeit(lambda: gen.decode_frame(t, ref), n)
+    with m.compute():                  # as the codec runs them (bf16 autocast or nothing)
+        ref = gen.prepare_reference(x, t)
+        dec_med, dec_mean = timeit(lambda: gen.decode_frame(t, ref), n)
+        ref_med, _ = timeit(lambda: gen.prepare_reference(x, t), max(5, n // 10))
     tok_med, _ = timeit(lambda: gen.encode_token(x), n)
-    ref_med, _ = timeit(lambda: gen.prepare_reference(x, t), max(5, n // 10))
     rgb = video.to_uint8(x)[0]
     kc = codec.DEFAULT_KEYFRAME_CODEC
     crf = m.keyframe_crf(4, kc)
@@ -107,6 +113,7 @@ def main(argv=None):
 
     res = {
         "source": source, "model_id": m.model_id, "image_size": S, "device": str(m.device),
+        "precision": str(m.dtype).replace("torch.", ""),
         "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "params_M": {k: round(v / 1e6, 3) for k, v in params.items()},

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from .config import PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError
 
@@ -43,7 +44,7 @@ def _progress(args, total=None, unit="frame", desc=""):
 def cmd_encode(args):
     from . import codec, video
     from .model import load_model
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.precision)
     info = video.probe(args.input, args.size, args.fps)
     update, close = _progress(args, info.frames, desc="encode")
     try:
@@ -65,7 +66,8 @@ def cmd_decode(args):
     header, _ = container.read_file(args.input)
     update, close = _progress(args, header.frame_count, desc="decode")
     try:
-        st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update)
+        st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update,
+                               precision=args.precision)
     finally:
         close()
     print(f"{args.output}: {st.frames} frames, {header.width}x{header.height} at "
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if device:
             sp.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+            sp.add_argument("--precision", default="auto", choices=PRECISIONS,
+                            help="network arithmetic: auto = bf16 on a CPU with native bf16 "
+                                 "(AVX512-BF16/AMX), else fp32")
 
     e = sub.add_parser("encode", help="video file -> .imf")
     e.add_argument("input")

@@ -143,7 +143,8 @@ class Encoder:
         data = self.kf_enc.encode(rgb, intra=not predicted)
         x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
         q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)
-        self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
+        with self.m.compute():
+            self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
         self.prev_q = q_r[0]
         self.since_key = 0
         self.base_psnr = None
@@ -167,7 +168,8 @@ class Encoder:
             out = self._keyframe(x, intra=True)        # a random-access point
         else:
             q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
-            x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref)
+            with self.m.compute():
+                x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref).float()
             p = min(psnr(x_hat, x).item(), 100.0)
             if self.base_psnr is None:
                 self.base_psnr = p
@@ -223,7 +225,8 @@ class Decoder:
                 raise StreamError("keyframe picture has the wrong size for this stream")
             x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
             q_r = torch.tensor(packet.ref_symbols, dtype=torch.float32, device=self.m.device)
-            self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r[None], self.mult))
+            with self.m.compute():
+                self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r[None], self.mult))
             self.prev_q = q_r
             self.next_index += 1
             return self._out(x_r)
@@ -237,7 +240,9 @@ class Decoder:
         self.next_index += packet.count
         frames = []
         for i in range(0, packet.count, 8):
-            frames += self._out(self.gen.decode_frame(self.gen.dequantize(q[i:i + 8], self.mult), self.ref))
+            with self.m.compute():
+                x = self.gen.decode_frame(self.gen.dequantize(q[i:i + 8], self.mult), self.ref).float()
+            frames += self._out(x)
         return frames
 
 
@@ -284,10 +289,10 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
 
 
 def decode_bytes(data: bytes, model: CodecModel | str | None = None, device="auto",
-                 progress: Callable | None = None):
+                 progress: Callable | None = None, precision="auto"):
     """.imf bytes -> (header, iterator of RGB frames at source size)."""
     header, packets = container.parse(data)
-    model = model_for(header, model, device)
+    model = model_for(header, model, device, precision)
     dec = Decoder(model, header)
 
     def frames():
@@ -299,11 +304,11 @@ def decode_bytes(data: bytes, model: CodecModel | str | None = None, device="aut
     return header, frames()
 
 
-def model_for(header: Header, model, device="auto") -> CodecModel:
+def model_for(header: Header, model, device="auto", precision="auto") -> CodecModel:
     if model is None:
         model = header.model_id        # shipped model of that name
     if not isinstance(model, CodecModel):
-        model = load_model(model, device)
+        model = load_model(model, device, precision)
     check_model(model, header)
     return model
 
@@ -316,10 +321,10 @@ def _atomic_bytes(path, data: bytes):
 
 
 def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT_QUALITY, device="auto",
-                raw_size=None, raw_fps=None, progress=None, **opts) -> EncodeStats:
+                raw_size=None, raw_fps=None, progress=None, precision="auto", **opts) -> EncodeStats:
     """Encode a video file into an .imf file (written atomically)."""
     if not isinstance(model, CodecModel):
-        model = load_model(model, device)
+        model = load_model(model, device, precision)
     info = video.probe(src, raw_size, raw_fps)
     data, st = encode_frames(video.read_frames(src, raw_size, raw_fps), info.fps, model, quality,
                              progress=progress, **opts)
@@ -334,11 +339,12 @@ class DecodeStats:
     header: Header = field(repr=False)
 
 
-def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", progress=None) -> DecodeStats:
+def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", progress=None,
+                precision="auto") -> DecodeStats:
     """Decode an .imf file into a video file (written atomically)."""
     t0 = time.time()
     header, packets = container.read_file(src)
-    model = model_for(header, model, device)
+    model = model_for(header, model, device, precision)
     dec = Decoder(model, header)
     n = 0
     with video.VideoWriter(dst, header.width, header.height, header.fps) as w:

@@ -16,6 +16,8 @@ import yaml
 
 from .errors import IMFCodecError
 
+PRECISIONS = ("auto", "fp32", "bf16")    # network arithmetic (imfcodec.model.resolve_precision)
+
 
 class ConfigError(IMFCodecError, ValueError):
     """A config file or dict that does not describe a valid config."""

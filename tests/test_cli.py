@@ -211,3 +211,35 @@ def test_vp9_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file)
     code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--keyframe-codec", "vp9")
     assert code == 0, err
     assert run(capsys, "decode", imf, tmp_path / "v.mp4", "--model", tiny_model_file, "-q")[0] == 0
+
+
+def test_precision_choices(tmp_path, capsys, clip, tiny_model_file, monkeypatch):
+    import torch
+    from imfcodec import codec, model
+    cpu = torch.device("cpu")
+    assert model.resolve_precision("fp32", cpu) == torch.float32
+    assert model.resolve_precision("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(model, "_cpu_has_native_bf16", lambda: False)
+    assert model.resolve_precision("auto", cpu) == torch.float32     # never emulated bf16
+    monkeypatch.setattr(model, "_cpu_has_native_bf16", lambda: True)
+    assert model.resolve_precision("auto", cpu) == torch.bfloat16
+    assert model.resolve_precision("auto", torch.device("cuda")) == torch.float32
+    with pytest.raises(model.ModelError, match="precision"):
+        model.resolve_precision("fp8", cpu)
+    # one stream, both precisions: the same pictures but for bf16 rounding
+    imf = tmp_path / "p.imf"
+    code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--precision", "fp32")
+    assert code == 0, err
+    a = np.stack(list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="fp32")[1]))
+    b = np.stack(list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="bf16")[1]))
+    assert a.shape == b.shape == (12, 48, 64, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
+    assert not np.array_equal(a, b)                  # bf16 did run
+    assert model.load_model(tiny_model_file, "cpu", "bf16").dtype == torch.bfloat16
+    code, _, err = run(capsys, "decode", imf, tmp_path / "p.mp4", "--model", tiny_model_file, "-q",
+                       "--precision", "bf16")
+    assert code == 0, err
+    with pytest.raises(SystemExit) as e:             # argparse: usage line + one error line
+        run(capsys, "decode", imf, tmp_path / "q.mp4", "--precision", "half")
+    assert e.value.code != 0 and "--precision" in capsys.readouterr().err
+    assert not (tmp_path / "q.mp4").exists()
