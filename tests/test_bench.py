@@ -370,3 +370,43 @@ def test_reuse_takes_anchor_results_from_an_earlier_run(run, tmp_path, capsys):
     assert any(r["codec"] == "imf" for r in new)
     assert rd.main(["--videos", str(run["src"] / "talk.mp4"), "--out", str(tmp_path / "x"),
                     "--reuse", str(tmp_path / "nowhere"), "-q"]) == 2
+
+
+# ---- tune_ladder.py -------------------------------------------------------------------------
+def _load_tune():
+    spec = importlib.util.spec_from_file_location("tune_ladder", REPO / "bench" / "tune_ladder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lower_hull_known_answer():
+    tl = _load_tune()
+    #           0 hull    1 hull     2 above    3 hull     4 dearer, no better   5 hull
+    pts = [(1.0, 0.30), (2.0, 0.20), (3.0, 0.19), (4.0, 0.12), (5.0, 0.125), (8.0, 0.10)]
+    assert tl.lower_hull(pts) == {0, 1, 3, 5}
+
+
+def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
+    """Rows for every setting; the bytes are those of imfcodec.encode_frames with the same
+    settings on the same source."""
+    from imfcodec import assets, codec, model
+    try:
+        from imfcodec.metrics import get_lpips
+        get_lpips("alex", "cpu")
+    except assets.MissingWeightsError:
+        pytest.skip("LPIPS weights not fetched (imfcodec fetch-weights)")
+    tl = _load_tune()
+    clip, tiny = bench_files / "talk.mp4", bench_files / "tiny.pt"
+    assert tl.main([str(clip), "--model", str(tiny), "--crf", "30,50", "--drop", "0,2",
+                    "--min-interval", "0.1", "--frames", "6", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "sweep.csv")
+    assert {(r["crf"], r["drop"]) for r in rows} == {("30", "0.0"), ("30", "2.0"), ("50", "0.0"), ("50", "2.0")}
+    m = model.load_model(tiny, "cpu")
+    src = _test_source(clip, 6, m.config.image_size)
+    m.quality_table[3] = {**m.quality_table[3], "crf_vp9": 50}
+    data, _ = codec.encode_frames(iter(src), FPS, m, 4, refresh_drop=2.0, min_keyframe_interval=0.1)
+    row = next(r for r in rows if r["crf"] == "50" and r["drop"] == "2.0")
+    assert int(row["bytes"]) == len(data)
+    assert 0 < float(row["lpips"]) < 1 and float(row["psnr"]) > 5
+    assert "lower convex hull" in capsys.readouterr().out

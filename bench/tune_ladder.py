@@ -1,0 +1,146 @@
+"""Sweep keyframe CRF, refresh threshold and keyframe spacing of one quality level on training clips.
+
+    python bench/tune_ladder.py ../shared/data/faces/train/{liveportrait_d10,mtalk_German_20s}.mp4 \\
+        --quality 4 --crf 24,28,32,36,40 --drop 2,3,4.5,6 --min-interval 0.5,1 --out runs/tune_q4
+
+For every (keyframe CRF, refresh drop, min keyframe interval) setting it codes each clip exactly as `imfcodec encode`
+would (same encoder, same 256x256 test source as bench/rd_curve.py, every byte of the .imf
+counted) and scores the encoder's closed-loop reconstruction (Encoder.recon, which is what
+the decoder rebuilds) with PSNR and LPIPS-alex. Writes OUT/sweep.csv (one row per clip and
+setting) and prints, per setting, the mean kbps / LPIPS / PSNR / keyframes over the clips,
+marking the settings on the lower convex hull of mean LPIPS against mean kbps: the only
+settings a quality ladder should use. Tune on training clips, never on the val clips the
+model card reports.
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rd_curve import parse_int_list, test_source  # noqa: E402
+
+from imfcodec import container, video  # noqa: E402
+from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder  # noqa: E402
+from imfcodec.metrics import get_lpips, psnr  # noqa: E402
+from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        out = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad number list {text!r} (use e.g. 2,3.5,5)") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty number list {text!r}")
+    return out
+
+
+@torch.no_grad()
+def code_clip(model, src: np.ndarray, fps, quality: int, codec: str, drop: float,
+              min_interval: float) -> tuple[int, np.ndarray, int]:
+    """(file bytes, closed-loop reconstructions uint8 (N, S, S, 3), keyframes)."""
+    s = src.shape[1]
+    enc = Encoder(model, s, s, fps, quality, keyframe_codec=codec, refresh_drop=drop,
+                  min_keyframe_interval=min_interval)
+    packets, recon = [], []
+    for f in src:
+        packets += enc.push(f)
+        recon.append(video.to_uint8(enc.recon)[0])
+    packets += enc.flush()
+    nbytes = len(enc.header(enc.index).to_bytes()) + sum(len(container.packet_to_bytes(p)) for p in packets)
+    return nbytes, np.stack(recon), enc.stats.keyframes
+
+
+@torch.no_grad()
+def score(lpips, src: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
+    ps, ls = [], []
+    for i in range(0, len(src), 16):
+        a, b = (torch.from_numpy(v[i:i + 16]).permute(0, 3, 1, 2).float() / 255.0 for v in (src, rec))
+        ps.append(psnr(a, b).clamp(max=100.0))
+        ls.append(lpips(a, b))
+    return torch.cat(ps).mean().item(), torch.cat(ls).mean().item()
+
+
+def lower_hull(points: list[tuple[float, float]]) -> set[int]:
+    """Indices of the points on the lower-left convex hull of (rate, distortion)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    hull: list[int] = []
+    for i in order:
+        if hull and points[i][1] >= points[hull[-1]][1]:
+            continue                                   # costs more and is no better
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2), (x3, y3) = (points[j] for j in (hull[-2], hull[-1], i))
+            if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) <= 0:   # middle point not convex
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return set(hull)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("videos", nargs="+", type=Path)
+    p.add_argument("--quality", type=int, default=4, help="level whose token step is used (1..8)")
+    p.add_argument("--crf", type=lambda t: parse_int_list(t, 0, 63), required=True,
+                   help="keyframe CRFs of the keyframe codec, e.g. 24,28,32")
+    p.add_argument("--drop", type=float_list, required=True, help="refresh drops in dB, e.g. 2,3,4.5")
+    p.add_argument("--min-interval", type=float_list, default=None,
+                   help="shortest time between keyframes in seconds, e.g. 0.5,1 (default: the "
+                        "level's own, from the model's quality table)")
+    p.add_argument("--frames", type=int, default=200, help="frames per clip (default 200)")
+    p.add_argument("--keyframe-codec", default=DEFAULT_KEYFRAME_CODEC,
+                   choices=list(container.KEYFRAME_CODEC_IDS))
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    model = load_model(a.model, "cpu")
+    lpips = get_lpips("alex", "cpu")
+    a.out.mkdir(parents=True, exist_ok=True)
+    row = model.quality_table[a.quality - 1]
+    if a.min_interval is None:
+        a.min_interval = [model.min_keyframe_interval(a.quality)]
+    rows = []
+    for path in a.videos:
+        src, fps = test_source(path, a.frames, model.config.image_size)
+        for crf in a.crf:
+            # the level's own token step and entropy tables, this keyframe CRF
+            key = "crf_vp9" if a.keyframe_codec == "vp9" else (
+                "keyframe_crf" if a.keyframe_codec == "av1" else "crf_h26x")
+            model.quality_table[a.quality - 1] = {**row, key: crf}
+            for drop, gap in ((d, g) for d in a.drop for g in a.min_interval):
+                t0 = time.perf_counter()
+                nbytes, rec, keys = code_clip(model, src, fps, a.quality, a.keyframe_codec, drop, gap)
+                ps, lp = score(lpips, src, rec)
+                kbps = nbytes * 8 * float(fps) / len(src) / 1000
+                rows.append({"clip": path.stem, "quality": a.quality, "crf": crf, "drop": drop,
+                             "min_interval": gap,
+                             "frames": len(src), "bytes": nbytes, "kbps": round(kbps, 3),
+                             "psnr": round(ps, 3), "lpips": round(lp, 5), "keyframes": keys})
+                print(f"{path.stem} crf {crf} drop {drop} gap {gap}: {kbps:.2f} kbps LPIPS {lp:.4f} "
+                      f"PSNR {ps:.2f} keyframes {keys} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        model.quality_table[a.quality - 1] = row
+    with open(a.out / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    settings = sorted({(r["crf"], r["drop"], r["min_interval"]) for r in rows})
+    mean = {s: [np.mean([r[k] for r in rows if (r["crf"], r["drop"], r["min_interval"]) == s])
+                for k in ("kbps", "lpips", "psnr", "keyframes")] for s in settings}
+    hull = lower_hull([(mean[s][0], mean[s][1]) for s in settings])
+    print(f"\nmean over {len(a.videos)} clips, quality {a.quality} token step ('*' = on the "
+          f"lower convex hull of LPIPS against kbps)")
+    print(" crf  drop  gap    kbps   LPIPS    PSNR  keyframes")
+    for i, s in sorted(enumerate(settings), key=lambda t: mean[t[1]][0]):
+        k, lp, ps, n = mean[s]
+        print(f"{'*' if i in hull else ' '}{s[0]:3d} {s[1]:5.1f} {s[2]:4.1f} {k:7.2f} {lp:7.4f} {ps:7.2f} {n:6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
