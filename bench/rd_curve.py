@@ -745,9 +745,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imfcodec's network arithmetic (default auto: bf16 on a CPU with native bf16)")
     p.add_argument("--imf-keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="imfcodec's keyframe codec (default: the codec's default)")
-    p.add_argument("--imf-vp9-crf-offset", type=int, default=None, metavar="N",
-                   help="VP9 keyframe CRF = the quality table's AV1 CRF + N "
-                        "(default: imfcodec.model.VP9_CRF_OFFSET)")
     p.add_argument("--size", type=int, default=None,
                    help="test size S (default: the model's coded size, 256 without imf)")
     p.add_argument("--ladder", action="append", default=[], metavar="CODEC=LIST",
@@ -861,12 +858,10 @@ def _run(args, argv, out, streams, log, skip, skipped) -> int:
     runners = {}
     if model is not None:
         runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
-        import imfcodec.model
-        if args.imf_vp9_crf_offset is not None:
-            imfcodec.model.VP9_CRF_OFFSET = args.imf_vp9_crf_offset
-        log(f"imf keyframe codec {runners['imf'].keyframe_codec}"
-            + (f", VP9 CRF = AV1 CRF {imfcodec.model.VP9_CRF_OFFSET:+d}"
-               if runners['imf'].keyframe_codec == "vp9" else ""))
+        kc = runners["imf"].keyframe_codec
+        log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s "
+            + ", ".join(f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/"
+                        f"{model.min_keyframe_interval(q):g}" for q in qualities))
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)

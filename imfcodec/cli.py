@@ -199,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token frames per packet: fewer = lower latency, more bytes (default 8)")
     e.add_argument("--refresh-drop", type=float, default=None,
                    help="code a new keyframe when a frame's reconstruction PSNR falls this many dB "
-                        "below that of the first frame after the last keyframe (default depends on "
-                        "--quality; 0 disables)")
+                        "below the model's reconstruction of the last keyframe itself (default "
+                        "depends on --quality; 0 disables)")
     e.add_argument("--refresh-persist", type=_positive_int, default=None,
                    help="frames the drop must last before a refresh keyframe, so a blink does "
                         "not become the reference (default 1: refresh at once)")
-    e.add_argument("--min-keyframe-interval", type=float, default=1.0,
-                   help="seconds between refresh keyframes at least (default 1)")
+    e.add_argument("--min-keyframe-interval", type=float, default=None,
+                   help="seconds between refresh keyframes at least (default depends on --quality)")
     e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
     e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")

@@ -35,13 +35,12 @@ DEFAULT_QUALITY = 4
 DEFAULT_KEYFRAME_CODEC = "vp9"   # refresh keyframes predicted from the previous one (keyframe.py)
 DEFAULT_PACKET_FRAMES = 8
 DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
-# closed-loop refresh: right after a keyframe the model reconstructs as well as it can on
-# this content; a later frame whose reconstruction PSNR falls this many dB below that of the
-# first frame after the keyframe is coded as a new keyframe instead (one value per quality
-# 1..8: low qualities tolerate more drift to save keyframe bytes). Relative, so it adapts to
-# the content and to the model's own quality without calibration.
-DEFAULT_REFRESH_DROP_DB = (6.0, 5.5, 5.0, 4.5, 4.0, 3.5, 3.0, 2.5)
-DEFAULT_MIN_KEYFRAME_INTERVAL_S = 1.0
+# closed-loop refresh: the model's reconstruction of a keyframe's own frame (its own token,
+# no motion) is as well as it can do on this content; a later frame whose reconstruction
+# PSNR falls the quality level's refresh drop below that is coded as a new keyframe
+# instead, at most once per the level's min keyframe interval. Both come from the model's quality
+# table (imfcodec.model.DEFAULT_QUALITY_TABLE). Relative, so it adapts to the content and
+# to the model's own quality without calibration.
 # the drop must last this many consecutive frames before a refresh: a blink or a fast turn
 # lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poor reference
 # for the frames after it (the relative rule then never replaces it).
@@ -75,15 +74,15 @@ def _check_quality(quality) -> int:
 class Encoder:
     """Frames in, packets out. Closed loop: every frame is reconstructed exactly as the
     decoder will. A frame becomes a keyframe when its reconstruction PSNR falls more than
-    ``refresh_drop`` dB below that of the first frame after the last keyframe (at most once
+    ``refresh_drop`` dB below the model's reconstruction of the keyframe itself (at most once
     per ``min_keyframe_interval`` seconds; 0 disables), or ``max_keyframe_interval``
-    seconds after the last keyframe."""
+    seconds after the last keyframe. None takes the quality level's value from the model."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = DEFAULT_KEYFRAME_CODEC,
                  packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_drop: float | None = None,
                  max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S,
-                 min_keyframe_interval: float = DEFAULT_MIN_KEYFRAME_INTERVAL_S,
+                 min_keyframe_interval: float | None = None,
                  refresh_persist: int | None = None):
         quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
@@ -103,7 +102,9 @@ class Encoder:
         self.crf = model.keyframe_crf(quality, keyframe_codec)
         self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf)
         self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
-        self.refresh_drop = DEFAULT_REFRESH_DROP_DB[quality - 1] if refresh_drop is None else refresh_drop
+        self.refresh_drop = model.refresh_drop(quality) if refresh_drop is None else refresh_drop
+        if min_keyframe_interval is None:
+            min_keyframe_interval = model.min_keyframe_interval(quality)
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
         self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
         self.refresh_persist = refresh_persist
@@ -147,7 +148,7 @@ class Encoder:
             self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
         self.prev_q = q_r[0]
         self.since_key = 0
-        self.base_psnr = None
+        self.base_psnr = self._base_psnr(x, q_r)
         self.low_run = 0
         self.stats.keyframes += 1
         self.stats.keyframe_indices.append(self.index)
@@ -155,6 +156,15 @@ class Encoder:
         self.recon = x_r
         out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data, predicted))
         return out
+
+    def _base_psnr(self, x, q_r) -> float:
+        """PSNR of the model's reconstruction of the keyframe's own frame from its own token:
+        what it does on this content with no motion, the level later drops are measured from.
+        (Measured from the first predicted frame instead, a keyframe whose predictions start
+        poor, taken mid-motion, was never replaced.)"""
+        with self.m.compute():
+            x_self = self.gen.decode_frame(self.gen.dequantize(q_r, self.mult), self.ref).float()
+        return min(psnr(x_self, x).item(), 100.0)
 
     @torch.no_grad()
     def push(self, frame: np.ndarray) -> list:
@@ -171,8 +181,6 @@ class Encoder:
             with self.m.compute():
                 x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref).float()
             p = min(psnr(x_hat, x).item(), 100.0)
-            if self.base_psnr is None:
-                self.base_psnr = p
             low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
             self.low_run = self.low_run + 1 if low else 0
             if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:

@@ -26,12 +26,23 @@ MODEL_FORMAT = "imfcodec-model"
 MODEL_FORMAT_VERSION = 1
 DEFAULT_MODEL = "imf-cpu"
 
-# quality level q (1..8) -> token step multiplier (Δ = exp(log_step) * mult) and keyframe CRF
-# (AV1 scale; the HEVC/H.264 options use crf_h26x). Step halves every two levels.
-VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR
+# quality level q (1..8) -> the token step multiplier (Δ = exp(log_step) * mult; halves every
+# two levels) and the encoder's ladder: keyframe CRFs (AV1 scale `keyframe_crf`, libvpx
+# `crf_vp9` for the default keyframe codec, `crf_h26x` for HEVC/H.264) and the refresh rule
+# (`refresh_drop` dB, at most one refresh per `min_keyframe_interval` seconds). Stored in
+# every exported model file, so a model can carry a ladder tuned for it; files without these
+# keys (the shipped imf-cpu was exported before they existed) use the LADDER_* values.
+# The VP9 CRF, drop and interval come from `python bench/tune_ladder.py` on training clips
+# (README, "Quality levels"): a large drop, short intervals from the middle levels up.
+VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR (bench/keyframe_chain.py)
+LADDER_VP9_CRF = (45, 42, 40, 38, 35, 32, 29, 26)
+LADDER_REFRESH_DROP_DB = (6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 5.0, 4.0)
+LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
-     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1)}
+     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
+     "crf_vp9": LADDER_VP9_CRF[q - 1], "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
+     "min_keyframe_interval": LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
@@ -61,9 +72,17 @@ class CodecModel:
 
     def keyframe_crf(self, quality: int, codec: str) -> int:
         row = self.quality_table[quality - 1]
-        if codec == "vp9":      # a table may set its own; by default AV1's + VP9_CRF_OFFSET
-            return int(row.get("crf_vp9", row["keyframe_crf"] + VP9_CRF_OFFSET))
+        if codec == "vp9":
+            return int(row.get("crf_vp9", LADDER_VP9_CRF[quality - 1]))
         return int(row["keyframe_crf"] if codec == "av1" else row["crf_h26x"])
+
+    def refresh_drop(self, quality: int) -> float:
+        row = self.quality_table[quality - 1]
+        return float(row.get("refresh_drop", LADDER_REFRESH_DROP_DB[quality - 1]))
+
+    def min_keyframe_interval(self, quality: int) -> float:
+        row = self.quality_table[quality - 1]
+        return float(row.get("min_keyframe_interval", LADDER_MIN_KEYFRAME_INTERVAL_S[quality - 1]))
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in

@@ -8,18 +8,19 @@ from conftest import REPO
 
 def test_readme_quality_table_matches_code():
     text = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \|$", text, re.M)
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
     assert len(rows) == 8
     from imfcodec.config import load_model_config
     m = model.random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
     if model.DEFAULT_MODEL in model.shipped_models():   # the shipped model's table, if there is one
         m = model.load_model(model.DEFAULT_MODEL, "cpu")
-    table = m.quality_table
-    for (q, mult, crf, refresh), row, thr in zip(rows, table, codec.DEFAULT_REFRESH_DROP_DB):
-        assert int(q) == row["quality"]
-        assert float(mult) == round(row["step_mult"], 2)
-        assert int(crf) == m.keyframe_crf(row["quality"], codec.DEFAULT_KEYFRAME_CODEC)
-        assert float(refresh) == thr
+    for (q, mult, crf, drop, gap), row in zip(rows, m.quality_table):
+        q = int(q)
+        assert q == row["quality"]
+        assert float(mult) == round(m.step_mult(q), 2)
+        assert int(crf) == m.keyframe_crf(q, codec.DEFAULT_KEYFRAME_CODEC)
+        assert float(drop) == m.refresh_drop(q)
+        assert float(gap) == m.min_keyframe_interval(q)
 
 
 def test_bitstream_spec_magic_and_version():
@@ -50,5 +51,6 @@ def test_encode_help_states_the_codec_defaults():
     helps = {a.dest: a.help for a in sub.choices["encode"]._actions}
     assert f"(default: {codec.DEFAULT_KEYFRAME_CODEC})" in helps["keyframe_codec"]
     assert f"(default {codec.DEFAULT_REFRESH_PERSIST}" in helps["refresh_persist"]
-    assert f"(default {codec.DEFAULT_MIN_KEYFRAME_INTERVAL_S:g})" in helps["min_keyframe_interval"]
+    assert "(default depends on --quality)" in helps["min_keyframe_interval"]
+    assert "(default depends on --quality" in helps["refresh_drop"]
     assert f"(default {codec.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]

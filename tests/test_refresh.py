@@ -10,9 +10,10 @@ from imfcodec.model import ModelError
 from conftest import moving_pattern
 
 
-def keyframes_for(model, monkeypatch, psnrs, **opts):
+def keyframes_for(model, monkeypatch, psnrs, base=30.0, **opts):
     """Encode len(psnrs) + 1 frames where predicted frame i + 1 reconstructs at psnrs[i] dB
-    (frame 0 is the first keyframe; a refresh keyframe consumes its frame's value).
+    and every keyframe's own reconstruction (the level drops are measured from) at ``base``
+    dB (frame 0 is the first keyframe; a refresh keyframe consumes its frame's value).
     Returns the keyframe indices."""
     script = iter(psnrs)
     real_psnr, real_decode = codec.psnr, model.generator.decode_frame
@@ -26,6 +27,7 @@ def keyframes_for(model, monkeypatch, psnrs, **opts):
         return torch.tensor(float(next(script))) if predicted and predicted.pop() else real_psnr(a, b)
 
     monkeypatch.setattr(codec, "psnr", fake_psnr)
+    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r: float(base))
     monkeypatch.setattr(model.generator, "decode_frame", decode_frame)
     _, st = codec.encode_frames(moving_pattern(n=len(psnrs) + 1), Fraction(25), model, 4, **opts)
     return st.keyframe_indices
@@ -50,10 +52,30 @@ def test_lasting_drop_refreshes_on_its_nth_frame(tiny_model, monkeypatch):
     assert keyframes_for(tiny_model, monkeypatch, psnrs, refresh_persist=3, **OPTS) == [0, 5]
 
 
-def test_drop_is_measured_from_the_first_frame_after_the_keyframe(tiny_model, monkeypatch):
-    # first predicted frame 24: 22 is only 2 dB below it, no refresh; 20.5 is 3.5 below
+def test_drop_is_measured_from_the_keyframes_own_reconstruction(tiny_model, monkeypatch):
+    # the keyframe reconstructs at 24: 22 is only 2 dB below it, no refresh; 20.5 is 3.5 below
     psnrs = [24, 23, 22, 22, 20.5, 30]
-    assert keyframes_for(tiny_model, monkeypatch, psnrs, **OPTS) == [0, 5]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, base=24, **OPTS) == [0, 5]
+
+
+def test_a_keyframe_whose_predictions_start_poor_is_replaced(tiny_model, monkeypatch):
+    # taken mid-motion: every prediction from it is 10 dB below the keyframe itself. Measured
+    # from the first predicted frame (the old rule) this never refreshed.
+    psnrs = [20, 20, 20]
+    assert keyframes_for(tiny_model, monkeypatch, psnrs, base=30, **OPTS) == [0, 1, 2, 3]
+
+
+def test_base_is_the_model_reconstructing_the_keyframe_itself(tiny_model):
+    from imfcodec import video
+    size = tiny_model.config.image_size
+    frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=2)]
+    enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4)
+    enc.push(frames[0])
+    x = video.to_model(frames[0], size)
+    q_r = tiny_model.generator.quantize(tiny_model.generator.encode_token(enc.recon), enc.mult)
+    with torch.no_grad(), tiny_model.compute():
+        x_self = tiny_model.generator.decode_frame(tiny_model.generator.dequantize(q_r, enc.mult), enc.ref)
+    assert enc.base_psnr == pytest.approx(codec.psnr(x_self.float(), x).item(), abs=1e-4)
 
 
 def test_min_interval_delays_the_refresh(tiny_model, monkeypatch):
@@ -77,8 +99,10 @@ def test_encoder_recon_is_what_the_decoder_rebuilds(tiny_model, monkeypatch):
     """Encoder.recon (used by bench/tune_ladder.py to score settings without a decode) must
     match the decoded frames, keyframes and refreshes included."""
     from imfcodec import video
-    falling = iter(range(100, 0, -2))                  # every frame 2 dB worse: refreshes
-    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(float(next(falling))))
+    import itertools
+    script = itertools.cycle([29.0, 29.0, 20.0])       # every third prediction refreshes
+    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
+    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r: 30.0)
     size = tiny_model.config.image_size
     frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=14)]
     enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4, refresh_drop=3.0,
