@@ -38,12 +38,12 @@ DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # closed-loop refresh: the model's reconstruction of a keyframe's own frame (its own token,
 # no motion) is as well as it can do on this content; a later frame whose reconstruction
 # PSNR falls the quality level's refresh drop below that is coded as a new keyframe
-# instead, at most once per the level's min keyframe interval. Both come from the model's quality
-# table (imfcodec.model.DEFAULT_QUALITY_TABLE). Relative, so it adapts to the content and
-# to the model's own quality without calibration.
+# instead, at most once per the level's min keyframe interval. Both come from the model's
+# quality table (imfcodec.model.DEFAULT_QUALITY_TABLE). Relative, so it adapts to the
+# content and to the model's own quality without calibration.
 # the drop must last this many consecutive frames before a refresh: a blink or a fast turn
-# lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poor reference
-# for the frames after it (the relative rule then never replaces it).
+# lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poorer reference
+# for the frames after it than one taken when it is over.
 DEFAULT_REFRESH_PERSIST = 1
 
 
