@@ -3,13 +3,14 @@
     python bench/tune_ladder.py ../shared/data/faces/train/{liveportrait_d10,mtalk_German_20s}.mp4 \\
         --quality 4 --crf 24,28,32,36,40 --drop 2,3,4.5,6 --min-interval 0.5,1 --out runs/tune_q4
 
-For every (keyframe CRF, refresh drop, min keyframe interval) setting it codes each clip exactly as `imfcodec encode`
-would (same encoder, same 256x256 test source as bench/rd_curve.py, every byte of the .imf
-counted) and scores the encoder's closed-loop reconstruction (Encoder.recon, which is what
-the decoder rebuilds) with PSNR and LPIPS-alex. Writes OUT/sweep.csv (one row per clip and
-setting) and prints, per setting, the mean kbps / LPIPS / PSNR / keyframes over the clips,
-marking the settings on the lower convex hull of mean LPIPS against mean kbps: the only
-settings a quality ladder should use. Tune on training clips, never on the val clips the
+For every (keyframe CRF, refresh drop, min keyframe interval) setting it codes each clip
+exactly as `imfcodec encode` would (same encoder, same 256x256 test source as
+bench/rd_curve.py, every byte of the .imf counted) and scores the encoder's closed-loop
+reconstruction (Encoder.recon, which is what the decoder rebuilds) with bench/rd_curve.py's
+PSNR, MS-SSIM and LPIPS-alex. Writes OUT/sweep.csv (one row per clip and setting) and
+prints, per setting, the mean kbps / LPIPS / PSNR / keyframes over the clips, marking the
+settings on the lower convex hull of mean LPIPS against mean kbps: the only settings a
+quality ladder should use. Tune on training clips, never on the val clips the
 model card reports.
 """
 import argparse
@@ -22,12 +23,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import parse_int_list, test_source  # noqa: E402
+from rd_curve import Metrics, parse_int_list, test_source  # noqa: E402
 
 from imfcodec import container, video  # noqa: E402
 from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder  # noqa: E402
-from imfcodec.metrics import get_lpips, psnr  # noqa: E402
-from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
+from imfcodec.model import CRF_KEYS, DEFAULT_MODEL, load_model  # noqa: E402
 
 
 def float_list(text: str) -> list[float]:
@@ -54,16 +54,6 @@ def code_clip(model, src: np.ndarray, fps, quality: int, codec: str, drop: float
     packets += enc.flush()
     nbytes = len(enc.header(enc.index).to_bytes()) + sum(len(container.packet_to_bytes(p)) for p in packets)
     return nbytes, np.stack(recon), enc.stats.keyframes
-
-
-@torch.no_grad()
-def score(lpips, src: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
-    ps, ls = [], []
-    for i in range(0, len(src), 16):
-        a, b = (torch.from_numpy(v[i:i + 16]).permute(0, 3, 1, 2).float() / 255.0 for v in (src, rec))
-        ps.append(psnr(a, b).clamp(max=100.0))
-        ls.append(lpips(a, b))
-    return torch.cat(ps).mean().item(), torch.cat(ls).mean().item()
 
 
 def lower_hull(points: list[tuple[float, float]]) -> set[int]:
@@ -100,28 +90,28 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     model = load_model(a.model, "cpu")
-    lpips = get_lpips("alex", "cpu")
+    metrics = Metrics(model.config.image_size, print, lambda item, kind, reason: print(reason))
     a.out.mkdir(parents=True, exist_ok=True)
     row = model.quality_table[a.quality - 1]
+    key = CRF_KEYS[a.keyframe_codec]        # the level's own token step and entropy tables
     if a.min_interval is None:
         a.min_interval = [model.min_keyframe_interval(a.quality)]
     rows = []
     for path in a.videos:
         src, fps = test_source(path, a.frames, model.config.image_size)
         for crf in a.crf:
-            # the level's own token step and entropy tables, this keyframe CRF
-            key = "crf_vp9" if a.keyframe_codec == "vp9" else (
-                "keyframe_crf" if a.keyframe_codec == "av1" else "crf_h26x")
             model.quality_table[a.quality - 1] = {**row, key: crf}
             for drop, gap in ((d, g) for d in a.drop for g in a.min_interval):
                 t0 = time.perf_counter()
                 nbytes, rec, keys = code_clip(model, src, fps, a.quality, a.keyframe_codec, drop, gap)
-                ps, lp = score(lpips, src, rec)
+                m = metrics(src, rec)
+                ps, lp = float(np.mean(m["psnr"])), float(np.mean(m["lpips"]))
                 kbps = nbytes * 8 * float(fps) / len(src) / 1000
                 rows.append({"clip": path.stem, "quality": a.quality, "crf": crf, "drop": drop,
                              "min_interval": gap,
                              "frames": len(src), "bytes": nbytes, "kbps": round(kbps, 3),
-                             "psnr": round(ps, 3), "lpips": round(lp, 5), "keyframes": keys})
+                             "psnr": round(ps, 3), "ms_ssim": round(float(np.mean(m["ms_ssim"])), 5),
+                             "lpips": round(lp, 5), "keyframes": keys})
                 print(f"{path.stem} crf {crf} drop {drop} gap {gap}: {kbps:.2f} kbps LPIPS {lp:.4f} "
                       f"PSNR {ps:.2f} keyframes {keys} ({time.perf_counter() - t0:.0f} s)", flush=True)
         model.quality_table[a.quality - 1] = row

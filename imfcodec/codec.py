@@ -61,6 +61,10 @@ class EncodeStats:
     keyframe_indices: list = field(default_factory=list)
 
 
+def _capped_psnr(a, b) -> float:
+    return min(psnr(a, b).item(), 100.0)      # identical pictures: 100, not inf
+
+
 def _check_quality(quality) -> int:
     try:
         q = operator.index(quality)
@@ -144,8 +148,7 @@ class Encoder:
         data = self.kf_enc.encode(rgb, intra=not predicted)
         x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
         q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)
-        with self.m.compute():
-            self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r, self.mult))
+        self.ref = self.m.reference(x_r, q_r, self.mult)
         self.prev_q = q_r[0]
         self.since_key = 0
         self.base_psnr = self._base_psnr(x, q_r)
@@ -162,9 +165,7 @@ class Encoder:
         what it does on this content with no motion, the level later drops are measured from.
         (Measured from the first predicted frame instead, a keyframe whose predictions start
         poor, taken mid-motion, was never replaced.)"""
-        with self.m.compute():
-            x_self = self.gen.decode_frame(self.gen.dequantize(q_r, self.mult), self.ref).float()
-        return min(psnr(x_self, x).item(), 100.0)
+        return _capped_psnr(self.m.decode(q_r, self.mult, self.ref), x)
 
     @torch.no_grad()
     def push(self, frame: np.ndarray) -> list:
@@ -178,9 +179,8 @@ class Encoder:
             out = self._keyframe(x, intra=True)        # a random-access point
         else:
             q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
-            with self.m.compute():
-                x_hat = self.gen.decode_frame(self.gen.dequantize(q, self.mult)[None], self.ref).float()
-            p = min(psnr(x_hat, x).item(), 100.0)
+            x_hat = self.m.decode(q[None], self.mult, self.ref)
+            p = _capped_psnr(x_hat, x)
             low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
             self.low_run = self.low_run + 1 if low else 0
             if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:
@@ -213,7 +213,6 @@ class Decoder:
     def __init__(self, model: CodecModel, header: Header):
         check_model(model, header)
         self.m, self.h = model, header
-        self.gen = model.generator
         self.mult = model.step_mult(header.quality)
         self.ref = None
         self.prev_q = None
@@ -233,8 +232,7 @@ class Decoder:
                 raise StreamError("keyframe picture has the wrong size for this stream")
             x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
             q_r = torch.tensor(packet.ref_symbols, dtype=torch.float32, device=self.m.device)
-            with self.m.compute():
-                self.ref = self.gen.prepare_reference(x_r, self.gen.dequantize(q_r[None], self.mult))
+            self.ref = self.m.reference(x_r, q_r[None], self.mult)
             self.prev_q = q_r
             self.next_index += 1
             return self._out(x_r)
@@ -248,9 +246,7 @@ class Decoder:
         self.next_index += packet.count
         frames = []
         for i in range(0, packet.count, 8):
-            with self.m.compute():
-                x = self.gen.decode_frame(self.gen.dequantize(q[i:i + 8], self.mult), self.ref).float()
-            frames += self._out(x)
+            frames += self._out(self.m.decode(q[i:i + 8], self.mult, self.ref))
         return frames
 
 

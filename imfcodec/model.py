@@ -38,6 +38,7 @@ VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR
 LADDER_VP9_CRF = (45, 42, 40, 38, 35, 32, 29, 26)
 LADDER_REFRESH_DROP_DB = (6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 5.0, 4.0)
 LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)
+CRF_KEYS = {"av1": "keyframe_crf", "vp9": "crf_vp9", "hevc": "crf_h26x", "h264": "crf_h26x"}
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
      "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
@@ -74,7 +75,7 @@ class CodecModel:
         row = self.quality_table[quality - 1]
         if codec == "vp9":
             return int(row.get("crf_vp9", LADDER_VP9_CRF[quality - 1]))
-        return int(row["keyframe_crf"] if codec == "av1" else row["crf_h26x"])
+        return int(row[CRF_KEYS[codec]])
 
     def refresh_drop(self, quality: int) -> float:
         row = self.quality_table[quality - 1]
@@ -86,11 +87,22 @@ class CodecModel:
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
-        bf16, nothing otherwise. The encoder reconstructs under the same context as the
-        decoder, so its closed loop sees what the decoder will show."""
+        bf16, nothing otherwise."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def reference(self, x_r: torch.Tensor, q_r: torch.Tensor, mult: float):
+        """The keyframe's cached reference from its picture and quantized token, in the
+        model's precision. Encoder and decoder both go through here (and :meth:`decode`),
+        so the closed loop sees what the decoder will show."""
+        with self.compute():
+            return self.generator.prepare_reference(x_r, self.generator.dequantize(q_r, mult))
+
+    def decode(self, q: torch.Tensor, mult: float, ref) -> torch.Tensor:
+        """Frames (B, 3, S, S) float32 from quantized tokens (B, C) and a :meth:`reference`."""
+        with self.compute():
+            return self.generator.decode_frame(self.generator.dequantize(q, mult), ref).float()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
