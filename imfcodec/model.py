@@ -205,11 +205,17 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
                       dict(blob.get("meta", {})), dtype)
 
 
+def checkpoint_generator_state(ck: dict) -> dict:
+    """The generator weights a training checkpoint stands for: the moving average when the
+    run kept one (``ema_decay``; it is what validation scored), else the raw weights."""
+    return ck["generator_ema"] if "generator_ema" in ck else ck["generator"]
+
+
 def _generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
     try:
         cfg = from_dict(ModelConfig, ck["model_config"], where=str(path))
         gen = IMFGenerator(cfg)
-        gen.load_state_dict(ck["generator"])
+        gen.load_state_dict(checkpoint_generator_state(ck))
     except (KeyError, RuntimeError, ConfigError) as e:
         raise ModelError(f"{path}: damaged training checkpoint ({str(e).splitlines()[0][:120]})") from None
     return gen.eval()
@@ -223,7 +229,7 @@ def _checkpoint_as_model(ck: dict, path) -> dict:
     cfg = gen.cfg
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
     return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": cfg.name,
-            "config": ck["model_config"], "generator": ck["generator"], "entropy": ent.state_dict(),
+            "config": ck["model_config"], "generator": gen.state_dict(), "entropy": ent.state_dict(),
             "quality_table": DEFAULT_QUALITY_TABLE, "meta": {"train_step": ck.get("step")}}
 
 
@@ -298,6 +304,7 @@ def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta
     table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in DEFAULT_QUALITY_TABLE]
     ent = build_entropy(gen, table, std)
     m = {"train_step": ck["step"], "train_config": ck["train_config"],
+         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
          "entropy_calibration": (f"token-delta std measured on {len(calib_clips)} clips" if std is not None
                                  else "trained rate model"), "step_scale": step_scale}
     m.update(meta or {})

@@ -38,12 +38,23 @@ def plot_log(run, output=None) -> Path:
         ax[1].plot(*zip(*pts), lw=0.8)
     ax[1].set_xlabel("step"), ax[1].set_title("estimated token bits / frame (vs reference)")
     if val:
-        ax[2].plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-", label="PSNR dB")
+        # the raw weights' curve runs through the whole run (rows before ema_decay was on are
+        # raw); the moving average, where kept, is drawn over it
+        avg = [r for r in val if "raw_val_psnr" in r]
+        ax[2].plot([r["step"] for r in val], [r.get("raw_val_psnr", r["val_psnr"]) for r in val],
+                   "o-", label="PSNR dB")
+        if avg:
+            ax[2].plot([r["step"] for r in avg], [r["val_psnr"] for r in avg], "o--", label="PSNR, average")
         ax[2].set_ylabel("PSNR dB")
         if val[0].get("val_lpips") is not None:
             a2 = ax[2].twinx()
-            a2.plot([r["step"] for r in val], [r["val_lpips"] for r in val], "s-r", label="LPIPS")
+            a2.plot([r["step"] for r in val], [r.get("raw_val_lpips", r["val_lpips"]) for r in val],
+                    "s-r", label="LPIPS")
+            if avg:
+                a2.plot([r["step"] for r in avg], [r["val_lpips"] for r in avg], "s--m", label="LPIPS, average")
             a2.set_ylabel("LPIPS-alex")
+            a2.legend(loc="upper right")
+        ax[2].legend(loc="upper left")
     ax[2].set_xlabel("step"), ax[2].set_title("validation (quality 4)")
     fig.tight_layout()
     out = Path(output) if output else (Path(run) if Path(run).is_dir() else Path(run).parent) / "log.png"

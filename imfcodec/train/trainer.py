@@ -138,6 +138,11 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     step, best = 0, None
+    ema = None
+    if cfg.ema_decay and rank == 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        # the first update copies the weights; buffers (none that training moves) follow
+        ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     if resume:
         ck = torch.load(last, map_location=device, weights_only=True)
         if ck.get("format") != CKPT_FORMAT:
@@ -147,7 +152,8 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                              f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
         saved = dict(ck["train_config"])
         now = to_dict(cfg)
-        diff = sorted(k for k in now if k not in ("max_steps", "model") and saved.get(k) != now[k])
+        free = ("max_steps", "model", "ema_decay")   # change nothing the weights see
+        diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
         if diff:
             raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
         gen.load_state_dict(ck["generator"])
@@ -155,6 +161,11 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
         step, best = ck["step"], ck.get("best")
+        if ema is not None and "generator_ema" in ck:
+            ema.module.load_state_dict(ck["generator_ema"])
+            ema.n_averaged.fill_(ck["ema_updates"])
+        elif ema is not None:
+            log(f"ema_decay {cfg.ema_decay}: the average starts from the weights at step {step}")
         log(f"resumed {last} at step {step}")
 
     elif init:
@@ -241,6 +252,8 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
         opt_g.step()
+        if ema is not None:
+            ema.update_parameters(gen)
         if use_gan:
             opt_d.zero_grad(set_to_none=True)
             d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
@@ -257,7 +270,10 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 logf.flush()
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
             if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
-                v = validate(gen, vclips, lpips=lpips, device=device)
+                v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device)
+                if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
+                    raw = validate(gen, vclips, lpips=lpips, device=device)
+                    v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
                 v["step"] = step
                 logf.write(json.dumps(v) + "\n")
                 logf.flush()
@@ -265,9 +281,9 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
                 if best is None or score < best:
                     best = score
-                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg), out / "best.pt")
+                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
             if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-                save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg), last)
+                save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
         if world > 1:
             dist.barrier()
     if world > 1:
@@ -292,8 +308,13 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     return step
 
 
-def _checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg):
-    return {"format": CKPT_FORMAT, "step": step, "best": best,
-            "train_config": to_dict(cfg), "model_config": to_dict(mcfg),
-            "generator": gen.state_dict(), "discriminator": disc.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+def _checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema=None):
+    ck = {"format": CKPT_FORMAT, "step": step, "best": best,
+          "train_config": to_dict(cfg), "model_config": to_dict(mcfg),
+          "generator": gen.state_dict(), "discriminator": disc.state_dict(),
+          "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+    if ema is not None and int(ema.n_averaged) > 0:
+        # what export and --model RUN/x.pt use (model.checkpoint_generator_state)
+        ck["generator_ema"] = ema.module.state_dict()
+        ck["ema_updates"] = int(ema.n_averaged)
+    return ck
