@@ -410,3 +410,26 @@ def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
     assert int(row["bytes"]) == len(data)
     assert 0 < float(row["lpips"]) < 1 and float(row["psnr"]) > 5
     assert "lower convex hull" in capsys.readouterr().out
+
+
+def test_compare_rd_known_answer(tmp_path, capsys):
+    """compare_rd.py: a new curve at exactly half the old rate everywhere is -50 %; a clip
+    only one file has is skipped; a file that is not an rd.csv is one error line."""
+    spec = importlib.util.spec_from_file_location("compare_rd", REPO / "bench" / "compare_rd.py")
+    cmp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp)
+    head = "video,codec,setting,kbps,psnr,ms_ssim,lpips,enc_fps,dec_fps\n"
+    old = [f"a,imf,q{i},{r},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2), (16, .12)])]
+    old += [f"b,imf,q{i},{r},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2), (16, .12)])]
+    old += ["a,x264,crf51,9,25,0.8,0.35,1,1"]
+    new = [f"a,imf,q{i},{r / 2},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2), (16, .12)])]
+    new += [f"c,imf,q{i},{r},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2)])]
+    (tmp_path / "old.csv").write_text(head + "\n".join(old) + "\n")
+    (tmp_path / "new.csv").write_text(head + "\n".join(new) + "\n")
+    assert cmp.main([str(tmp_path / "old.csv"), str(tmp_path / "new.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "-50.0 %" in out and "better on 1 of 1" in out and " b " not in out and " c " not in out
+    (tmp_path / "junk.csv").write_text("just,some\n1,2\n")
+    assert cmp.main([str(tmp_path / "old.csv"), str(tmp_path / "junk.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an rd_curve.py rd.csv" in err
