@@ -9,7 +9,7 @@ Two kinds of keyframe codec:
   of a clip. The first keyframe, and any the encoder marks as intra, is a VP9 key picture;
   a refresh keyframe is a VP9 inter picture predicted from the previous keyframe, which
   the decoder already holds. A talking head a second later is mostly the same face and
-  background, so a refresh usually costs a fraction of an intra picture (39-46 % of AV1's
+  background, so a refresh usually costs a fraction of an intra picture (38-48 % of AV1's
   bytes at equal PSNR on 3 of 4 training clips, about the same where the whole picture
   moves: docs/bitstream.md). :class:`KeyframeEncoder` /
   :class:`KeyframeDecoder` keep that state; both ends decode the same packets with the
