@@ -30,8 +30,8 @@ DEFAULT_MODEL = "imf-cpu"
 # two levels) and the encoder's ladder: keyframe CRFs (AV1 scale `keyframe_crf`, libvpx
 # `crf_vp9` for the default keyframe codec, `crf_h26x` for HEVC/H.264) and the refresh rule
 # (`refresh_drop` dB, at most one refresh per `min_keyframe_interval` seconds). Stored in
-# every exported model file, so a model can carry a ladder tuned for it; files without these
-# keys (the shipped imf-cpu was exported before they existed) use the LADDER_* values.
+# every exported model file, so a model can carry a ladder tuned for it; files exported
+# before the ladder keys existed (imf-cpu up to step 4750) take them from this table.
 # The VP9 CRF, drop and interval come from `python bench/tune_ladder.py` on training clips
 # (README, "Quality levels"): a large drop, short intervals from the middle levels up.
 VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR (bench/keyframe_chain.py)
@@ -71,19 +71,19 @@ class CodecModel:
     def step_mult(self, quality: int) -> float:
         return float(self.quality_table[quality - 1]["step_mult"])
 
+    def _ladder(self, quality: int, key: str):
+        """The model's value of a quality-table key; older files lack the ladder keys
+        (crf_vp9, refresh_drop, min_keyframe_interval) and take DEFAULT_QUALITY_TABLE's."""
+        return self.quality_table[quality - 1].get(key, DEFAULT_QUALITY_TABLE[quality - 1][key])
+
     def keyframe_crf(self, quality: int, codec: str) -> int:
-        row = self.quality_table[quality - 1]
-        if codec == "vp9":
-            return int(row.get("crf_vp9", LADDER_VP9_CRF[quality - 1]))
-        return int(row[CRF_KEYS[codec]])
+        return int(self._ladder(quality, CRF_KEYS[codec]))
 
     def refresh_drop(self, quality: int) -> float:
-        row = self.quality_table[quality - 1]
-        return float(row.get("refresh_drop", LADDER_REFRESH_DROP_DB[quality - 1]))
+        return float(self._ladder(quality, "refresh_drop"))
 
     def min_keyframe_interval(self, quality: int) -> float:
-        row = self.quality_table[quality - 1]
-        return float(row.get("min_keyframe_interval", LADDER_MIN_KEYFRAME_INTERVAL_S[quality - 1]))
+        return float(self._ladder(quality, "min_keyframe_interval"))
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
