@@ -156,6 +156,32 @@ class TrainConfig:
     # GAN's raw weights swing from step to step (val LPIPS 0.104 -> 0.128 in 250 steps at
     # batch 8). It never feeds back into training, so it may be switched on when resuming.
     ema_decay: float = 0.0
+    # step decay of every learning rate (generator and discriminator): a list of
+    # [step, factor]; from each step on the rates are multiplied by its factor (the factors
+    # of earlier entries included). Entries at steps a run has not reached yet may be added
+    # or changed when resuming: they change nothing the weights have seen.
+    lr_drops: tuple = ()
+
+    def __post_init__(self):
+        drops = []
+        for d in self.lr_drops:
+            if (not isinstance(d, (list, tuple)) or len(d) != 2 or isinstance(d[0], bool)
+                    or not isinstance(d[0], int) or d[0] < 0
+                    or isinstance(d[1], bool) or not isinstance(d[1], (int, float)) or not d[1] > 0):
+                raise ConfigError(f"lr_drops: each entry must be [step, factor] with an integer "
+                                  f"step >= 0 and a factor > 0, got {d!r}")
+            drops.append((d[0], float(d[1])))
+        if [s for s, _ in drops] != sorted({s for s, _ in drops}):
+            raise ConfigError("lr_drops: steps must be increasing")
+        object.__setattr__(self, "lr_drops", tuple(drops))
+
+    def lr_factor(self, step: int) -> float:
+        """The multiplier of every learning rate for the update made at ``step`` (0-based)."""
+        f = 1.0
+        for s, factor in self.lr_drops:
+            if step >= s:
+                f *= factor
+        return f
 
 
 def _coerce(cls, key: str, typ: Any, value: Any, where: str):

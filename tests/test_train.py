@@ -263,3 +263,42 @@ def test_moving_average_is_validated_kept_and_exported(tmp_path, data, capsys):
     bad.write_text(yaml.safe_dump(dict(cfg, ema_decay=0.5, lr=0.001)))
     assert cli.main(base + ["--config", str(bad), "--max-steps", "8", "--resume"]) == 1
     assert "differs in: lr" in capsys.readouterr().err
+
+
+def test_learning_rate_drops_apply_from_their_step_and_may_be_added_on_resume(tmp_path, data, capsys):
+    """lr_drops: the logged rate follows the schedule; a drop ahead of the run may be added
+    when resuming (the run then equals one trained with it from the start), one behind it not."""
+    import json
+    import yaml
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"] = str(REPO / "configs/model/tiny.yaml")
+    cfg["log_every"] = 1
+    plain, dropped, late = (tmp_path / f"{n}.yaml" for n in ("plain", "drop", "late"))
+    plain.write_text(yaml.safe_dump(cfg))
+    dropped.write_text(yaml.safe_dump(dict(cfg, lr_drops=[[3, 0.5], [4, 0.1]])))
+    late.write_text(yaml.safe_dump(dict(cfg, lr_drops=[[1, 0.5]])))
+    lr = load_train_config(plain).lr
+    base = ["train", "--data", str(data), "-q"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(base + ["--config", str(plain), "--out", str(a), "--max-steps", "3"]) == 0
+    assert cli.main(base + ["--config", str(dropped), "--out", str(a), "--max-steps", "5", "--resume"]) == 0
+    assert cli.main(base + ["--config", str(dropped), "--out", str(b), "--max-steps", "5"]) == 0
+    rows = [json.loads(r) for r in (b / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([lr, lr, lr, lr * 0.5, lr * 0.05])
+    wa, wb = _weights(a / "last.pt"), _weights(b / "last.pt")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    capsys.readouterr()
+    assert cli.main(base + ["--config", str(late), "--out", str(a), "--max-steps", "6", "--resume"]) == 1
+    assert "differs in: lr_drops before step 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("drops", [[[10, 0]], [[10]], [[20, 0.5], [10, 0.5]], [[1.5, 0.5]]])
+def test_bad_learning_rate_drops_are_refused(tmp_path, drops):
+    import yaml
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"] = str(REPO / "configs/model/tiny.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(dict(cfg, lr_drops=drops)))
+    with pytest.raises(ConfigError, match="lr_drops"):
+        load_train_config(p)

@@ -137,6 +137,8 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         groups.append({"params": [gen.log_step], "lr": cfg.step_lr or cfg.lr})
     opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+    # the recipe's rates (a resumed optimizer's state carries the rates last used)
+    base_lr = [[g["lr"] for g in opt.param_groups] for opt in (opt_g, opt_d)]
     step, best = 0, None
     ema = None
     if cfg.ema_decay and rank == 0:
@@ -152,8 +154,13 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                              f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
         saved = dict(ck["train_config"])
         now = to_dict(cfg)
-        free = ("max_steps", "model", "ema_decay")   # change nothing the weights see
+        free = ("max_steps", "model", "ema_decay", "lr_drops")   # change nothing the weights see
         diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+        # learning-rate drops may be added or moved only where the run has not been yet
+        seen = [[list(d) for d in drops if d[0] < ck["step"]]
+                for drops in (saved.get("lr_drops", []), now["lr_drops"])]
+        if seen[0] != seen[1]:
+            diff.append(f"lr_drops before step {ck['step']}")
         if diff:
             raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
         gen.load_state_dict(ck["generator"])
@@ -233,11 +240,15 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         _seed_step(cfg.seed, step, rank)
         x_r, x_c = sampler.batch(step, per_rank, rank)
         x_r, x_c = x_r.to(device), x_c.to(device)
+        for opt, lrs in zip((opt_g, opt_d), base_lr):
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * cfg.lr_factor(step)
         mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
         x_hat, bits = gen_t(x_r, x_c, mult)
         l1 = (x_hat - x_c).abs().mean()
         loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
-        rec = {"step": step + 1, "l1": l1.item(), "bits": bits.mean().item()}
+        rec = {"step": step + 1, "lr": opt_g.param_groups[0]["lr"], "l1": l1.item(),
+               "bits": bits.mean().item()}
         if perceptual is not None and step >= cfg.perceptual_start:
             p = perceptual(x_hat, x_c)
             loss = loss + cfg.loss_perceptual * p
