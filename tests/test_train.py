@@ -263,6 +263,10 @@ def test_moving_average_is_validated_kept_and_exported(tmp_path, data, capsys):
     bad.write_text(yaml.safe_dump(dict(cfg, ema_decay=0.5, lr=0.001)))
     assert cli.main(base + ["--config", str(bad), "--max-steps", "8", "--resume"]) == 1
     assert "differs in: lr" in capsys.readouterr().err
+    # switching the average off again is allowed, but said
+    assert cli.main(base[:-1] + ["--config", str(plain), "--max-steps", "7", "--resume"]) == 0
+    assert "moving average (4 steps) is dropped" in capsys.readouterr().err
+    assert "generator_ema" not in torch.load(run / "last.pt", weights_only=True)
 
 
 def test_learning_rate_drops_apply_from_their_step_and_may_be_added_on_resume(tmp_path, data, capsys):

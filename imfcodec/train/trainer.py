@@ -173,6 +173,9 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
             ema.n_averaged.fill_(ck["ema_updates"])
         elif ema is not None:
             log(f"ema_decay {cfg.ema_decay}: the average starts from the weights at step {step}")
+        elif "generator_ema" in ck and rank == 0:
+            log(f"ema_decay 0: the checkpoint's moving average ({ck['ema_updates']} steps) is "
+                f"dropped; later checkpoints, validation and export use the raw weights")
         log(f"resumed {last} at step {step}")
 
     elif init:
