@@ -306,3 +306,48 @@ def test_bad_learning_rate_drops_are_refused(tmp_path, drops):
     p.write_text(yaml.safe_dump(dict(cfg, lr_drops=drops)))
     with pytest.raises(ConfigError, match="lr_drops"):
         load_train_config(p)
+
+
+def test_coded_references_start_on_their_step_and_may_be_switched_on_when_resuming(tmp_path, data, capsys):
+    """ref_coding: from ref_coding_start the references are VP9 key pictures (what the
+    decoder warps from), the current frames untouched; switching it on ahead of a running
+    run is allowed, behind it refused; validation on coded references restarts best.pt."""
+    import yaml
+    from imfcodec.train.data import PairSampler, build_cache
+    clips = build_cache([data / "a.mp4", data / "b.mp4"], 64, tmp_path / "cache", log=lambda *a: None)
+    plain = PairSampler(clips, seed=1)
+    coded = PairSampler(clips, seed=1, ref_coding=1.0, ref_crf=(40, 40), ref_coding_start=3)
+    for step in (2, 3):
+        (r0, c0), (r1, c1) = plain.batch(step, 4), coded.batch(step, 4)
+        assert torch.equal(c0, c1)
+        assert torch.equal(r0, r1) == (step < 3)
+    r2, _ = coded.batch(3, 4)
+    assert torch.equal(r1, r2)                                  # a pure function of the step
+    assert 0 < (r1 - r0).abs().mean() < 0.1                     # coded, not replaced
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"] = str(REPO / "configs/model/tiny.yaml")
+    paths = {n: tmp_path / f"{n}.yaml" for n in ("plain", "ahead", "behind")}
+    paths["plain"].write_text(yaml.safe_dump(cfg))
+    paths["ahead"].write_text(yaml.safe_dump(dict(cfg, ref_coding=1.0, ref_coding_start=2, val_ref_crf=40)))
+    paths["behind"].write_text(yaml.safe_dump(dict(cfg, ref_coding=1.0, ref_coding_start=1)))
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--val", str(data / "a.mp4"), "--out", str(run)]
+    assert cli.main(base + ["--config", str(paths["plain"]), "--max-steps", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(base + ["--config", str(paths["ahead"]), "--max-steps", "4", "--resume"]) == 0
+    assert "best.pt follows the new validation" in capsys.readouterr().err
+    assert torch.load(run / "best.pt", weights_only=True)["step"] > 2     # chosen after the switch
+    assert cli.main(base + ["--config", str(paths["behind"]), "--max-steps", "6", "--resume", "-q"]) == 1
+    assert "ref_coding before step 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [{"ref_coding": 1.5}, {"ref_crf": [40, 30]}, {"ref_crf": [20, 70]},
+                                 {"val_ref_crf": 64}])
+def test_bad_reference_coding_settings_are_refused(tmp_path, bad):
+    import yaml
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"] = str(REPO / "configs/model/tiny.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(dict(cfg, **bad)))
+    with pytest.raises(ConfigError, match="ref_c|val_ref"):
+        load_train_config(p)

@@ -109,11 +109,22 @@ def cache_bytes(clips) -> int:
     return sum(c.path.stat().st_size for c in clips)
 
 
+def code_reference(x: torch.Tensor, crf: int) -> torch.Tensor:
+    """One frame (3, S, S) in [0, 1] as the decoder sees a keyframe: a VP9 key picture at
+    ``crf`` through the codec's own keyframe encoder and decoder, back in [0, 1]."""
+    from .. import keyframe
+    rgb = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    out = keyframe.decode(keyframe.encode(rgb, "vp9", crf), "vp9")
+    return torch.from_numpy(out).permute(2, 0, 1).float() / 255.0
+
+
 class PairSampler:
     """Draws (x_r, x_c) pairs from the same clip with a random gap and shared augmentation."""
 
-    def __init__(self, clips, max_gap=60, color_jitter=0.05, scale_jitter=0.05, seed=0):
+    def __init__(self, clips, max_gap=60, color_jitter=0.05, scale_jitter=0.05, seed=0,
+                 ref_coding=0.0, ref_crf=(26, 46), ref_coding_start=0):
         self.clips = clips
+        self.ref_coding, self.ref_crf, self.ref_start = ref_coding, ref_crf, ref_coding_start
         self.arrays = [c.array() for c in clips]
         w = np.array([c.frames for c in clips], np.float64)
         self.p = w / w.sum()
@@ -134,7 +145,11 @@ class PairSampler:
             curs.append(np.asarray(arr[c]))
         x = torch.from_numpy(np.stack(refs + curs)).permute(0, 3, 1, 2).float() / 255.0
         x = self._augment(x, rng, n)
-        return x[:n].contiguous(), x[n:].contiguous()
+        x_r = x[:n].contiguous()
+        if self.ref_coding > 0 and step >= self.ref_start:
+            for k in np.flatnonzero(rng.random(n) < self.ref_coding):
+                x_r[k] = code_reference(x_r[k], int(rng.integers(self.ref_crf[0], self.ref_crf[1] + 1)))
+        return x_r, x[n:].contiguous()
 
     def _augment(self, x, rng, n):
         """Flip, zoom and colour jitter, identical for the two frames of a pair."""

@@ -23,7 +23,7 @@ from ..fileio import atomic_write
 from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
-from .data import PairSampler, build_cache, cache_bytes, val_frames
+from .data import PairSampler, build_cache, cache_bytes, code_reference, val_frames
 from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
 
 CKPT_FORMAT = "imfcodec-train-checkpoint"
@@ -68,8 +68,9 @@ def _unwrap(m):
 
 
 @torch.no_grad()
-def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8):
-    """Reference = first frame, every other frame coded at step multiplier 1 (quality 4).
+def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8, ref_crf=0):
+    """Reference = first frame (with ``ref_crf`` > 0: coded as a VP9 key picture at that
+    CRF, as the codec sends it), every other frame coded at step multiplier 1 (quality 4).
     Returns mean PSNR, mean LPIPS (or None) and estimated token kbps (previous-frame deltas)."""
     from ..metrics import psnr
     gen.eval()
@@ -79,7 +80,10 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
         t = gen.encode_token(frames)
         q = gen.quantize(t, 1.0)
         t_hat = gen.dequantize(q, 1.0)
-        ref = gen.prepare_reference(frames[:1], t_hat[:1])
+        x_r = frames[:1]
+        if ref_crf:
+            x_r = code_reference(x_r[0].cpu(), ref_crf)[None].to(device)
+        ref = gen.prepare_reference(x_r, t_hat[:1])
         for i in range(1, len(frames), batch):
             x_hat = gen.decode_frame(t_hat[i:i + batch], ref)
             psnrs.append(psnr(x_hat, frames[i:i + batch]))
@@ -154,13 +158,20 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                              f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
         saved = dict(ck["train_config"])
         now = to_dict(cfg)
-        free = ("max_steps", "model", "ema_decay", "lr_drops")   # change nothing the weights see
+        # keys that change nothing the weights have seen; the schedules below may change
+        # only where the run has not been yet
+        free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf",
+                "ref_coding", "ref_crf", "ref_coding_start")
         diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
-        # learning-rate drops may be added or moved only where the run has not been yet
         seen = [[list(d) for d in drops if d[0] < ck["step"]]
                 for drops in (saved.get("lr_drops", []), now["lr_drops"])]
         if seen[0] != seen[1]:
             diff.append(f"lr_drops before step {ck['step']}")
+        coded = [(c.get("ref_coding", 0.0), list(c.get("ref_crf", [26, 46])), c.get("ref_coding_start", 0))
+                 for c in (saved, now)]
+        seen = [(r, crf, start) if r and start < ck["step"] else None for r, crf, start in coded]
+        if seen[0] != seen[1]:
+            diff.append(f"ref_coding before step {ck['step']}")
         if diff:
             raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
         gen.load_state_dict(ck["generator"])
@@ -168,6 +179,10 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
         step, best = ck["step"], ck.get("best")
+        if saved.get("val_ref_crf", 0) != cfg.val_ref_crf:
+            best = None     # another validation measure: best.pt restarts from the next one
+            log(f"val_ref_crf {cfg.val_ref_crf} (was {saved.get('val_ref_crf', 0)}): "
+                f"best.pt follows the new validation from here")
         if ema is not None and "generator_ema" in ck:
             ema.module.load_state_dict(ck["generator_ema"])
             ema.n_averaged.fill_(ck["ema_updates"])
@@ -216,7 +231,8 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     if rank == 0:
         log(f"data: {len(clips)} clips, {sum(c.frames for c in clips)} frames, "
             f"cache {cache_bytes(clips) / 1e9:.2f} GB")
-    sampler = PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed)
+    sampler = PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed,
+                          cfg.ref_coding, cfg.ref_crf, cfg.ref_coding_start)
     vclips, lpips = None, None
     if rank == 0 and val_data:
         vc = build_cache(val_data, mcfg.image_size, frame_cache_root(mcfg.image_size), log=log)
@@ -284,9 +300,10 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 logf.flush()
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
             if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
-                v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device)
+                v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
+                             ref_crf=cfg.val_ref_crf)
                 if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
-                    raw = validate(gen, vclips, lpips=lpips, device=device)
+                    raw = validate(gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
                     v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
                 v["step"] = step
                 logf.write(json.dumps(v) + "\n")
