@@ -63,6 +63,19 @@ def _seed_step(seed, step, rank):
     torch.manual_seed(int(np.random.default_rng([seed, step, rank, 7]).integers(2 ** 62)))
 
 
+# a recipe's defaults, for checkpoints saved before a key existed
+_TRAIN_DEFAULTS = to_dict(TrainConfig(model=""))
+
+
+def _schedules_before(recipe: dict, step: int) -> dict:
+    """What a recipe's step schedules (learning-rate drops, coded references) did before
+    ``step``: the only part of them a resumed run must keep."""
+    r = {**_TRAIN_DEFAULTS, **recipe}
+    coded = r["ref_coding"] and r["ref_coding_start"] < step
+    return {"lr_drops": [list(d) for d in r["lr_drops"] if d[0] < step],
+            "ref_coding": (r["ref_coding"], list(r["ref_crf"]), r["ref_coding_start"]) if coded else None}
+
+
 def _unwrap(m):
     return m.module if hasattr(m, "module") else m
 
@@ -163,15 +176,9 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf",
                 "ref_coding", "ref_crf", "ref_coding_start")
         diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
-        seen = [[list(d) for d in drops if d[0] < ck["step"]]
-                for drops in (saved.get("lr_drops", []), now["lr_drops"])]
-        if seen[0] != seen[1]:
-            diff.append(f"lr_drops before step {ck['step']}")
-        coded = [(c.get("ref_coding", 0.0), list(c.get("ref_crf", [26, 46])), c.get("ref_coding_start", 0))
-                 for c in (saved, now)]
-        seen = [(r, crf, start) if r and start < ck["step"] else None for r, crf, start in coded]
-        if seen[0] != seen[1]:
-            diff.append(f"ref_coding before step {ck['step']}")
+        before = _schedules_before(saved, ck["step"])
+        diff += [f"{k} before step {ck['step']}"
+                 for k, v in _schedules_before(now, ck["step"]).items() if before[k] != v]
         if diff:
             raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
         gen.load_state_dict(ck["generator"])
@@ -179,10 +186,10 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
         step, best = ck["step"], ck.get("best")
-        if saved.get("val_ref_crf", 0) != cfg.val_ref_crf:
+        was = {**_TRAIN_DEFAULTS, **saved}["val_ref_crf"]
+        if was != cfg.val_ref_crf:
             best = None     # another validation measure: best.pt restarts from the next one
-            log(f"val_ref_crf {cfg.val_ref_crf} (was {saved.get('val_ref_crf', 0)}): "
-                f"best.pt follows the new validation from here")
+            log(f"val_ref_crf {cfg.val_ref_crf} (was {was}): best.pt follows the new validation from here")
         if ema is not None and "generator_ema" in ck:
             ema.module.load_state_dict(ck["generator_ema"])
             ema.n_averaged.fill_(ck["ema_updates"])
@@ -259,9 +266,10 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         _seed_step(cfg.seed, step, rank)
         x_r, x_c = sampler.batch(step, per_rank, rank)
         x_r, x_c = x_r.to(device), x_c.to(device)
+        factor = cfg.lr_factor(step)
         for opt, lrs in zip((opt_g, opt_d), base_lr):
             for group, lr in zip(opt.param_groups, lrs):
-                group["lr"] = lr * cfg.lr_factor(step)
+                group["lr"] = lr * factor
         mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
         x_hat, bits = gen_t(x_r, x_c, mult)
         l1 = (x_hat - x_c).abs().mean()
