@@ -128,7 +128,10 @@ def cmd_info(args):
 def cmd_train(args):
     from .train.trainer import train
     quiet = args.quiet
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise IMFCodecError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     train(args.config, args.data, args.out, args.max_steps, args.resume, args.val, args.batch_size, args.init,
+          time_limit=args.time_limit,
           log=(lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True)))
 
 
@@ -234,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help="override the recipe's total batch size")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--init", default=None, metavar="MODEL",
-                   help="start a new run from an exported model's generator (e.g. imf-cpu)")
+                   help="start a new run from an exported model's generator (e.g. imf-cpu), or from "
+                        "a training checkpoint's generator and discriminator")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds of training, with a checkpoint")
     common(t, device=False)
     t.set_defaults(fn=cmd_train)
 

@@ -135,7 +135,7 @@ def test_bad_training_inputs(tmp_path, data, capsys):
     assert (run / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
 def test_train_configs_validate(name):
     cfg = load_train_config(REPO / f"configs/train/{name}.yaml")
     load_model_config(cfg.model)
@@ -351,3 +351,52 @@ def test_bad_reference_coding_settings_are_refused(tmp_path, bad):
     p.write_text(yaml.safe_dump(dict(cfg, **bad)))
     with pytest.raises(ConfigError, match="ref_c|val_ref"):
         load_train_config(p)
+
+
+def test_init_from_a_training_checkpoint_brings_its_discriminator(tmp_path, data, capsys):
+    """--init RUN/x.pt: the generator it validated (the average when it kept one) and its
+    discriminator; a checkpoint whose networks do not fit is one error line."""
+    base = ["train", "--config", str(TINY), "--data", str(data)]
+    assert cli.main(base + ["--out", str(tmp_path / "a"), "--max-steps", "3", "-q"]) == 0
+    a = torch.load(tmp_path / "a/last.pt", weights_only=True)
+    # gan_start is 2: the new run's first step leaves its discriminator untouched
+    assert cli.main(base + ["--out", str(tmp_path / "b"), "--max-steps", "1",
+                            "--init", str(tmp_path / "a/last.pt")]) == 0
+    assert "generator and discriminator initialised from training checkpoint" in capsys.readouterr().err
+    b = torch.load(tmp_path / "b/last.pt", weights_only=True)
+    for k, v in a["discriminator"].items():
+        assert torch.equal(b["discriminator"][k], v), k
+    for k, v in a["generator"].items():        # one Adam step (lr 2e-3) away
+        if "running_" in k or "num_batches" in k:
+            continue                           # batch-norm statistics follow the batch
+        assert (b["generator"][k] - v).abs().max() < 0.01, k
+    del a["generator"]["log_sigma"]
+    torch.save(a, tmp_path / "bad.pt")
+    assert cli.main(base + ["--out", str(tmp_path / "c"), "--max-steps", "1", "-q",
+                            "--init", str(tmp_path / "bad.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "its networks do not fit" in err and "Traceback" not in err
+
+
+def test_time_limit_ends_the_run_with_a_checkpoint(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    base = ["train", "--config", str(TINY), "--data", str(data), "--out", str(run), "--max-steps", "50"]
+    assert cli.main(base + ["--time-limit", "1e-6"]) == 0
+    assert "time limit (1e-06 s) reached at step 1" in capsys.readouterr().err
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 1
+    assert cli.main(base + ["--time-limit", "0", "--resume"]) == 1
+    assert "--time-limit must be > 0" in capsys.readouterr().err
+
+
+def test_prefetched_batches_are_the_batches(tmp_path, data):
+    from imfcodec.train.data import PairSampler, build_cache
+    from imfcodec.train.trainer import _Prefetch
+    clips = build_cache([data / "a.mp4", data / "b.mp4"], 64, tmp_path / "cache", log=lambda *a: None)
+    sampler = PairSampler(clips, max_gap=5, seed=3)
+    fetch = _Prefetch(sampler, 2, 0, workers=2)
+    try:
+        for step in range(6):
+            got, want = fetch(step, 6), sampler.batch(step, 2, 0)
+            assert all(torch.equal(g, w) for g, w in zip(got, want)), step
+    finally:
+        fetch.close()

@@ -76,6 +76,27 @@ def _schedules_before(recipe: dict, step: int) -> dict:
             "ref_coding": (r["ref_coding"], list(r["ref_crf"]), r["ref_coding_start"]) if coded else None}
 
 
+def _all_agree(flag: bool, world: int, device) -> bool:
+    """Rank 0's ``flag`` on every rank (clocks differ between processes)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _training_checkpoint(path):
+    """The training checkpoint at ``path`` (for --init); None for anything else (a model name
+    or file, which :func:`imfcodec.model.load_model` reads and judges)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return ck if isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT else None
+
+
 def _unwrap(m):
     return m.module if hasattr(m, "module") else m
 
@@ -111,11 +132,46 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
             "val_token_kbps": torch.cat(bits).mean().item() * fps / 1000}
 
 
+class _Prefetch:
+    """``sampler.batch(step, ...)`` for the next steps, computed by background threads.
+
+    A batch is a pure function of (seed, step, rank), so drawing it ahead changes nothing the
+    run sees; it only hides the sampling (decoding, augmentation, coded references) behind
+    the GPU's work. ``workers=0`` draws each batch when it is asked for (the CPU default:
+    with 2 cores, threads would compete with the training step itself)."""
+
+    def __init__(self, sampler, n, rank, workers):
+        self.sampler, self.n, self.rank, self.workers = sampler, n, rank, workers
+        self.pending = {}
+        self.pool = None
+        if workers:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="imfcodec-batch")
+
+    def __call__(self, step, last):
+        if self.pool is None:
+            return self.sampler.batch(step, self.n, self.rank)
+        for s in range(step, min(step + 2 * self.workers, last)):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self.sampler.batch, s, self.n, self.rank)
+        return self.pending.pop(step).result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def train(config: str, data: list, out: str, max_steps: int | None = None, resume: bool = False,
           val_data: list | None = None, batch_size: int | None = None, init: str | None = None,
-          log=print):
+          log=print, time_limit: float | None = None):
+    """Train (or resume) a run in ``out``; returns the last step. ``time_limit`` (seconds of
+    training, setup excluded) ends the run early, at a step boundary, with a checkpoint."""
     rank, world = _dist()
     device = _device(rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     cfg: TrainConfig = load_train_config(config)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
@@ -201,15 +257,23 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         log(f"resumed {last} at step {step}")
 
     elif init:
-        # start a new run from an exported model's generator (e.g. the shipped weights)
-        from ..model import load_model
-        m = load_model(init, "cpu")
+        # start a new run from a training checkpoint (its generator as validated, and its
+        # discriminator) or from an exported model's generator (e.g. the shipped weights)
+        ck = _training_checkpoint(init)
+        if ck is not None:
+            g_state, disc_state = ck.get("generator_ema", ck.get("generator")), ck.get("discriminator")
+            origin = f"training checkpoint {init} (step {ck.get('step')})"
+        else:
+            from ..model import load_model
+            m = load_model(init, "cpu")
+            g_state, disc_state = m.generator.state_dict(), None
+            origin = f"{init} (sha256 {m.sha256[:16]})"
         try:    # any model with the same parameters fits (align_mode has none of its own)
-            gen.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                 for k, v in m.generator.state_dict().items()})
-        except RuntimeError:
-            raise TrainError(f"--init {init}: its model config ({m.config.name}) does not fit "
-                             f"{cfg.model}") from None
+            gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()})
+            if disc_state is not None:
+                disc.load_state_dict({k: v.float() for k, v in disc_state.items()})
+        except (RuntimeError, AttributeError):
+            raise TrainError(f"--init {init}: its networks do not fit {cfg.model}") from None
         for name in cfg.init_reset:
             if not isinstance(getattr(gen, name, None), torch.nn.Module):
                 raise TrainError(f"init_reset: the generator has no part {name!r}")
@@ -222,7 +286,7 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 gen.log_step.fill_(cfg.init_log_step)
             if cfg.init_log_sigma is not None:
                 gen.log_sigma.fill_(cfg.init_log_sigma)
-        log(f"generator initialised from {init} (sha256 {m.sha256[:16]})")
+        log(f"generator {'and discriminator ' if disc_state is not None else ''}initialised from {origin}")
 
     need_vgg = cfg.loss_perceptual > 0
     perceptual = None
@@ -258,13 +322,15 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     else:
         gen_t, disc_t = gen, disc
 
+    fetch = _Prefetch(sampler, per_rank, rank, workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
     gen.train(), disc.train()
     lo, hi = math.log(cfg.step_mult_range[0]), math.log(cfg.step_mult_range[1])
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
     t0, n0 = time.time(), step
-    while step < cfg.max_steps:
+    stop = False
+    while step < cfg.max_steps and not stop:
         _seed_step(cfg.seed, step, rank)
-        x_r, x_c = sampler.batch(step, per_rank, rank)
+        x_r, x_c = fetch(step, cfg.max_steps)
         x_r, x_c = x_r.to(device), x_c.to(device)
         factor = cfg.lr_factor(step)
         for opt, lrs in zip((opt_g, opt_d), base_lr):
@@ -300,14 +366,16 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
             rec["d_loss"] = d_loss.item()
         rec["loss"] = loss.item()
         step += 1
+        if time_limit is not None:
+            stop = _all_agree(time.time() - t0 >= time_limit, world, device)
         if rank == 0:
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
                 rec["sec_per_step"] = (time.time() - t0) / (step - n0)
                 rec["step_mult"] = gen.log_step.exp().mean().item()
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-            if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
+            if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps or stop):
                 v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
                              ref_crf=cfg.val_ref_crf)
                 if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
@@ -321,10 +389,13 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 if best is None or score < best:
                     best = score
                     save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
-            if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            if stop:
+                log(f"time limit ({time_limit:g} s) reached at step {step}")
+            if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
                 save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
         if world > 1:
             dist.barrier()
+    fetch.close()
     if world > 1:
         # DDP keeps replicas identical; check it rather than assume it
         flat = torch.cat([p.detach().flatten().double() for p in gen.parameters()])
