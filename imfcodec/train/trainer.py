@@ -328,74 +328,76 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
     t0, n0 = time.time(), step
     stop = False
-    while step < cfg.max_steps and not stop:
-        _seed_step(cfg.seed, step, rank)
-        x_r, x_c = fetch(step, cfg.max_steps)
-        x_r, x_c = x_r.to(device), x_c.to(device)
-        factor = cfg.lr_factor(step)
-        for opt, lrs in zip((opt_g, opt_d), base_lr):
-            for group, lr in zip(opt.param_groups, lrs):
-                group["lr"] = lr * factor
-        mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
-        x_hat, bits = gen_t(x_r, x_c, mult)
-        l1 = (x_hat - x_c).abs().mean()
-        loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
-        rec = {"step": step + 1, "lr": opt_g.param_groups[0]["lr"], "l1": l1.item(),
-               "bits": bits.mean().item()}
-        if perceptual is not None and step >= cfg.perceptual_start:
-            p = perceptual(x_hat, x_c)
-            loss = loss + cfg.loss_perceptual * p
-            rec["perceptual"] = p.item()
-        use_gan = cfg.loss_gan > 0 and step >= cfg.gan_start
-        if use_gan:
-            g_adv = hinge_g_loss(disc_t(x_hat))
-            loss = loss + cfg.loss_gan * g_adv
-            rec["g_adv"] = g_adv.item()
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
-        opt_g.step()
-        if ema is not None:
-            ema.update_parameters(gen)
-        if use_gan:
-            opt_d.zero_grad(set_to_none=True)
-            d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
-            d_loss.backward()
-            opt_d.step()
-            rec["d_loss"] = d_loss.item()
-        rec["loss"] = loss.item()
-        step += 1
-        if time_limit is not None:
-            stop = _all_agree(time.time() - t0 >= time_limit, world, device)
-        if rank == 0:
-            if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
-                rec["sec_per_step"] = (time.time() - t0) / (step - n0)
-                rec["step_mult"] = gen.log_step.exp().mean().item()
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-            if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps or stop):
-                v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
-                             ref_crf=cfg.val_ref_crf)
-                if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
-                    raw = validate(gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
-                    v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
-                v["step"] = step
-                logf.write(json.dumps(v) + "\n")
-                logf.flush()
-                log(f"validation step {step}: " + " ".join(f"{k}={v[k]}" for k in v))
-                score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
-                if best is None or score < best:
-                    best = score
-                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
-            if stop:
-                log(f"time limit ({time_limit:g} s) reached at step {step}")
-            if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-                save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
-        if world > 1:
-            dist.barrier()
-    fetch.close()
+    try:
+        while step < cfg.max_steps and not stop:
+            _seed_step(cfg.seed, step, rank)
+            x_r, x_c = fetch(step, cfg.max_steps)
+            x_r, x_c = x_r.to(device), x_c.to(device)
+            factor = cfg.lr_factor(step)
+            for opt, lrs in zip((opt_g, opt_d), base_lr):
+                for group, lr in zip(opt.param_groups, lrs):
+                    group["lr"] = lr * factor
+            mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
+            x_hat, bits = gen_t(x_r, x_c, mult)
+            l1 = (x_hat - x_c).abs().mean()
+            loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
+            rec = {"step": step + 1, "lr": opt_g.param_groups[0]["lr"], "l1": l1.item(),
+                   "bits": bits.mean().item()}
+            if perceptual is not None and step >= cfg.perceptual_start:
+                p = perceptual(x_hat, x_c)
+                loss = loss + cfg.loss_perceptual * p
+                rec["perceptual"] = p.item()
+            use_gan = cfg.loss_gan > 0 and step >= cfg.gan_start
+            if use_gan:
+                g_adv = hinge_g_loss(disc_t(x_hat))
+                loss = loss + cfg.loss_gan * g_adv
+                rec["g_adv"] = g_adv.item()
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
+            opt_g.step()
+            if ema is not None:
+                ema.update_parameters(gen)
+            if use_gan:
+                opt_d.zero_grad(set_to_none=True)
+                d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
+                d_loss.backward()
+                opt_d.step()
+                rec["d_loss"] = d_loss.item()
+            rec["loss"] = loss.item()
+            step += 1
+            if time_limit is not None:
+                stop = _all_agree(time.time() - t0 >= time_limit, world, device)
+            if rank == 0:
+                if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
+                    rec["sec_per_step"] = (time.time() - t0) / (step - n0)
+                    rec["step_mult"] = gen.log_step.exp().mean().item()
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+                if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps or stop):
+                    v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
+                                 ref_crf=cfg.val_ref_crf)
+                    if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
+                        raw = validate(gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
+                        v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
+                    v["step"] = step
+                    logf.write(json.dumps(v) + "\n")
+                    logf.flush()
+                    log(f"validation step {step}: " + " ".join(f"{k}={v[k]}" for k in v))
+                    score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
+                    if best is None or score < best:
+                        best = score
+                        save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
+                if stop:
+                    log(f"time limit ({time_limit:g} s) reached at step {step}")
+                if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
+                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
+            if world > 1:
+                dist.barrier()
+    finally:     # queued batches are not waited for, even when a step fails
+        fetch.close()
     if world > 1:
         # DDP keeps replicas identical; check it rather than assume it
         flat = torch.cat([p.detach().flatten().double() for p in gen.parameters()])
