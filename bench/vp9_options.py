@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from imfcodec import keyframe, video
-from imfcodec.metrics import get_lpips
+from imfcodec.metrics import get_lpips, psnr
 
 CLIPS = ["liveportrait_d3", "iplap_129", "dpe_d", "spec_MEAD_W015_level_1_neutral_030",
          "sgex_390", "mtrk_duda_video"]
@@ -38,7 +38,7 @@ def run(pictures, crf, extra, lpips):
                 x = torch.from_numpy(rgb).permute(2, 0, 1)[None] / 255.0
                 with torch.no_grad():
                     lp += lpips(y, x).item()
-                ps += 10 * np.log10(1 / ((y - x) ** 2).mean().item())
+                ps += psnr(y, x).item()
                 nbytes += len(data)
                 n += 1
     return nbytes / n, lp / n, ps / n

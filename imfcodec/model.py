@@ -21,6 +21,7 @@ from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError
 from .fileio import atomic_write
 from .models.imf import IMFGenerator
+from .train.checkpoint import checkpoint_generator_state, is_training_checkpoint
 
 MODEL_FORMAT = "imfcodec-model"
 MODEL_FORMAT_VERSION = 1
@@ -180,7 +181,7 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         raise ModelError(f"{path}: not an imfcodec model file") from None
-    if isinstance(blob, dict) and blob.get("format") == "imfcodec-train-checkpoint":
+    if is_training_checkpoint(blob):
         blob = _checkpoint_as_model(blob, path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path}: not an imfcodec model file")
@@ -203,12 +204,6 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
         gen.frame_decoder.use_channels_last()
     return CodecModel(blob["model_id"], sha, cfg, gen, ent, list(blob["quality_table"]), dev,
                       dict(blob.get("meta", {})), dtype)
-
-
-def checkpoint_generator_state(ck: dict) -> dict:
-    """The generator weights a training checkpoint stands for: the moving average when the
-    run kept one (``ema_decay``; it is what validation scored), else the raw weights."""
-    return ck["generator_ema"] if "generator_ema" in ck else ck["generator"]
 
 
 def _generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
@@ -296,7 +291,7 @@ def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta
         raise ModelError(f"{ckpt_path}: no such file") from None
     except Exception:
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
-    if not isinstance(ck, dict) or ck.get("format") != "imfcodec-train-checkpoint":
+    if not is_training_checkpoint(ck):
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
     gen = _generator_from_checkpoint(ck, ckpt_path)
     cfg = gen.cfg

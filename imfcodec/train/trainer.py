@@ -23,10 +23,9 @@ from ..fileio import atomic_write
 from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
+from .checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
 from .data import PairSampler, build_cache, cache_bytes, code_reference, val_frames
 from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
-
-CKPT_FORMAT = "imfcodec-train-checkpoint"
 
 
 class TrainError(IMFCodecError, RuntimeError):
@@ -94,7 +93,7 @@ def _training_checkpoint(path):
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None
-    return ck if isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT else None
+    return ck if is_training_checkpoint(ck) else None
 
 
 def _unwrap(m):
@@ -261,18 +260,19 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         # discriminator) or from an exported model's generator (e.g. the shipped weights)
         ck = _training_checkpoint(init)
         if ck is not None:
-            g_state, disc_state = ck.get("generator_ema", ck.get("generator")), ck.get("discriminator")
+            disc_state = ck.get("discriminator")
             origin = f"training checkpoint {init} (step {ck.get('step')})"
         else:
             from ..model import load_model
             m = load_model(init, "cpu")
-            g_state, disc_state = m.generator.state_dict(), None
+            disc_state = None
             origin = f"{init} (sha256 {m.sha256[:16]})"
         try:    # any model with the same parameters fits (align_mode has none of its own)
+            g_state = checkpoint_generator_state(ck) if ck is not None else m.generator.state_dict()
             gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()})
             if disc_state is not None:
                 disc.load_state_dict({k: v.float() for k, v in disc_state.items()})
-        except (RuntimeError, AttributeError):
+        except (RuntimeError, KeyError, AttributeError):
             raise TrainError(f"--init {init}: its networks do not fit {cfg.model}") from None
         for name in cfg.init_reset:
             if not isinstance(getattr(gen, name, None), torch.nn.Module):
@@ -369,14 +369,15 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
             step += 1
             if time_limit is not None:
                 stop = _all_agree(time.time() - t0 >= time_limit, world, device)
+            final = stop or step == cfg.max_steps
             if rank == 0:
-                if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
+                if step % cfg.log_every == 0 or final:
                     rec["sec_per_step"] = (time.time() - t0) / (step - n0)
                     rec["step_mult"] = gen.log_step.exp().mean().item()
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
                     log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-                if vclips is not None and (step % cfg.val_every == 0 or step == cfg.max_steps or stop):
+                if vclips is not None and (step % cfg.val_every == 0 or final):
                     v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
                                  ref_crf=cfg.val_ref_crf)
                     if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
@@ -392,7 +393,7 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                         save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
                 if stop:
                     log(f"time limit ({time_limit:g} s) reached at step {step}")
-                if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
+                if step % cfg.ckpt_every == 0 or final:
                     save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
             if world > 1:
                 dist.barrier()
@@ -426,7 +427,7 @@ def _checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema=None):
           "generator": gen.state_dict(), "discriminator": disc.state_dict(),
           "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
     if ema is not None and int(ema.n_averaged) > 0:
-        # what export and --model RUN/x.pt use (model.checkpoint_generator_state)
+        # what export and --model RUN/x.pt use (checkpoint.checkpoint_generator_state)
         ck["generator_ema"] = ema.module.state_dict()
         ck["ema_updates"] = int(ema.n_averaged)
     return ck

@@ -49,7 +49,7 @@ def setup():
     json.dump(man, open(f"{H}/manifest.json", "w"))
     blob = torch.load("imfcodec/weights/imf-cpu.pt", weights_only=True)
     disc = torch.load(f"{A}/disc.pt", weights_only=True)
-    from imfcodec.train.trainer import CKPT_FORMAT
+    from imfcodec.train.checkpoint import CKPT_FORMAT
     torch.save({"format": CKPT_FORMAT, "step": disc["step"], "model_config": blob["config"],
                 "generator": {k: v.float() if v.is_floating_point() else v for k, v in blob["generator"].items()},
                 "discriminator": {k: v.float() for k, v in disc["discriminator"].items()}}, "/root/init.pt")
@@ -65,8 +65,9 @@ def setup():
 
 
 def slim(src, dst):
+    from imfcodec.train.checkpoint import checkpoint_generator_state
     ck = torch.load(src, map_location="cpu", weights_only=True)
-    g = ck.get("generator_ema", ck["generator"])
+    g = checkpoint_generator_state(ck)
     torch.save({"format": ck["format"], "step": ck["step"], "best": ck.get("best"),
                 "train_config": ck["train_config"], "model_config": ck["model_config"],
                 "generator": {k: v.half() if v.is_floating_point() else v for k, v in g.items()},
