@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     for c in CLIPS:
         frames = list(video.read_frames(Path(a.data) / f"{c}.mp4", max_frames=150))[::a.every]
         x = video.to_model(np.stack(frames), 256)
-        pictures.append(list((x * 255).round().byte().permute(0, 2, 3, 1).numpy()))
+        pictures.append(list(video.to_uint8(x)))
     print("| extra options | CRF | bytes / picture | LPIPS | PSNR |")
     print("|---|---|---|---|---|")
     for opts in a.options:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import IMFCodecError
 from ..fileio import atomic_write
-from ..video import VideoError, read_frames
+from ..video import VideoError, read_frames, to_uint8
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m", ".m4v")
 CACHE_VERSION = 1
@@ -113,7 +113,7 @@ def code_reference(x: torch.Tensor, crf: int) -> torch.Tensor:
     """One frame (3, S, S) in [0, 1] as the decoder sees a keyframe: a VP9 key picture at
     ``crf`` through the codec's own keyframe encoder and decoder, back in [0, 1]."""
     from .. import keyframe
-    rgb = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    rgb = to_uint8(x[None])[0]
     out = keyframe.decode(keyframe.encode(rgb, "vp9", crf), "vp9")
     return torch.from_numpy(out).permute(2, 0, 1).float() / 255.0
 
