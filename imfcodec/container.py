@@ -113,10 +113,15 @@ class Header:
                     self.token_dim, self.packet_frames)))
         return MAGIC + bytes([VERSION]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
 
-    @property
-    def kbps_factor(self) -> float:
-        """kbps = bytes * kbps_factor (bits over the clip's duration)."""
-        return 8 * float(self.fps) / max(self.frame_count, 1) / 1000
+    def kbps(self, nbytes: int) -> float:
+        """The rate of ``nbytes`` spread over this stream's duration (:func:`kbps`)."""
+        return kbps(nbytes, self.frame_count, self.fps)
+
+
+def kbps(nbytes: int, frames: int, fps) -> float:
+    """kbit/s of ``nbytes`` coding ``frames`` frames at ``fps``: the one rate formula that
+    the codec's stats, ``imfcodec info`` and the benches report."""
+    return nbytes * 8 * float(fps) / max(frames, 1) / 1000
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,34 @@ def packet_to_bytes(p: Packet) -> bytes:
         typ = PKT_TOKENS
         body = put_uvarint(p.first_frame) + put_uvarint(p.count) + p.payload
     return bytes([typ]) + put_uvarint(len(body)) + body + struct.pack(">H", binascii.crc_hqx(body, 0xFFFF))
+
+
+@dataclass(frozen=True)
+class StreamSizes:
+    """Where a stream's bytes go: the header, and each packet in order."""
+    header: int
+    packets: tuple                # (kind, first frame, frames, bytes) per packet
+    total: int
+
+    def of(self, kind: str) -> int:
+        """Bytes of all ``"keyframe"`` or all ``"tokens"`` packets."""
+        return sum(n for k, _, _, n in self.packets if k == kind)
+
+
+def assemble(header: Header, packets: list[Packet]) -> tuple[bytes, StreamSizes]:
+    """The file bytes of a header and its packets, and where those bytes went. The only
+    place a whole .imf stream is put together (the codec and the benches use it)."""
+    head = header.to_bytes()
+    body = [packet_to_bytes(p) for p in packets]
+    data = head + b"".join(body)
+    return data, StreamSizes(len(head), tuple(_describe(p) + (len(b),) for p, b in zip(packets, body)),
+                             len(data))
+
+
+def _describe(p: Packet) -> tuple:
+    if isinstance(p, KeyframePacket):
+        return "keyframe", p.frame_index, 1
+    return "tokens", p.first_frame, p.count
 
 
 def _parse_header(r: _Reader) -> Header:

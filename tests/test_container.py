@@ -79,9 +79,21 @@ def test_incremental_reader_byte_by_byte():
     assert got == packets()
 
 
-def test_kbps_factor():
+def test_kbps():
     h = header(frames=30)
-    assert h.kbps_factor == pytest.approx(8 * 30000 / 1001 / 30 / 1000)
+    assert h.kbps(1000) == pytest.approx(1000 * 8 * 30000 / 1001 / 30 / 1000)
+    assert C.kbps(1000, 30, h.fps) == h.kbps(1000)
+
+
+def test_assemble_counts_every_byte():
+    h = header()
+    data, sizes = C.assemble(h, packets())
+    assert data == stream()
+    assert sizes.total == len(data) == sizes.header + sum(n for *_, n in sizes.packets)
+    assert sizes.header == len(h.to_bytes())
+    assert [k for k, *_ in sizes.packets] == ["keyframe" if isinstance(p, C.KeyframePacket)
+                                               else "tokens" for p in packets()]
+    assert sizes.of("keyframe") + sizes.of("tokens") + sizes.header == len(data)
 
 
 def vp9_stream(first_predicted=False, codec="vp9"):

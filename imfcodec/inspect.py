@@ -1,0 +1,35 @@
+"""Stream inspection: what an .imf file holds and where its bytes go (``imfcodec info``).
+
+No torch here: reading a stream's layout needs only the container.
+"""
+from __future__ import annotations
+
+import os
+
+from . import container
+
+
+def stream_info(path) -> dict:
+    """Header, per-packet sizes and rates of an .imf file, as plain data (the CLI prints it,
+    ``imfcodec info --json`` dumps it)."""
+    header, packets = container.read_file(path)
+    size = os.path.getsize(path)
+    _, sizes = container.assemble(header, packets)
+    pk = [{"type": kind, "frame": first, "frames": n, "bytes": nbytes}
+          for kind, first, n, nbytes in sizes.packets]
+    kf, tk = sizes.of("keyframe"), sizes.of("tokens")
+    return {
+        "file": str(path), "bytes": size, "format_version": container.VERSION,
+        "model_id": header.model_id, "model_hash": header.model_hash.hex(),
+        "width": header.width, "height": header.height, "coded_size": header.coded_size,
+        "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": header.frame_count,
+        "duration_s": round(header.frame_count / float(header.fps), 3), "quality": header.quality,
+        "keyframe_codec": header.keyframe_codec,
+        "token_dim": header.token_dim, "packet_frames": header.packet_frames,
+        "keyframes": sum(p["type"] == "keyframe" for p in pk),
+        "header_bytes": size - kf - tk, "keyframe_bytes": kf, "token_bytes": tk,
+        "kbps": round(header.kbps(size), 3),
+        "keyframe_kbps": round(header.kbps(kf), 3),
+        "token_kbps": round(header.kbps(tk), 3),
+        "packets": pk,
+    }
