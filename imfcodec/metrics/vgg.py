@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from imfcodec import assets
+from imfcodec.metrics import backbones
 
 __all__ = ["VGGFeatures", "VGG_LAYERS"]
 
@@ -58,7 +59,7 @@ class VGGFeatures(nn.Module):
         self.taps = tuple(VGG_LAYERS[n] for n in self.layer_names)
         if state is None:
             state = assets.load_vgg16_features()
-        self.features = assets.build_features("vgg", state)[: self.taps[-1] + 1]
+        self.features = backbones.build_features("vgg", state)[: self.taps[-1] + 1]
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1),
@@ -74,4 +75,4 @@ class VGGFeatures(nn.Module):
         """Activations at ``self.layer_names`` for ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        return assets.run_taps(self.features, self.taps, (x - self.mean) / self.std)
+        return backbones.run_taps(self.features, self.taps, (x - self.mean) / self.std)
