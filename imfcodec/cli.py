@@ -74,40 +74,8 @@ def cmd_decode(args):
           f"{float(header.fps):.3g} fps, {st.frames / st.seconds:.1f} frames/s")
 
 
-def stream_info(path) -> dict:
-    """Header, per-packet sizes and rates of an .imf file (what ``imfcodec info`` shows)."""
-    import os
-    from . import container
-    header, packets = container.read_file(path)
-    size = os.path.getsize(path)
-    pk = []
-    for p in packets:
-        nbytes = len(container.packet_to_bytes(p))
-        if isinstance(p, container.KeyframePacket):
-            pk.append({"type": "keyframe", "frame": p.frame_index, "frames": 1, "bytes": nbytes})
-        else:
-            pk.append({"type": "tokens", "frame": p.first_frame, "frames": p.count, "bytes": nbytes})
-    head_bytes = size - sum(p["bytes"] for p in pk)
-    secs = header.frame_count / float(header.fps)
-    kf = sum(p["bytes"] for p in pk if p["type"] == "keyframe")
-    tk = sum(p["bytes"] for p in pk if p["type"] == "tokens")
-    return {
-        "file": str(path), "bytes": size, "format_version": container.VERSION,
-        "model_id": header.model_id, "model_hash": header.model_hash.hex(),
-        "width": header.width, "height": header.height, "coded_size": header.coded_size,
-        "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": header.frame_count,
-        "duration_s": round(secs, 3), "quality": header.quality, "keyframe_codec": header.keyframe_codec,
-        "token_dim": header.token_dim, "packet_frames": header.packet_frames,
-        "keyframes": sum(p["type"] == "keyframe" for p in pk),
-        "header_bytes": head_bytes, "keyframe_bytes": kf, "token_bytes": tk,
-        "kbps": round(size * 8 / secs / 1000, 3),
-        "keyframe_kbps": round(kf * 8 / secs / 1000, 3),
-        "token_kbps": round(tk * 8 / secs / 1000, 3),
-        "packets": pk,
-    }
-
-
 def cmd_info(args):
+    from .inspect import stream_info
     d = stream_info(args.input)
     if args.json:
         print(json.dumps(d, indent=1))
@@ -136,21 +104,10 @@ def cmd_train(args):
 
 
 def cmd_export(args):
-    from .model import ModelError, export_checkpoint
-    if not args.step_scale > 0:        # before the calibration, which takes a while
-        raise ModelError(f"--step-scale must be > 0, got {args.step_scale}")
-    calib = None
-    if args.calib:
-        from .train.data import build_cache, val_frames
-        from .train.trainer import frame_cache_root
-        import torch
-        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        size = ck["model_config"]["image_size"]
-        clips = build_cache(args.calib, size, frame_cache_root(size), log=lambda *a: None)
-        step = max(1, len(clips) // args.calib_clips)      # an even spread over the clips
-        calib = val_frames(clips[::step][:args.calib_clips], args.calib_frames)
-    sha = export_checkpoint(args.checkpoint, args.output, calib, args.model_id,
-                            step_scale=args.step_scale)
+    from .export import export_checkpoint
+    sha = export_checkpoint(args.checkpoint, args.output, args.calib, args.model_id,
+                            step_scale=args.step_scale, calib_clips=args.calib_clips,
+                            calib_frames=args.calib_frames)
     print(f"{args.output}: sha256 {sha}")
 
 

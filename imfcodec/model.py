@@ -1,4 +1,7 @@
-"""Codec models: generator + entropy tables + config + quality table, in one file.
+"""Loading codec models: generator + entropy tables + config + quality table, in one file.
+
+What the decoder needs. Making model files (export, calibration) is
+:mod:`imfcodec.export`, the trainer's side.
 
 A model file is a ``torch.save`` dict of tensors and plain data, loaded with
 ``weights_only=True``; it is identified in streams by its name (``model_id``) and the first
@@ -19,9 +22,7 @@ import torch
 from .config import PRECISIONS, ConfigError, ModelConfig, from_dict, to_dict
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError
-from .fileio import atomic_write
 from .models.imf import IMFGenerator
-from .train.checkpoint import checkpoint_generator_state, is_training_checkpoint
 
 MODEL_FORMAT = "imfcodec-model"
 MODEL_FORMAT_VERSION = 1
@@ -181,9 +182,11 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         raise ModelError(f"{path}: not an imfcodec model file") from None
-    if is_training_checkpoint(blob):
-        blob = _checkpoint_as_model(blob, path)
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+    if not _is_model_blob(blob):
+        from .train.checkpoint import is_training_checkpoint   # only then: decoding never loads train
+        if is_training_checkpoint(blob):
+            blob = _checkpoint_as_model(blob, path)
+    if not _is_model_blob(blob):
         raise ModelError(f"{path}: not an imfcodec model file")
     if blob.get("version") != MODEL_FORMAT_VERSION:
         raise ModelError(f"{path}: model format version {blob.get('version')} is not supported")
@@ -206,7 +209,13 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
                       dict(blob.get("meta", {})), dtype)
 
 
-def _generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
+def _is_model_blob(blob) -> bool:
+    return isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT
+
+
+def generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
+    """The generator a training checkpoint stands for (eval mode), or a ModelError."""
+    from .train.checkpoint import checkpoint_generator_state
     try:
         cfg = from_dict(ModelConfig, ck["model_config"], where=str(path))
         gen = IMFGenerator(cfg)
@@ -220,24 +229,12 @@ def _checkpoint_as_model(ck: dict, path) -> dict:
     """A training checkpoint used directly as a model (``--model RUN/last.pt``): entropy
     tables are built on the fly from the trained rate model. Fine for trying a run; for
     streams meant for other machines, ``imfcodec export`` fixes the tables in a file."""
-    gen = _generator_from_checkpoint(ck, path)
+    gen = generator_from_checkpoint(ck, path)
     cfg = gen.cfg
     ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
     return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": cfg.name,
             "config": ck["model_config"], "generator": gen.state_dict(), "entropy": ent.state_dict(),
             "quality_table": DEFAULT_QUALITY_TABLE, "meta": {"train_step": ck.get("step")}}
-
-
-@torch.no_grad()
-def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
-    """Per-channel std (token units) of frame-to-frame token differences over ``clips``
-    (a list of (N, 3, S, S) tensors): what the codec actually entropy-codes."""
-    diffs = []
-    for frames in clips:
-        t = torch.cat([gen.encode_token(frames[i:i + 16]) for i in range(0, min(len(frames), max_frames), 16)])
-        diffs.append(t[1:] - t[:-1])
-    d = torch.cat(diffs)
-    return d.pow(2).mean(0).sqrt()
 
 
 def build_entropy(gen: IMFGenerator, quality_table, delta_std=None) -> TokenEntropyModel:
@@ -251,24 +248,6 @@ def build_entropy(gen: IMFGenerator, quality_table, delta_std=None) -> TokenEntr
     return ent
 
 
-def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
-               quality_table=None, meta=None, half=True) -> str:
-    """Write a model file atomically; returns its sha256 (also written to PATH.sha256)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
-             for k, v in gen.state_dict().items()}
-    blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
-            "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
-            "quality_table": quality_table or DEFAULT_QUALITY_TABLE, "meta": meta or {}}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    data = buf.getvalue()
-    path = Path(path)
-    atomic_write(path, lambda f: f.write(data))
-    sha = hashlib.sha256(data).hexdigest()
-    Path(str(path) + ".sha256").write_text(f"{sha}  {path.name}\n")
-    return sha
-
-
 def random_model(config: ModelConfig, seed: int = 0, device="cpu", precision="auto") -> CodecModel:
     """An untrained model (for tests and speed benchmarks), entropy tables from its init."""
     torch.manual_seed(seed)
@@ -279,28 +258,3 @@ def random_model(config: ModelConfig, seed: int = 0, device="cpu", precision="au
     return CodecModel(config.name, hashlib.sha256(f"random-{config.name}-{seed}".encode()).hexdigest(),
                       config, gen.to(device), ent, list(DEFAULT_QUALITY_TABLE), torch.device(device), {},
                       resolve_precision(precision, torch.device(device)))
-
-
-def export_checkpoint(ckpt_path, out_path, calib_clips=None, model_id=None, meta=None,
-                      step_scale: float = 1.0) -> str:
-    """Training checkpoint -> shippable model file (generator + entropy tables + config).
-    ``step_scale`` multiplies every quality level's token step_mult."""
-    try:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{ckpt_path}: no such file") from None
-    except Exception:
-        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
-    if not is_training_checkpoint(ck):
-        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
-    gen = _generator_from_checkpoint(ck, ckpt_path)
-    cfg = gen.cfg
-    std = token_delta_std(gen, calib_clips) if calib_clips else None
-    table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in DEFAULT_QUALITY_TABLE]
-    ent = build_entropy(gen, table, std)
-    m = {"train_step": ck["step"], "train_config": ck["train_config"],
-         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
-         "entropy_calibration": (f"token-delta std measured on {len(calib_clips)} clips" if std is not None
-                                 else "trained rate model"), "step_scale": step_scale}
-    m.update(meta or {})
-    return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)

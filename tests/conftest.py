@@ -48,7 +48,8 @@ def moving_pattern(n=12, h=48, w=64, seed=0):
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory):
     from imfcodec.config import load_model_config
-    from imfcodec.model import random_model, save_model
+    from imfcodec.export import save_model
+    from imfcodec.model import random_model
     m = random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
     path = tmp_path_factory.mktemp("models") / "tiny.pt"
     save_model(path, m.generator, m.entropy, "tiny")
@@ -58,7 +59,8 @@ def tiny_model_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def other_tiny_model_file(tmp_path_factory):
     from imfcodec.config import load_model_config
-    from imfcodec.model import random_model, save_model
+    from imfcodec.export import save_model
+    from imfcodec.model import random_model
     m = random_model(load_model_config(REPO / "configs/model/tiny.yaml"), seed=1)
     path = tmp_path_factory.mktemp("models2") / "tiny.pt"
     save_model(path, m.generator, m.entropy, "tiny")

@@ -59,7 +59,8 @@ def _moving_clip(path, n=CLIP_FRAMES, h=72, w=88):
 @pytest.fixture(scope="module")
 def bench_files(tmp_path_factory):
     from imfcodec.config import load_model_config
-    from imfcodec.model import random_model, save_model
+    from imfcodec.export import save_model
+    from imfcodec.model import random_model
     d = tmp_path_factory.mktemp("bench_in")
     m = random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
     save_model(d / "tiny.pt", m.generator, m.entropy, "tiny")

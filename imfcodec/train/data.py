@@ -24,6 +24,13 @@ VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m", ".m4v")
 CACHE_VERSION = 1
 
 
+def frame_cache_root(size: int) -> Path:
+    """Where decoded training frames of model size ``size`` are cached (under the backbone
+    weights' cache folder, :func:`imfcodec.assets.cache_dir`)."""
+    from ..assets import cache_dir
+    return cache_dir() / "frames" / str(size)
+
+
 class DataError(IMFCodecError, ValueError):
     pass
 
@@ -75,8 +82,10 @@ def _key(video: Path, size: int, max_frames: int | None) -> str:
 
 
 def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None,
-                log=print) -> list[Clip]:
+                log=print, reader=None) -> list[Clip]:
     """Decode every readable video under ``dirs`` once into ``cache_root``; return the clips.
+    ``reader(path, max_frames=...)`` yields a video's RGB frames (default
+    :func:`imfcodec.video.read_frames`).
 
     Unreadable or frameless videos are skipped with a warning naming the file. An empty
     result is a :class:`DataError`.
@@ -88,7 +97,7 @@ def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None
         out = cache_root / f"{video.stem}-{_key(video, size, max_frames)}.npy"
         if not out.exists():
             try:
-                frames = np.stack(list(read_frames(video, max_frames=max_frames)))
+                frames = np.stack(list((reader or read_frames)(video, max_frames=max_frames)))
             except (VideoError, ValueError) as e:
                 warnings.warn(f"skipping {video}: {e}")
                 continue

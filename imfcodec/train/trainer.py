@@ -24,17 +24,12 @@ from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
 from .checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
-from .data import PairSampler, build_cache, cache_bytes, code_reference, val_frames
+from .data import PairSampler, build_cache, cache_bytes, code_reference, frame_cache_root, val_frames
 from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
 
 
 class TrainError(IMFCodecError, RuntimeError):
     pass
-
-
-def frame_cache_root(size: int) -> Path:
-    from ..assets import cache_dir
-    return cache_dir() / "frames" / str(size)
 
 
 def save_atomic(obj, path: Path):
@@ -101,9 +96,11 @@ def _unwrap(m):
 
 
 @torch.no_grad()
-def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8, ref_crf=0):
-    """Reference = first frame (with ``ref_crf`` > 0: coded as a VP9 key picture at that
-    CRF, as the codec sends it), every other frame coded at step multiplier 1 (quality 4).
+def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8, ref_crf=0,
+             ref_coder=code_reference):
+    """Reference = first frame (with ``ref_crf`` > 0: ``ref_coder(frame, ref_crf)``, by
+    default coded as a VP9 key picture at that CRF, as the codec sends it), every other frame
+    coded at step multiplier 1 (quality 4).
     Returns mean PSNR, mean LPIPS (or None) and estimated token kbps (previous-frame deltas)."""
     from ..metrics import psnr
     gen.eval()
@@ -115,7 +112,7 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
         t_hat = gen.dequantize(q, 1.0)
         x_r = frames[:1]
         if ref_crf:
-            x_r = code_reference(x_r[0].cpu(), ref_crf)[None].to(device)
+            x_r = ref_coder(x_r[0].cpu(), ref_crf)[None].to(device)
         ref = gen.prepare_reference(x_r, t_hat[:1])
         for i in range(1, len(frames), batch):
             x_hat = gen.decode_frame(t_hat[i:i + batch], ref)

@@ -32,12 +32,6 @@ def cv2_frames(path, raw_size=None, raw_fps=None, max_frames=None):
     cap.release()
 
 
-def patch():
-    import imfcodec.train.data
-    import imfcodec.video
-    imfcodec.video.read_frames = imfcodec.train.data.read_frames = cv2_frames
-
-
 def setup():
     os.makedirs(H, exist_ok=True)
     man = json.load(open(f"{A}/manifest.json"))
@@ -53,12 +47,10 @@ def setup():
     torch.save({"format": CKPT_FORMAT, "step": disc["step"], "model_config": blob["config"],
                 "generator": {k: v.float() if v.is_floating_point() else v for k, v in blob["generator"].items()},
                 "discriminator": {k: v.float() for k, v in disc["discriminator"].items()}}, "/root/init.pt")
-    patch()
-    from imfcodec.train.data import build_cache
-    from imfcodec.train.trainer import frame_cache_root
+    from imfcodec.train.data import build_cache, frame_cache_root
     t = time.time()
-    tr = build_cache([f"{B}/train"], 256, frame_cache_root(256), log=lambda *a: None)
-    va = build_cache([f"{A}/val"], 256, frame_cache_root(256), log=lambda *a: None)
+    tr = build_cache([f"{B}/train"], 256, frame_cache_root(256), log=lambda *a: None, reader=cv2_frames)
+    va = build_cache([f"{A}/val"], 256, frame_cache_root(256), log=lambda *a: None, reader=cv2_frames)
     print(f"setup: {len(tr)} train clips {sum(c.frames for c in tr)} frames, {len(va)} val clips, "
           f"{time.time() - t:.1f} s; cuda {torch.cuda.is_available()} "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else ''}", flush=True)
@@ -75,13 +67,12 @@ def slim(src, dst):
 
 
 def train(name, config, secs):
-    patch()
     from imfcodec.train.trainer import train as run
     out = f"/root/run_{name}"
     t = time.time()
     try:
         run(config, [f"{B}/train"], out, init="/root/init.pt", val_data=[f"{A}/val"],
-            time_limit=float(secs), log=lambda *a: print(*a, flush=True))
+            time_limit=float(secs), log=lambda *a: print(*a, flush=True), reader=cv2_frames)
     finally:
         o = os.environ.get("OUT", "/tmp")
         for k in ("best", "last"):

@@ -1,0 +1,92 @@
+"""Making model files: a training checkpoint -> a shippable model (generator + entropy
+tables + config + quality table), with the entropy tables calibrated on training clips.
+
+The trainer's side of :mod:`imfcodec.model` (which only loads): ``imfcodec export`` is a
+thin call into :func:`export_checkpoint`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+
+from .entropy import TokenEntropyModel
+from .errors import OptionError
+from .fileio import atomic_write
+from .model import (DEFAULT_QUALITY_TABLE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
+                    build_entropy, generator_from_checkpoint)
+from .config import to_dict
+from .models.imf import IMFGenerator
+from .train.checkpoint import is_training_checkpoint
+
+
+@torch.no_grad()
+def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
+    """Per-channel std (token units) of frame-to-frame token differences over ``clips``
+    (a list of (N, 3, S, S) tensors): what the codec actually entropy-codes."""
+    diffs = []
+    for frames in clips:
+        t = torch.cat([gen.encode_token(frames[i:i + 16]) for i in range(0, min(len(frames), max_frames), 16)])
+        diffs.append(t[1:] - t[:-1])
+    d = torch.cat(diffs)
+    return d.pow(2).mean(0).sqrt()
+
+
+def calibration_clips(videos, image_size: int, clips: int = 32, frames: int = 64) -> list:
+    """The first ``frames`` frames (model size, (N, 3, S, S)) of ``clips`` of the clips in
+    ``videos`` (training data, never val), spread evenly over them: what the entropy tables
+    are calibrated on."""
+    from .train.data import build_cache, frame_cache_root, val_frames
+    found = build_cache(videos, image_size, frame_cache_root(image_size), log=lambda *a: None)
+    step = max(1, len(found) // clips)      # an even spread over the clips
+    return val_frames(found[::step][:clips], frames)
+
+
+def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
+               quality_table=None, meta=None, half=True) -> str:
+    """Write a model file atomically; returns its sha256 (also written to PATH.sha256)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+             for k, v in gen.state_dict().items()}
+    blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
+            "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
+            "quality_table": quality_table or DEFAULT_QUALITY_TABLE, "meta": meta or {}}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    data = buf.getvalue()
+    path = Path(path)
+    atomic_write(path, lambda f: f.write(data))
+    sha = hashlib.sha256(data).hexdigest()
+    Path(str(path) + ".sha256").write_text(f"{sha}  {path.name}\n")
+    return sha
+
+
+def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, meta=None,
+                      step_scale: float = 1.0, calib_clips: int = 32, calib_frames: int = 64) -> str:
+    """Training checkpoint -> shippable model file (generator + entropy tables + config).
+    ``calib_videos``: folders or files whose frame-to-frame token differences the tables are
+    built for (:func:`calibration_clips`; None: the trained rate model). ``step_scale``
+    multiplies every quality level's token step_mult. Returns the file's sha256."""
+    if not step_scale > 0:        # before the calibration, which takes a while
+        raise OptionError(f"--step-scale must be > 0, got {step_scale}")
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{ckpt_path}: no such file") from None
+    except Exception:
+        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
+    if not is_training_checkpoint(ck):
+        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
+    gen = generator_from_checkpoint(ck, ckpt_path)
+    cfg = gen.cfg
+    clips = calibration_clips(calib_videos, cfg.image_size, calib_clips, calib_frames) if calib_videos else None
+    std = token_delta_std(gen, clips) if clips else None
+    table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in DEFAULT_QUALITY_TABLE]
+    ent = build_entropy(gen, table, std)
+    m = {"train_step": ck["step"], "train_config": ck["train_config"],
+         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
+         "entropy_calibration": (f"token-delta std measured on {len(clips)} clips" if std is not None
+                                 else "trained rate model"), "step_scale": step_scale}
+    m.update(meta or {})
+    return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)
