@@ -27,7 +27,7 @@ from rd_curve import Metrics, parse_int_list, test_source  # noqa: E402
 
 from imfcodec import container, video  # noqa: E402
 from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder  # noqa: E402
-from imfcodec.model import CRF_KEYS, DEFAULT_MODEL, load_model  # noqa: E402
+from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
 
 
 def float_list(text: str) -> list[float]:
@@ -42,18 +42,18 @@ def float_list(text: str) -> list[float]:
 
 @torch.no_grad()
 def code_clip(model, src: np.ndarray, fps, quality: int, codec: str, drop: float,
-              min_interval: float) -> tuple[int, np.ndarray, int]:
+              min_interval: float, crf: int | None = None) -> tuple[int, np.ndarray, int]:
     """(file bytes, closed-loop reconstructions uint8 (N, S, S, 3), keyframes)."""
     s = src.shape[1]
     enc = Encoder(model, s, s, fps, quality, keyframe_codec=codec, refresh_drop=drop,
-                  min_keyframe_interval=min_interval)
+                  min_keyframe_interval=min_interval, keyframe_crf=crf)
     packets, recon = [], []
     for f in src:
         packets += enc.push(f)
         recon.append(video.to_uint8(enc.recon)[0])
     packets += enc.flush()
-    nbytes = len(enc.header(enc.index).to_bytes()) + sum(len(container.packet_to_bytes(p)) for p in packets)
-    return nbytes, np.stack(recon), enc.stats.keyframes
+    _, sizes = container.assemble(enc.header(enc.index), packets)
+    return sizes.total, np.stack(recon), enc.stats.keyframes
 
 
 def lower_hull(points: list[tuple[float, float]]) -> set[int]:
@@ -92,21 +92,18 @@ def main(argv=None) -> int:
     model = load_model(a.model, "cpu")
     metrics = Metrics(model.config.image_size, print, lambda item, kind, reason: print(reason))
     a.out.mkdir(parents=True, exist_ok=True)
-    row = model.quality_table[a.quality - 1]
-    key = CRF_KEYS[a.keyframe_codec]        # the level's own token step and entropy tables
     if a.min_interval is None:
         a.min_interval = [model.min_keyframe_interval(a.quality)]
     rows = []
     for path in a.videos:
         src, fps = test_source(path, a.frames, model.config.image_size)
         for crf in a.crf:
-            model.quality_table[a.quality - 1] = {**row, key: crf}
             for drop, gap in ((d, g) for d in a.drop for g in a.min_interval):
                 t0 = time.perf_counter()
-                nbytes, rec, keys = code_clip(model, src, fps, a.quality, a.keyframe_codec, drop, gap)
+                nbytes, rec, keys = code_clip(model, src, fps, a.quality, a.keyframe_codec, drop, gap, crf)
                 m = metrics(src, rec)
                 ps, lp = float(np.mean(m["psnr"])), float(np.mean(m["lpips"]))
-                kbps = nbytes * 8 * float(fps) / len(src) / 1000
+                kbps = container.kbps(nbytes, len(src), fps)
                 rows.append({"clip": path.stem, "quality": a.quality, "crf": crf, "drop": drop,
                              "min_interval": gap,
                              "frames": len(src), "bytes": nbytes, "kbps": round(kbps, 3),
@@ -114,7 +111,6 @@ def main(argv=None) -> int:
                              "lpips": round(lp, 5), "keyframes": keys})
                 print(f"{path.stem} crf {crf} drop {drop} gap {gap}: {kbps:.2f} kbps LPIPS {lp:.4f} "
                       f"PSNR {ps:.2f} keyframes {keys} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        model.quality_table[a.quality - 1] = row
     with open(a.out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -11,7 +11,6 @@ equal CRF: most options buy quality with bytes.
 """
 import argparse
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -24,23 +23,18 @@ CLIPS = ["liveportrait_d3", "iplap_129", "dpe_d", "spec_MEAD_W015_level_1_neutra
 
 
 def run(pictures, crf, extra, lpips):
-    own = keyframe._options
-
-    def options(codec, c):
-        return {**own(codec, c), **extra}
     n, nbytes, lp, ps = 0, 0, 0.0, 0.0
-    with mock.patch.object(keyframe, "_options", options):
-        for pics in pictures:
-            enc, dec = keyframe.KeyframeEncoder("vp9", crf), keyframe.KeyframeDecoder("vp9")
-            for i, rgb in enumerate(pics):
-                data = enc.encode(rgb, intra=(i == 0))
-                y = torch.from_numpy(dec.decode(data, predicted=i > 0)).permute(2, 0, 1)[None] / 255.0
-                x = torch.from_numpy(rgb).permute(2, 0, 1)[None] / 255.0
-                with torch.no_grad():
-                    lp += lpips(y, x).item()
-                ps += psnr(y, x).item()
-                nbytes += len(data)
-                n += 1
+    for pics in pictures:
+        enc, dec = keyframe.KeyframeEncoder("vp9", crf, extra), keyframe.KeyframeDecoder("vp9")
+        for i, rgb in enumerate(pics):
+            data = enc.encode(rgb, intra=(i == 0))
+            y = torch.from_numpy(dec.decode(data, predicted=i > 0)).permute(2, 0, 1)[None] / 255.0
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None] / 255.0
+            with torch.no_grad():
+                lp += lpips(y, x).item()
+            ps += psnr(y, x).item()
+            nbytes += len(data)
+            n += 1
     return nbytes / n, lp / n, ps / n
 
 

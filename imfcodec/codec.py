@@ -19,7 +19,6 @@ import operator
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -27,9 +26,10 @@ import torch
 
 from . import container, keyframe, video
 from .container import Header, KeyframePacket, StreamError, TokenPacket
-from .fileio import atomic_write
+from .errors import OptionError
+from .fileio import atomic_write, check_output_folder
 from .model import CodecModel, ModelError, load_model
-from .metrics import psnr
+from .metrics import psnr       # psnr only: LPIPS and its weight fetcher load on first use
 
 DEFAULT_QUALITY = 4
 DEFAULT_KEYFRAME_CODEC = "vp9"   # refresh keyframes predicted from the previous one (keyframe.py)
@@ -71,7 +71,7 @@ def _check_quality(quality) -> int:
     except TypeError:
         q = None
     if q is None or not 1 <= q <= 8:
-        raise ModelError(f"quality must be an integer 1..8, got {quality!r}")
+        raise OptionError(f"quality must be an integer 1..8, got {quality!r}")
     return q
 
 
@@ -80,31 +80,36 @@ class Encoder:
     decoder will. A frame becomes a keyframe when its reconstruction PSNR falls more than
     ``refresh_drop`` dB below the model's reconstruction of the keyframe itself (at most once
     per ``min_keyframe_interval`` seconds; 0 disables), or ``max_keyframe_interval``
-    seconds after the last keyframe. None takes the quality level's value from the model."""
+    seconds after the last keyframe. None takes the quality level's value from the model.
+
+    ``keyframe_crf`` replaces the quality level's keyframe CRF and ``keyframe_options`` adds
+    encoder options (e.g. ``{"sharpness": "4"}``) to the keyframe codec's own: what a ladder
+    sweep (bench/tune_ladder.py) varies without touching the model's quality table."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = DEFAULT_KEYFRAME_CODEC,
                  packet_frames: int = DEFAULT_PACKET_FRAMES, refresh_drop: float | None = None,
                  max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S,
                  min_keyframe_interval: float | None = None,
-                 refresh_persist: int | None = None):
+                 refresh_persist: int | None = None, keyframe_crf: int | None = None,
+                 keyframe_options: dict | None = None):
         quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
-            raise ModelError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
-                             f"{', '.join(keyframe.ENCODERS)}")
+            raise OptionError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
+                              f"{', '.join(keyframe.ENCODERS)}")
         if packet_frames < 1:
-            raise ModelError("packet_frames must be >= 1")
+            raise OptionError("packet_frames must be >= 1")
         refresh_persist = DEFAULT_REFRESH_PERSIST if refresh_persist is None else refresh_persist
         if refresh_persist < 1:
-            raise ModelError("refresh_persist must be >= 1")
+            raise OptionError("refresh_persist must be >= 1")
         self.m = model
         self.gen = model.generator
         self.size = model.config.image_size
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.quality, self.codec, self.packet_frames = quality, keyframe_codec, packet_frames
         self.mult = model.step_mult(quality)
-        self.crf = model.keyframe_crf(quality, keyframe_codec)
-        self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf)
+        self.crf = model.keyframe_crf(quality, keyframe_codec) if keyframe_crf is None else keyframe_crf
+        self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf, keyframe_options)
         self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
         self.refresh_drop = model.refresh_drop(quality) if refresh_drop is None else refresh_drop
         if min_keyframe_interval is None:
@@ -279,14 +284,12 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
         if progress:
             progress(1)
     packets += enc.flush()
-    head = enc.header(enc.index).to_bytes()
-    body = [container.packet_to_bytes(p) for p in packets]
-    data = head + b"".join(body)
+    header = enc.header(enc.index)
+    data, sizes = container.assemble(header, packets)
     st = enc.stats
-    st.bytes, st.header_bytes = len(data), len(head)
-    st.keyframe_bytes = sum(len(b) for b, p in zip(body, packets) if isinstance(p, KeyframePacket))
-    st.token_bytes = st.bytes - st.header_bytes - st.keyframe_bytes
-    st.kbps = st.bytes * 8 * float(enc.fps) / enc.index / 1000
+    st.bytes, st.header_bytes = sizes.total, sizes.header
+    st.keyframe_bytes, st.token_bytes = sizes.of("keyframe"), sizes.of("tokens")
+    st.kbps = header.kbps(st.bytes)
     st.seconds = time.time() - t0
     st.psnr_model_res = enc.mean_psnr
     return data, st
@@ -318,20 +321,19 @@ def model_for(header: Header, model, device="auto", precision="auto") -> CodecMo
 
 
 def _atomic_bytes(path, data: bytes):
-    path = Path(path)
-    if not path.parent.exists():
-        raise video.VideoError(f"{path}: output folder does not exist")
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write(check_output_folder(path), lambda f: f.write(data))
 
 
 def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT_QUALITY, device="auto",
-                raw_size=None, raw_fps=None, progress=None, precision="auto", **opts) -> EncodeStats:
-    """Encode a video file into an .imf file (written atomically)."""
+                raw_size=None, raw_fps=None, progress=None, precision="auto", reader=None,
+                **opts) -> EncodeStats:
+    """Encode a video file into an .imf file (written atomically). ``reader(src, raw_size,
+    raw_fps)`` yields the RGB frames (default :func:`imfcodec.video.read_frames`)."""
     if not isinstance(model, CodecModel):
         model = load_model(model, device, precision)
     info = video.probe(src, raw_size, raw_fps)
-    data, st = encode_frames(video.read_frames(src, raw_size, raw_fps), info.fps, model, quality,
-                             progress=progress, **opts)
+    frames = (reader or video.read_frames)(src, raw_size, raw_fps)
+    data, st = encode_frames(frames, info.fps, model, quality, progress=progress, **opts)
     _atomic_bytes(dst, data)
     return st
 

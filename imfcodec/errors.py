@@ -6,3 +6,7 @@ The CLI prints such an error as one line and exits non-zero; anything else is a 
 
 class IMFCodecError(Exception):
     """Base of all user-facing imfcodec errors."""
+
+
+class OptionError(IMFCodecError, ValueError):
+    """A coding option out of range or unknown (quality, keyframe codec, packet size...)."""

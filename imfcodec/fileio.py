@@ -7,6 +7,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import IMFCodecError
+
+
+class OutputError(IMFCodecError, OSError):
+    """An output that cannot be written where it was asked for (one-line message)."""
+
+
+def check_output_folder(path) -> Path:
+    """``path`` as a Path, or an OutputError when the folder it goes in does not exist."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise OutputError(f"{path}: output folder does not exist")
+    return path
+
 
 def atomic_write(path, write: Callable[[Any], None]) -> None:
     """Write via ``write(fileobj)`` to a temp file in ``path``'s directory, then ``os.replace``;

@@ -60,12 +60,12 @@ def _check_codec(codec: str, table: dict):
         raise KeyframeError(f"unknown keyframe codec {codec!r}; choose from {', '.join(table)}")
 
 
-def _context(codec: str, crf: int, w: int, h: int):
+def _context(codec: str, crf: int, w: int, h: int, extra: dict | None = None):
     import av
     cc = av.CodecContext.create(ENCODERS[codec], "w")
     cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
     cc.time_base = Fraction(1, 25)
-    cc.options = _options(codec, crf)
+    cc.options = {**_options(codec, crf), **(extra or {})}
     cc.thread_count = 1     # one small picture: the same bytes on every machine, whatever its cores
     return cc
 
@@ -79,11 +79,12 @@ def _frame(rgb: np.ndarray, pts: int = 0, key: bool = False):
     return f
 
 
-def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40) -> bytes:
-    """One RGB picture (S, S, 3) uint8 -> intra bitstream bytes (4:2:0)."""
+def encode(rgb: np.ndarray, codec: str = "av1", crf: int = 40, options: dict | None = None) -> bytes:
+    """One RGB picture (S, S, 3) uint8 -> intra bitstream bytes (4:2:0). ``options``: extra
+    encoder options (strings, e.g. ``{"sharpness": "4"}``) over the codec's own."""
     _check_codec(codec, ENCODERS)
     h, w, _ = rgb.shape
-    cc = _context(codec, crf, w, h)
+    cc = _context(codec, crf, w, h, options)
     packets = list(cc.encode(_frame(rgb, key=True))) + list(cc.encode(None))
     return b"".join(bytes(p) for p in packets)
 
@@ -96,21 +97,22 @@ def decode(data: bytes, codec: str = "av1") -> np.ndarray:
 class KeyframeEncoder:
     """RGB keyframes -> bitstream packets, one per picture. For an intra codec every call
     is independent; for a chained codec (:data:`CHAINED`) one low-delay stream spans the
-    calls and ``intra=False`` asks for a picture predicted from the previous one."""
+    calls and ``intra=False`` asks for a picture predicted from the previous one.
+    ``options``: extra encoder options over the codec's own (bench/vp9_options.py)."""
 
-    def __init__(self, codec: str = "av1", crf: int = 40):
+    def __init__(self, codec: str = "av1", crf: int = 40, options: dict | None = None):
         _check_codec(codec, ENCODERS)
-        self.codec, self.crf = codec, crf
+        self.codec, self.crf, self.options = codec, crf, dict(options or {})
         self.chained = codec in CHAINED
         self.cc = None
         self.n = 0
 
     def encode(self, rgb: np.ndarray, intra: bool = True) -> bytes:
         if not self.chained:
-            return encode(rgb, self.codec, self.crf)
+            return encode(rgb, self.codec, self.crf, self.options)
         h, w, _ = rgb.shape
         if self.cc is None or (self.cc.width, self.cc.height) != (w, h):
-            self.cc, intra = _context(self.codec, self.crf, w, h), True
+            self.cc, intra = _context(self.codec, self.crf, w, h, self.options), True
         packets = list(self.cc.encode(_frame(rgb, self.n, key=intra)))
         self.n += 1
         if len(packets) != 1:       # the low-delay options promise exactly one

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import IMFCodecError
+from .fileio import check_output_folder
 
 
 class VideoError(IMFCodecError, ValueError):
@@ -121,8 +122,7 @@ class VideoWriter:
         if ext not in (".mp4", ".mkv", ".mov", ".y4m", ".yuv"):
             raise VideoError(f"{path}: unsupported output type {ext or '(none)'}; "
                              "use .mp4, .mkv, .mov, .y4m or .yuv")
-        if not self.path.parent.exists():
-            raise VideoError(f"{path}: output folder does not exist")
+        check_output_folder(self.path)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=ext, dir=self.path.parent)
         os.close(fd)
         self.tmp = tmp

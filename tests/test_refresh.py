@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from imfcodec import codec
-from imfcodec.model import ModelError
+from imfcodec.errors import OptionError
 
 from conftest import moving_pattern
 
@@ -91,7 +91,7 @@ def test_zero_drop_disables_refresh(tiny_model, monkeypatch):
 
 
 def test_bad_persistence_is_refused(tiny_model):
-    with pytest.raises(ModelError, match="refresh_persist"):
+    with pytest.raises(OptionError, match="refresh_persist"):
         codec.Encoder(tiny_model, 64, 48, Fraction(25), refresh_persist=0)
 
 
