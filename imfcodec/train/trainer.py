@@ -159,15 +159,55 @@ class _Prefetch:
 
 def train(config: str, data: list, out: str, max_steps: int | None = None, resume: bool = False,
           val_data: list | None = None, batch_size: int | None = None, init: str | None = None,
-          log=print, time_limit: float | None = None):
+          log=print, time_limit: float | None = None, reader=None):
     """Train (or resume) a run in ``out``; returns the last step. ``time_limit`` (seconds of
-    training, setup excluded) ends the run early, at a step boundary, with a checkpoint."""
+    training, setup excluded) ends the run early, at a step boundary, with a checkpoint.
+    ``reader(path, max_frames=...)`` decodes the videos (default imfcodec.video.read_frames)."""
     rank, world = _dist()
     device = _device(rank)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    cfg, mcfg = _recipe(config, max_steps, batch_size, world)
+    out, last = _run_folder(out, rank, resume)
+    torch.manual_seed(cfg.seed)
+    run = _networks(cfg, mcfg, device, rank)
+    if resume:
+        _resume(run, last, cfg, mcfg, rank, log)
+    elif init:
+        _init_from(run, init, cfg, mcfg, log)
+    perceptual = _perceptual_loss(cfg, device)
+    sampler = _sampler(data, cfg, mcfg, rank, log, reader)
+    vclips, lpips = _validation_set(val_data, cfg, mcfg, rank, device, log, reader)
+    _loop(run, sampler, cfg, mcfg, out, rank, world, device, perceptual, vclips, lpips,
+          time_limit, log)
+    if world > 1:
+        _check_ranks_agree(run.gen, rank, world, log)
+    if rank == 0 and not (out / "best.pt").exists() and last.exists():
+        # no validation data: the last checkpoint is the best we know of
+        import shutil
+        shutil.copyfile(last, out / "best.pt")
+    if world > 1:
+        dist.destroy_process_group()
+    return run.step
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a run trains and carries from step to step (and saves in its checkpoints)."""
+    gen: IMFGenerator
+    disc: MultiScaleDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    base_lr: list           # the recipe's rates (a resumed optimizer's state carries the rates last used)
+    ema: object = None      # AveragedModel of gen (rank 0, ema_decay > 0)
+    step: int = 0
+    best: float | None = None
+
+    def checkpoint(self, cfg, mcfg) -> dict:
+        return _checkpoint(self.gen, self.disc, self.opt_g, self.opt_d, self.step, self.best,
+                           cfg, mcfg, self.ema)
+
+
+def _recipe(config, max_steps, batch_size, world) -> tuple[TrainConfig, ModelConfig]:
+    """The training recipe with the command line's overrides, and its model config."""
     cfg: TrainConfig = load_train_config(config)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
@@ -178,7 +218,11 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
     mcfg: ModelConfig = load_model_config(cfg.model)
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
-    per_rank = cfg.batch_size // world
+    return cfg, mcfg
+
+
+def _run_folder(out, rank, resume) -> tuple[Path, Path]:
+    """The run folder and its last.pt, refusing to resume nothing or to overwrite a run."""
     out = Path(out)
     last = out / "last.pt"
     if rank == 0:
@@ -187,11 +231,32 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         raise TrainError(f"--resume: no checkpoint at {last}")
     if not resume and last.exists():
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    return out, last
 
-    torch.manual_seed(cfg.seed)
+
+def _networks(cfg: TrainConfig, mcfg: ModelConfig, device, rank) -> _Run:
+    """Fresh generator and discriminator, their optimizers and the moving average."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     gen = IMFGenerator(mcfg).to(device)
     disc = MultiScaleDiscriminator(mcfg).to(device)
     gen.log_step.requires_grad_(cfg.step_lr != 0)
+    opt_g = torch.optim.Adam(_param_groups(gen, cfg), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+    base_lr = [[g["lr"] for g in opt.param_groups] for opt in (opt_g, opt_d)]
+    ema = None
+    if cfg.ema_decay and rank == 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        # the first update copies the weights; buffers (none that training moves) follow
+        ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    return _Run(gen, disc, opt_g, opt_d, base_lr, ema)
+
+
+def _param_groups(gen: IMFGenerator, cfg: TrainConfig) -> list:
+    """The generator's optimizer groups: plain weights, equalized-lr weights (their own
+    rate), the rate model's log_sigma and, unless frozen, the quantizer's log_step."""
     from ..models.layers import EqualConv2d, EqualLinear, ModulatedConv2d
     equalized = {id(p) for mod in gen.modules()
                  if isinstance(mod, (EqualConv2d, EqualLinear, ModulatedConv2d))
@@ -204,113 +269,127 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
               {"params": [gen.log_sigma], "lr": cfg.sigma_lr or cfg.lr}]
     if cfg.step_lr != 0:
         groups.append({"params": [gen.log_step], "lr": cfg.step_lr or cfg.lr})
-    opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
-    # the recipe's rates (a resumed optimizer's state carries the rates last used)
-    base_lr = [[g["lr"] for g in opt.param_groups] for opt in (opt_g, opt_d)]
-    step, best = 0, None
-    ema = None
-    if cfg.ema_decay and rank == 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        # the first update copies the weights; buffers (none that training moves) follow
-        ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    if resume:
-        ck = torch.load(last, map_location=device, weights_only=True)
-        if ck.get("format") != CKPT_FORMAT:
-            raise TrainError(f"{last} is not an imfcodec training checkpoint")
-        if ck["model_config"] != to_dict(mcfg):
-            raise TrainError(f"{last} was trained with another model config "
-                             f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
-        saved = dict(ck["train_config"])
-        now = to_dict(cfg)
-        # keys that change nothing the weights have seen; the schedules below may change
-        # only where the run has not been yet
-        free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf",
-                "ref_coding", "ref_crf", "ref_coding_start")
-        diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
-        before = _schedules_before(saved, ck["step"])
-        diff += [f"{k} before step {ck['step']}"
-                 for k, v in _schedules_before(now, ck["step"]).items() if before[k] != v]
-        if diff:
-            raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
-        gen.load_state_dict(ck["generator"])
-        disc.load_state_dict(ck["discriminator"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        step, best = ck["step"], ck.get("best")
-        was = {**_TRAIN_DEFAULTS, **saved}["val_ref_crf"]
-        if was != cfg.val_ref_crf:
-            best = None     # another validation measure: best.pt restarts from the next one
-            log(f"val_ref_crf {cfg.val_ref_crf} (was {was}): best.pt follows the new validation from here")
-        if ema is not None and "generator_ema" in ck:
-            ema.module.load_state_dict(ck["generator_ema"])
-            ema.n_averaged.fill_(ck["ema_updates"])
-        elif ema is not None:
-            log(f"ema_decay {cfg.ema_decay}: the average starts from the weights at step {step}")
-        elif "generator_ema" in ck and rank == 0:
-            log(f"ema_decay 0: the checkpoint's moving average ({ck['ema_updates']} steps) is "
-                f"dropped; later checkpoints, validation and export use the raw weights")
-        log(f"resumed {last} at step {step}")
+    return groups
 
-    elif init:
-        # start a new run from a training checkpoint (its generator as validated, and its
-        # discriminator) or from an exported model's generator (e.g. the shipped weights)
-        ck = _training_checkpoint(init)
-        if ck is not None:
-            disc_state = ck.get("discriminator")
-            origin = f"training checkpoint {init} (step {ck.get('step')})"
-        else:
-            from ..model import load_model
-            m = load_model(init, "cpu")
-            disc_state = None
-            origin = f"{init} (sha256 {m.sha256[:16]})"
-        try:    # any model with the same parameters fits (align_mode has none of its own)
-            g_state = checkpoint_generator_state(ck) if ck is not None else m.generator.state_dict()
-            gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()})
-            if disc_state is not None:
-                disc.load_state_dict({k: v.float() for k, v in disc_state.items()})
-        except (RuntimeError, KeyError, AttributeError):
-            raise TrainError(f"--init {init}: its networks do not fit {cfg.model}") from None
+
+def _resume(run: _Run, last: Path, cfg: TrainConfig, mcfg: ModelConfig, rank, log):
+    """Load last.pt into ``run`` after checking that it was trained with this recipe."""
+    ck = torch.load(last, map_location=run.gen.log_step.device, weights_only=True)
+    if ck.get("format") != CKPT_FORMAT:
+        raise TrainError(f"{last} is not an imfcodec training checkpoint")
+    if ck["model_config"] != to_dict(mcfg):
+        raise TrainError(f"{last} was trained with another model config "
+                         f"({ck['model_config'].get('name')}); it does not fit {cfg.model}")
+    saved = dict(ck["train_config"])
+    _check_same_recipe(saved, to_dict(cfg), ck["step"], last)
+    run.gen.load_state_dict(ck["generator"])
+    run.disc.load_state_dict(ck["discriminator"])
+    run.opt_g.load_state_dict(ck["opt_g"])
+    run.opt_d.load_state_dict(ck["opt_d"])
+    run.step, run.best = ck["step"], ck.get("best")
+    was = {**_TRAIN_DEFAULTS, **saved}["val_ref_crf"]
+    if was != cfg.val_ref_crf:
+        run.best = None     # another validation measure: best.pt restarts from the next one
+        log(f"val_ref_crf {cfg.val_ref_crf} (was {was}): best.pt follows the new validation from here")
+    ema = run.ema
+    if ema is not None and "generator_ema" in ck:
+        ema.module.load_state_dict(ck["generator_ema"])
+        ema.n_averaged.fill_(ck["ema_updates"])
+    elif ema is not None:
+        log(f"ema_decay {cfg.ema_decay}: the average starts from the weights at step {run.step}")
+    elif "generator_ema" in ck and rank == 0:
+        log(f"ema_decay 0: the checkpoint's moving average ({ck['ema_updates']} steps) is "
+            f"dropped; later checkpoints, validation and export use the raw weights")
+    log(f"resumed {last} at step {run.step}")
+
+
+def _check_same_recipe(saved: dict, now: dict, step: int, last: Path):
+    """A resumed run may change only keys that change nothing the weights have seen; the
+    schedules may change only where the run has not been yet."""
+    free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf",
+            "ref_coding", "ref_crf", "ref_coding_start")
+    diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+    before = _schedules_before(saved, step)
+    diff += [f"{k} before step {step}"
+             for k, v in _schedules_before(now, step).items() if before[k] != v]
+    if diff:
+        raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
+
+
+def _init_from(run: _Run, init: str, cfg: TrainConfig, mcfg: ModelConfig, log):
+    """Start a new run from a training checkpoint (its generator as validated, and its
+    discriminator) or from an exported model's generator (e.g. the shipped weights)."""
+    gen, disc = run.gen, run.disc
+    ck = _training_checkpoint(init)
+    if ck is not None:
+        disc_state = ck.get("discriminator")
+        origin = f"training checkpoint {init} (step {ck.get('step')})"
+    else:
+        from ..model import load_model
+        m = load_model(init, "cpu")
+        disc_state = None
+        origin = f"{init} (sha256 {m.sha256[:16]})"
+    try:    # any model with the same parameters fits (align_mode has none of its own)
+        g_state = checkpoint_generator_state(ck) if ck is not None else m.generator.state_dict()
+        gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()})
+        if disc_state is not None:
+            disc.load_state_dict({k: v.float() for k, v in disc_state.items()})
+    except (RuntimeError, KeyError, AttributeError):
+        raise TrainError(f"--init {init}: its networks do not fit {cfg.model}") from None
+    for name in cfg.init_reset:
+        if not isinstance(getattr(gen, name, None), torch.nn.Module):
+            raise TrainError(f"init_reset: the generator has no part {name!r}")
+    if cfg.init_reset:
+        fresh = IMFGenerator(mcfg)
         for name in cfg.init_reset:
-            if not isinstance(getattr(gen, name, None), torch.nn.Module):
-                raise TrainError(f"init_reset: the generator has no part {name!r}")
-        if cfg.init_reset:
-            fresh = IMFGenerator(mcfg)
-            for name in cfg.init_reset:
-                getattr(gen, name).load_state_dict(getattr(fresh, name).state_dict())
-        with torch.no_grad():
-            if cfg.init_log_step is not None:
-                gen.log_step.fill_(cfg.init_log_step)
-            if cfg.init_log_sigma is not None:
-                gen.log_sigma.fill_(cfg.init_log_sigma)
-        log(f"generator {'and discriminator ' if disc_state is not None else ''}initialised from {origin}")
+            getattr(gen, name).load_state_dict(getattr(fresh, name).state_dict())
+    with torch.no_grad():
+        if cfg.init_log_step is not None:
+            gen.log_step.fill_(cfg.init_log_step)
+        if cfg.init_log_sigma is not None:
+            gen.log_sigma.fill_(cfg.init_log_sigma)
+    log(f"generator {'and discriminator ' if disc_state is not None else ''}initialised from {origin}")
 
-    need_vgg = cfg.loss_perceptual > 0
-    perceptual = None
-    if need_vgg:
-        from ..assets import MissingWeightsError
-        try:
-            perceptual = PerceptualLoss(cfg.perceptual_size, cfg.perceptual_scales).to(device)
-        except MissingWeightsError as e:
-            raise TrainError(f"the VGG perceptual loss needs ImageNet VGG16 weights: {e}") from None
 
+def _perceptual_loss(cfg: TrainConfig, device):
+    if not cfg.loss_perceptual > 0:
+        return None
+    from ..assets import MissingWeightsError
+    try:
+        return PerceptualLoss(cfg.perceptual_size, cfg.perceptual_scales).to(device)
+    except MissingWeightsError as e:
+        raise TrainError(f"the VGG perceptual loss needs ImageNet VGG16 weights: {e}") from None
+
+
+def _sampler(data, cfg: TrainConfig, mcfg: ModelConfig, rank, log, reader) -> PairSampler:
+    """The training clips (decoded once into the frame cache) and the pair sampler over them."""
     clips = build_cache(data, mcfg.image_size, frame_cache_root(mcfg.image_size),
-                        log=log if rank == 0 else (lambda *a: None))
+                        log=log if rank == 0 else (lambda *a: None), reader=reader)
     if rank == 0:
         log(f"data: {len(clips)} clips, {sum(c.frames for c in clips)} frames, "
             f"cache {cache_bytes(clips) / 1e9:.2f} GB")
-    sampler = PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed,
-                          cfg.ref_coding, cfg.ref_crf, cfg.ref_coding_start)
-    vclips, lpips = None, None
-    if rank == 0 and val_data:
-        vc = build_cache(val_data, mcfg.image_size, frame_cache_root(mcfg.image_size), log=log)
-        vclips = val_frames(vc, cfg.val_frames)
-        try:
-            from ..metrics import get_lpips
-            lpips = get_lpips("alex", device)
-        except Exception as e:  # missing weights: validate on PSNR only
-            log(f"validation without LPIPS: {e}")
+    return PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed,
+                       cfg.ref_coding, cfg.ref_crf, cfg.ref_coding_start)
 
+
+def _validation_set(val_data, cfg: TrainConfig, mcfg: ModelConfig, rank, device, log, reader):
+    """Rank 0's validation clips and LPIPS (None without val data; LPIPS None without weights)."""
+    if rank != 0 or not val_data:
+        return None, None
+    vc = build_cache(val_data, mcfg.image_size, frame_cache_root(mcfg.image_size), log=log, reader=reader)
+    vclips, lpips = val_frames(vc, cfg.val_frames), None
+    try:
+        from ..metrics import get_lpips
+        lpips = get_lpips("alex", device)
+    except Exception as e:  # missing weights: validate on PSNR only
+        log(f"validation without LPIPS: {e}")
+    return vclips, lpips
+
+
+def _loop(run: _Run, sampler, cfg: TrainConfig, mcfg: ModelConfig, out: Path, rank, world, device,
+          perceptual, vclips, lpips, time_limit, log):
+    """Train until max_steps or the time limit; rank 0 logs, validates and saves."""
+    gen, disc = run.gen, run.disc
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [device.index] if device.type == "cuda" else None
@@ -318,52 +397,26 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         disc_t = DDP(disc, device_ids=ids, broadcast_buffers=False)
     else:
         gen_t, disc_t = gen, disc
-
+    per_rank = cfg.batch_size // world
     fetch = _Prefetch(sampler, per_rank, rank, workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
     gen.train(), disc.train()
     lo, hi = math.log(cfg.step_mult_range[0]), math.log(cfg.step_mult_range[1])
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
-    t0, n0 = time.time(), step
+    t0, n0 = time.time(), run.step
     stop = False
     try:
-        while step < cfg.max_steps and not stop:
+        while run.step < cfg.max_steps and not stop:
+            step = run.step
             _seed_step(cfg.seed, step, rank)
             x_r, x_c = fetch(step, cfg.max_steps)
             x_r, x_c = x_r.to(device), x_c.to(device)
             factor = cfg.lr_factor(step)
-            for opt, lrs in zip((opt_g, opt_d), base_lr):
+            for opt, lrs in zip((run.opt_g, run.opt_d), run.base_lr):
                 for group, lr in zip(opt.param_groups, lrs):
                     group["lr"] = lr * factor
             mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
-            x_hat, bits = gen_t(x_r, x_c, mult)
-            l1 = (x_hat - x_c).abs().mean()
-            loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
-            rec = {"step": step + 1, "lr": opt_g.param_groups[0]["lr"], "l1": l1.item(),
-                   "bits": bits.mean().item()}
-            if perceptual is not None and step >= cfg.perceptual_start:
-                p = perceptual(x_hat, x_c)
-                loss = loss + cfg.loss_perceptual * p
-                rec["perceptual"] = p.item()
-            use_gan = cfg.loss_gan > 0 and step >= cfg.gan_start
-            if use_gan:
-                g_adv = hinge_g_loss(disc_t(x_hat))
-                loss = loss + cfg.loss_gan * g_adv
-                rec["g_adv"] = g_adv.item()
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
-            opt_g.step()
-            if ema is not None:
-                ema.update_parameters(gen)
-            if use_gan:
-                opt_d.zero_grad(set_to_none=True)
-                d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
-                d_loss.backward()
-                opt_d.step()
-                rec["d_loss"] = d_loss.item()
-            rec["loss"] = loss.item()
-            step += 1
+            rec = _step(run, gen_t, disc_t, x_r, x_c, mult, cfg, perceptual)
+            run.step = step = step + 1
             if time_limit is not None:
                 stop = _all_agree(time.time() - t0 >= time_limit, world, device)
             final = stop or step == cfg.max_steps
@@ -371,51 +424,91 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
                 if step % cfg.log_every == 0 or final:
                     rec["sec_per_step"] = (time.time() - t0) / (step - n0)
                     rec["step_mult"] = gen.log_step.exp().mean().item()
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
+                    _log_record(logf, rec)
                     log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
                 if vclips is not None and (step % cfg.val_every == 0 or final):
-                    v = validate(gen if ema is None else ema.module, vclips, lpips=lpips, device=device,
-                                 ref_crf=cfg.val_ref_crf)
-                    if ema is not None:     # the raw weights, for comparison (best.pt follows the average)
-                        raw = validate(gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
-                        v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
-                    v["step"] = step
-                    logf.write(json.dumps(v) + "\n")
-                    logf.flush()
-                    log(f"validation step {step}: " + " ".join(f"{k}={v[k]}" for k in v))
-                    score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
-                    if best is None or score < best:
-                        best = score
-                        save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), out / "best.pt")
+                    _validate_and_keep_best(run, vclips, lpips, device, cfg, mcfg, out, logf, log)
                 if stop:
                     log(f"time limit ({time_limit:g} s) reached at step {step}")
                 if step % cfg.ckpt_every == 0 or final:
-                    save_atomic(_checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema), last)
+                    save_atomic(run.checkpoint(cfg, mcfg), out / "last.pt")
             if world > 1:
                 dist.barrier()
     finally:     # queued batches are not waited for, even when a step fails
         fetch.close()
-    if world > 1:
-        # DDP keeps replicas identical; check it rather than assume it
-        flat = torch.cat([p.detach().flatten().double() for p in gen.parameters()])
-        sums = torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64,
-                                                             device=flat.device)).sum()])
-        gathered = [torch.zeros_like(sums) for _ in range(world)]
-        dist.all_gather(gathered, sums)
-        if rank == 0:
-            if any(not torch.equal(g, gathered[0]) for g in gathered):
-                raise TrainError("ranks disagree on the generator weights after training")
-            log(f"weights identical on all {world} ranks")
-    if logf:
-        logf.close()
-    if rank == 0 and not (out / "best.pt").exists() and last.exists():
-        # no validation data: the last checkpoint is the best we know of
-        import shutil
-        shutil.copyfile(last, out / "best.pt")
-    if world > 1:
-        dist.destroy_process_group()
-    return step
+        if logf:
+            logf.close()
+
+
+def _step(run: _Run, gen_t, disc_t, x_r, x_c, mult, cfg: TrainConfig, perceptual) -> dict:
+    """One optimizer step of the generator (and of the discriminator once the GAN is on);
+    returns the step's log record."""
+    step = run.step
+    x_hat, bits = gen_t(x_r, x_c, mult)
+    l1 = (x_hat - x_c).abs().mean()
+    loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
+    rec = {"step": step + 1, "lr": run.opt_g.param_groups[0]["lr"], "l1": l1.item(),
+           "bits": bits.mean().item()}
+    if perceptual is not None and step >= cfg.perceptual_start:
+        p = perceptual(x_hat, x_c)
+        loss = loss + cfg.loss_perceptual * p
+        rec["perceptual"] = p.item()
+    use_gan = cfg.loss_gan > 0 and step >= cfg.gan_start
+    if use_gan:
+        g_adv = hinge_g_loss(disc_t(x_hat))
+        loss = loss + cfg.loss_gan * g_adv
+        rec["g_adv"] = g_adv.item()
+    run.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.gen.parameters(), cfg.grad_clip)
+    run.opt_g.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.gen)
+    if use_gan:
+        run.opt_d.zero_grad(set_to_none=True)
+        d_loss = hinge_d_loss(disc_t(x_c), disc_t(x_hat.detach()))
+        d_loss.backward()
+        run.opt_d.step()
+        rec["d_loss"] = d_loss.item()
+    rec["loss"] = loss.item()
+    return rec
+
+
+def _log_record(logf, rec: dict):
+    logf.write(json.dumps(rec) + "\n")
+    logf.flush()
+
+
+def _validate_and_keep_best(run: _Run, vclips, lpips, device, cfg: TrainConfig, mcfg: ModelConfig,
+                            out: Path, logf, log):
+    """Validate the weights export would ship (the moving average when kept; the raw weights
+    too, for comparison), log it, and save best.pt when the score improved."""
+    v = validate(run.gen if run.ema is None else run.ema.module, vclips, lpips=lpips, device=device,
+                 ref_crf=cfg.val_ref_crf)
+    if run.ema is not None:     # the raw weights, for comparison (best.pt follows the average)
+        raw = validate(run.gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
+        v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
+    v["step"] = run.step
+    _log_record(logf, v)
+    log(f"validation step {run.step}: " + " ".join(f"{k}={v[k]}" for k in v))
+    score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
+    if run.best is None or score < run.best:
+        run.best = score
+        save_atomic(run.checkpoint(cfg, mcfg), out / "best.pt")
+
+
+def _check_ranks_agree(gen: IMFGenerator, rank, world, log):
+    """DDP keeps replicas identical; check it rather than assume it."""
+    flat = torch.cat([p.detach().flatten().double() for p in gen.parameters()])
+    sums = torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64,
+                                                         device=flat.device)).sum()])
+    gathered = [torch.zeros_like(sums) for _ in range(world)]
+    dist.all_gather(gathered, sums)
+    if rank == 0:
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise TrainError("ranks disagree on the generator weights after training")
+        log(f"weights identical on all {world} ranks")
 
 
 def _checkpoint(gen, disc, opt_g, opt_d, step, best, cfg, mcfg, ema=None):
