@@ -11,6 +11,11 @@ together with the integer ``index_table`` that names the table of each (quality,
 Parsing a stream therefore uses only integers stored in the model file: the same bytes
 give the same symbols on any machine. Values outside a table are escape-coded by the rANS
 coder (CompressAI's bypass mode), so any integer round-trips.
+
+Training estimates the same rate with :func:`symbol_likelihood`: the forward pass of the
+same CompressAI ``GaussianConditional`` (scale bound :data:`SCALE_MIN`, likelihood bound
+1e-9, both ``LowerBound``s), whose discretized CDFs are the tables above. One rate model,
+trained and coded.
 """
 from __future__ import annotations
 
@@ -34,6 +39,21 @@ SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 def scale_table() -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+_RATE_MODELS: dict = {}      # device -> GaussianConditional (its bounds are per-device buffers)
+
+
+def symbol_likelihood(y: torch.Tensor, scale: torch.Tensor, noisy: bool = False) -> torch.Tensor:
+    """P(round(y)) under the zero-mean Gaussian of std ``scale`` (symbol units) that the
+    tables code, integrated over [y - 0.5, y + 0.5]: ``GaussianConditional.forward``. With
+    ``noisy``, y first gets uniform noise in [-0.5, 0.5) (training's stand-in for rounding).
+    Differentiable; the scale and likelihood bounds pass gradients that raise them
+    (CompressAI's LowerBound)."""
+    gc = _RATE_MODELS.get(y.device)
+    if gc is None:
+        gc = _RATE_MODELS[y.device] = GaussianConditional(None, scale_bound=SCALE_MIN).to(y.device)
+    return gc(y, scale, training=noisy)[1]
 
 
 class EntropyError(IMFCodecError, ValueError):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..entropy import symbol_likelihood
 from .layers import (ConvAct, DownConvResBlock, EqualLinear, FeatResBlock,
                      ResBlockDown, StyledConv, TransformerBlock, UpConvBlock, make_norm, sincos_2d)
 
@@ -286,15 +287,6 @@ def ste_round(x):
     return x + (torch.round(x) - x).detach()
 
 
-def gaussian_likelihood(y, scale, min_scale=0.11, min_lik=1e-9):
-    """P(round(y)) under N(0, scale) integrated over [y-0.5, y+0.5] (CompressAI's formula)."""
-    scale = scale.clamp_min(min_scale)
-    y = y.abs()                                           # symmetric: better numerics in the tail
-    upper = 0.5 * torch.erfc((y - 0.5) / (scale * 2 ** 0.5))
-    lower = 0.5 * torch.erfc((y + 0.5) / (scale * 2 ** 0.5))
-    return (upper - lower).clamp_min(min_lik)
-
-
 @dataclass
 class ReferenceState:
     """Everything the decoder keeps per keyframe (f_r, m_r and K/V per scale)."""
@@ -307,7 +299,10 @@ class IMFGenerator(nn.Module):
     Token quantization: symbols q = round(t / Δ), Δ_c = exp(log_step_c) * mult, where
     ``mult`` comes from the codec's quality level. Rate model: the symbol difference to the
     reference token, y = (t_c - t̂_r) / Δ, is Gaussian with per-channel std
-    exp(log_sigma_c) / Δ_c in symbol units.
+    exp(log_sigma_c) / Δ_c in symbol units, priced by the coder's own Gaussian conditional
+    (:func:`imfcodec.entropy.symbol_likelihood`). The codec codes frame-to-frame
+    differences instead; ``imfcodec export --calib`` builds its tables from those measured
+    on training clips.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -343,8 +338,7 @@ class IMFGenerator(nn.Module):
         t_hat = ste_round(t / step) * step
         t_hat_r = t_hat[:b]
         y = (t[b:] - t_hat_r.detach()) / step[:b]             # symbol units
-        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        lik = gaussian_likelihood(y_noisy, self.log_sigma.exp() / step[:b])
+        lik = symbol_likelihood(y, self.log_sigma.exp() / step[:b], noisy=True)  # what entropy.py codes
         bits = -torch.log2(lik).sum(1)                        # (B,)
         f_r = self.dense_encoder(x_r)
         m = self.token_decoder(t_hat)

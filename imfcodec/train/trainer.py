@@ -22,7 +22,8 @@ from ..errors import IMFCodecError
 from ..fileio import atomic_write
 from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
-from ..models.imf import IMFGenerator, MultiScaleDiscriminator, gaussian_likelihood
+from ..entropy import symbol_likelihood
+from ..models.imf import IMFGenerator, MultiScaleDiscriminator
 from .checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
 from .data import PairSampler, build_cache, cache_bytes, code_reference, frame_cache_root, val_frames
 from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
@@ -121,7 +122,7 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
                 lps.append(lpips(x_hat, frames[i:i + batch]))
         d = q[1:] - q[:-1]
         sig = gen.log_sigma.exp() / gen.step(1.0)
-        bits.append(-torch.log2(gaussian_likelihood(d, sig)).sum(1))
+        bits.append(-torch.log2(symbol_likelihood(d, sig)).sum(1))
     gen.train()
     return {"val_psnr": torch.cat(psnrs).mean().item(),
             "val_lpips": torch.cat(lps).mean().item() if lps else None,
