@@ -9,7 +9,7 @@ frames out); :func:`load_model` loads a shipped model by name or a model file.
 """
 __version__ = "0.1.0"
 
-from .errors import IMFCodecError  # noqa: E402
+from .errors import IMFCodecError, OptionError  # noqa: E402
 
 
 def __getattr__(name):
@@ -32,4 +32,4 @@ def __getattr__(name):
 __all__ = ["Encoder", "Decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
            "EncodeStats", "DecodeStats", "load_model", "CodecModel", "ModelError", "Header",
            "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
-           "IMFCodecError", "__version__"]
+           "IMFCodecError", "OptionError", "__version__"]

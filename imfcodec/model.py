@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PRECISIONS, ConfigError, ModelConfig, from_dict, to_dict
+from .config import PRECISIONS, ConfigError, ModelConfig, from_dict
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError
 from .models.imf import IMFGenerator
