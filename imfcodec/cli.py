@@ -75,7 +75,7 @@ def cmd_decode(args):
 
 
 def cmd_info(args):
-    from .inspect import stream_info
+    from .streaminfo import stream_info
     d = stream_info(args.input)
     if args.json:
         print(json.dumps(d, indent=1))
