@@ -2,17 +2,20 @@
 
 Every user error (bad file, bad model, bad option) is one line on stderr and exit status
 1 (2 for bad usage); progress bars go to stderr and ``-q`` silences them; one summary line
-on stdout at the end.
+on stdout at the end (on stderr when stdout carries the video: ``decode IN.imf -``). A bug
+in imfcodec itself is one line too, labelled an internal error, with exit status 70
+(``IMFCODEC_DEBUG=1`` shows the traceback instead).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
-from .errors import IMFCodecError
+from .errors import IMFCodecError, describe
 
 
 def _size(s: str):
@@ -41,12 +44,17 @@ def _progress(args, total=None, unit="frame", desc=""):
     return bar.update, bar.close
 
 
+def _summary(args, line: str):
+    """The closing line: stdout, unless stdout is the output video."""
+    print(line, file=sys.stderr if args.output == "-" else sys.stdout)
+
+
 def cmd_encode(args):
     from . import codec, video
     from .model import load_model
     model = load_model(args.model, args.device, args.precision)
-    info = video.probe(args.input, args.size, args.fps)
-    update, close = _progress(args, info.frames, desc="encode")
+    total = None if args.input == video.PIPE else video.probe(args.input, args.size, args.fps).frames
+    update, close = _progress(args, total, desc="encode")
     try:
         st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
                                raw_fps=args.fps, progress=update,
@@ -57,8 +65,8 @@ def cmd_encode(args):
                                refresh_persist=args.refresh_persist)
     finally:
         close()
-    print(f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
-          f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s")
+    _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
+                   f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s")
 
 
 def cmd_decode(args):
@@ -70,8 +78,8 @@ def cmd_decode(args):
                                precision=args.precision)
     finally:
         close()
-    print(f"{args.output}: {st.frames} frames, {header.width}x{header.height} at "
-          f"{float(header.fps):.3g} fps, {st.frames / st.seconds:.1f} frames/s")
+    _summary(args, f"{args.output}: {st.frames} frames, {header.width}x{header.height} at "
+                   f"{float(header.fps):.3g} fps, {st.frames / st.seconds:.1f} frames/s")
 
 
 def cmd_info(args):
@@ -147,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(AVX512-BF16/AMX), else fp32")
 
     e = sub.add_parser("encode", help="video file -> .imf")
-    e.add_argument("input")
+    e.add_argument("input", help="video file, or - for a video piped to stdin "
+                                 "(ffmpeg -i IN -f yuv4mpegpipe - | imfcodec encode - OUT.imf)")
     e.add_argument("output")
     e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
                    help="1 = fewest bits, 8 = best pictures (default 4)")
@@ -174,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help=".imf -> video file (.mp4, .mkv, .y4m, .yuv)")
     d.add_argument("input")
-    d.add_argument("output")
+    d.add_argument("output", help="video file, or - for Y4M on stdout (imfcodec decode IN.imf - | ffplay -)")
     d.add_argument("--model", default=None, help="model file (default: the shipped model the stream names)")
     common(d)
     d.set_defaults(fn=cmd_decode)
@@ -237,13 +246,36 @@ def main(argv=None) -> int:
     except IMFCodecError as e:
         print(f"imfcodec {args.cmd}: error: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"imfcodec {args.cmd}: error: {e.strerror}: {e.filename}", file=sys.stderr)
+    except BrokenPipeError:
+        _quiet_stdout()
+        print(f"imfcodec {args.cmd}: error: the reader closed the output pipe", file=sys.stderr)
+        return 1
+    except OSError as e:        # missing or unwritable files, a full disk, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"imfcodec {args.cmd}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"imfcodec {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:      # a bug in imfcodec, not a bad input: say so
+        if os.environ.get("IMFCODEC_DEBUG"):
+            raise
+        print(f"imfcodec {args.cmd}: internal error ({describe(e, 200)}); this is a bug in "
+              f"imfcodec, not a problem with your files: please report it with the command line "
+              f"(IMFCODEC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
     return 0
+
+
+def _quiet_stdout():
+    """After a broken stdout pipe, point stdout at /dev/null so that Python's final flush of
+    it does not print a second error."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):   # stdout is not a file descriptor (e.g. under pytest)
+        pass
 
 
 if __name__ == "__main__":

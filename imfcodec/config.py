@@ -172,6 +172,9 @@ class TrainConfig:
     # > 0: validate with the first frame coded this way at this CRF (38 = the default
     # level's), as the codec does; 0: the pristine frame
     val_ref_crf: int = 0
+    # what picks best.pt: "lpips" (val LPIPS; training stops with an error when the LPIPS
+    # weights do not load: `imfcodec fetch-weights`) or "psnr" (val PSNR, LPIPS not computed)
+    val_metric: str = "lpips"
 
     def __post_init__(self):
         drops = []
@@ -192,6 +195,8 @@ class TrainConfig:
                 or not 0 <= self.ref_crf[0] <= self.ref_crf[1] <= 63):
             raise ConfigError(f"ref_crf must be [low, high] VP9 CRFs, 0 <= low <= high <= 63, "
                               f"got {list(self.ref_crf)}")
+        if self.val_metric not in ("lpips", "psnr"):
+            raise ConfigError(f"val_metric must be lpips or psnr, got {self.val_metric!r}")
         if not 0 <= self.val_ref_crf <= 63:
             raise ConfigError(f"val_ref_crf must be 0 (pristine) or a VP9 CRF up to 63, "
                               f"got {self.val_ref_crf}")

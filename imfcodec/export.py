@@ -16,7 +16,7 @@ from .entropy import TokenEntropyModel
 from .errors import OptionError
 from .fileio import atomic_write
 from .model import (DEFAULT_QUALITY_TABLE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
-                    build_entropy, generator_from_checkpoint)
+                    build_entropy, generator_from_checkpoint, load_torch_file)
 from .config import to_dict
 from .models.imf import IMFGenerator
 from .train.checkpoint import is_training_checkpoint
@@ -58,7 +58,7 @@ def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
     path = Path(path)
     atomic_write(path, lambda f: f.write(data))
     sha = hashlib.sha256(data).hexdigest()
-    Path(str(path) + ".sha256").write_text(f"{sha}  {path.name}\n")
+    atomic_write(Path(str(path) + ".sha256"), lambda f: f.write(f"{sha}  {path.name}\n".encode()))
     return sha
 
 
@@ -70,12 +70,7 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
     multiplies every quality level's token step_mult. Returns the file's sha256."""
     if not step_scale > 0:        # before the calibration, which takes a while
         raise OptionError(f"--step-scale must be > 0, got {step_scale}")
-    try:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{ckpt_path}: no such file") from None
-    except Exception:
-        raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint") from None
+    ck = load_torch_file(ckpt_path, what="an imfcodec training checkpoint")
     if not is_training_checkpoint(ck):
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
     gen = generator_from_checkpoint(ck, ckpt_path)

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from .container import CHAINED_CODECS as CHAINED   # refresh keyframes predicted from the previous
-from .errors import IMFCodecError
+from .errors import IMFCodecError, describe
 
 # SVT-AV1 prints a banner per encoder to stderr; keep errors only unless the user set SVT_LOG
 os.environ.setdefault("SVT_LOG", "1")
@@ -133,18 +133,19 @@ class KeyframeDecoder:
         import av
         if predicted and (not self.chained or self.cc is None):
             raise KeyframeError("predicted keyframe without the keyframe it is predicted from")
+        if self.cc is None or not self.chained:
+            self.cc = av.CodecContext.create(DECODERS[self.codec], "r")
+            self.cc.thread_count = 1
         try:
-            if self.cc is None or not self.chained:
-                self.cc = av.CodecContext.create(DECODERS[self.codec], "r")
-                self.cc.thread_count = 1
             frames = list(self.cc.decode(av.Packet(data)))
             if not self.chained:
                 frames += list(self.cc.decode(None))
-        except Exception as e:
+        except av.error.FFmpegError as e:     # the decoder refused the bytes
             self.cc = None          # a broken picture leaves no usable reference
-            raise KeyframeError(f"keyframe picture does not decode ({type(e).__name__})") from None
+            raise KeyframeError(f"{self.codec} keyframe picture does not decode "
+                                f"({describe(e)})") from None
         if len(frames) != 1:
             self.cc = None
-            raise KeyframeError("keyframe picture does not decode "
+            raise KeyframeError(f"{self.codec} keyframe picture does not decode "
                                 f"({'no picture' if not frames else 'several pictures'})")
         return frames[0].to_ndarray(format="rgb24")

@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import io
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 
 from .config import PRECISIONS, ConfigError, ModelConfig, from_dict
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
-from .errors import IMFCodecError
+from .errors import IMFCodecError, describe
 from .models.imf import IMFGenerator
 
 MODEL_FORMAT = "imfcodec-model"
@@ -172,22 +174,44 @@ def model_path(name_or_path: str | os.PathLike | None) -> Path:
     raise ModelError(f"model {str(name_or_path)!r} not found: not a file, and not a shipped model ({known})")
 
 
+def load_torch_file(path, data: bytes | None = None, what: str = "an imfcodec model file"):
+    """``torch.load(weights_only=True)`` of a file a user hands us, with an error that says
+    which thing is wrong: not a PyTorch archive at all, or an archive this torch does not
+    load (damaged, or written by another torch version). Whether the object loaded is ours
+    is the caller's check."""
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such file") from None
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelError(f"{path}: not {what} (not a PyTorch archive)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:     # weights_only refuses an object in the archive
+        raise ModelError(f"{path}: a PyTorch archive holding objects torch {torch.__version__} will "
+                         f"not load safely ({describe(e)}); if imfcodec wrote it, another torch "
+                         f"version may read it, else it is not {what}") from None
+    except Exception as e:  # torch's reader of a damaged or foreign archive raises many types
+        raise ModelError(f"{path}: a PyTorch archive that torch {torch.__version__} cannot load "
+                         f"({describe(e)}); it is damaged or needs another "
+                         f"torch version") from None
+
+
 def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel:
     """Load a model by shipped name (``imf-cpu``) or file path; None means the default.
     ``precision``: auto, fp32 or bf16 (:func:`resolve_precision`)."""
     path = model_path(name_or_path)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:
-        raise ModelError(f"{path}: not an imfcodec model file") from None
+    blob = load_torch_file(path, data)
     if not _is_model_blob(blob):
         from .train.checkpoint import is_training_checkpoint   # only then: decoding never loads train
         if is_training_checkpoint(blob):
             blob = _checkpoint_as_model(blob, path)
     if not _is_model_blob(blob):
-        raise ModelError(f"{path}: not an imfcodec model file")
+        raise ModelError(f"{path}: not an imfcodec model file (a PyTorch archive without "
+                         f"imfcodec's format tag)")
     if blob.get("version") != MODEL_FORMAT_VERSION:
         raise ModelError(f"{path}: model format version {blob.get('version')} is not supported")
     dev = resolve_device(device)

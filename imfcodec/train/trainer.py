@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import IMFCodecError
-from ..fileio import atomic_write
+from ..fileio import atomic_copy, atomic_write
 from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..entropy import symbol_likelihood
@@ -183,8 +183,7 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
         _check_ranks_agree(run.gen, rank, world, log)
     if rank == 0 and not (out / "best.pt").exists() and last.exists():
         # no validation data: the last checkpoint is the best we know of
-        import shutil
-        shutil.copyfile(last, out / "best.pt")
+        atomic_copy(last, out / "best.pt")
     if world > 1:
         dist.destroy_process_group()
     return run.step
@@ -288,10 +287,12 @@ def _resume(run: _Run, last: Path, cfg: TrainConfig, mcfg: ModelConfig, rank, lo
     run.opt_g.load_state_dict(ck["opt_g"])
     run.opt_d.load_state_dict(ck["opt_d"])
     run.step, run.best = ck["step"], ck.get("best")
-    was = {**_TRAIN_DEFAULTS, **saved}["val_ref_crf"]
-    if was != cfg.val_ref_crf:
-        run.best = None     # another validation measure: best.pt restarts from the next one
-        log(f"val_ref_crf {cfg.val_ref_crf} (was {was}): best.pt follows the new validation from here")
+    was = {**_TRAIN_DEFAULTS, **saved}
+    for key in ("val_ref_crf", "val_metric"):
+        if was[key] != getattr(cfg, key):
+            run.best = None     # another validation measure: best.pt restarts from the next one
+            log(f"{key} {getattr(cfg, key)} (was {was[key]}): best.pt follows the new "
+                f"validation from here")
     ema = run.ema
     if ema is not None and "generator_ema" in ck:
         ema.module.load_state_dict(ck["generator_ema"])
@@ -307,7 +308,7 @@ def _resume(run: _Run, last: Path, cfg: TrainConfig, mcfg: ModelConfig, rank, lo
 def _check_same_recipe(saved: dict, now: dict, step: int, last: Path):
     """A resumed run may change only keys that change nothing the weights have seen; the
     schedules may change only where the run has not been yet."""
-    free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf",
+    free = ("max_steps", "model", "ema_decay", "lr_drops", "val_ref_crf", "val_metric",
             "ref_coding", "ref_crf", "ref_coding_start")
     diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
     before = _schedules_before(saved, step)
@@ -374,16 +375,22 @@ def _sampler(data, cfg: TrainConfig, mcfg: ModelConfig, rank, log, reader) -> Pa
 
 
 def _validation_set(val_data, cfg: TrainConfig, mcfg: ModelConfig, rank, device, log, reader):
-    """Rank 0's validation clips and LPIPS (None without val data; LPIPS None without weights)."""
+    """Rank 0's validation clips and LPIPS (None without val data, or with val_metric psnr)."""
     if rank != 0 or not val_data:
         return None, None
     vc = build_cache(val_data, mcfg.image_size, frame_cache_root(mcfg.image_size), log=log, reader=reader)
     vclips, lpips = val_frames(vc, cfg.val_frames), None
-    try:
-        from ..metrics import get_lpips
-        lpips = get_lpips("alex", device)
-    except Exception as e:  # missing weights: validate on PSNR only
-        log(f"validation without LPIPS: {e}")
+    if cfg.val_metric == "lpips":
+        from .. import metrics
+        from ..assets import MissingWeightsError
+        try:
+            lpips = metrics.get_lpips("alex", device)
+        except MissingWeightsError as e:
+            raise TrainError(f"best.pt is picked by val LPIPS, which needs the AlexNet weights "
+                             f"({e}); run `imfcodec fetch-weights`, or set val_metric: psnr "
+                             f"in the recipe") from None
+    else:
+        log("val_metric psnr: best.pt is picked by val PSNR (no LPIPS)")
     return vclips, lpips
 
 
@@ -493,7 +500,7 @@ def _validate_and_keep_best(run: _Run, vclips, lpips, device, cfg: TrainConfig, 
     v["step"] = run.step
     _log_record(logf, v)
     log(f"validation step {run.step}: " + " ".join(f"{k}={v[k]}" for k in v))
-    score = v["val_lpips"] if v["val_lpips"] is not None else -v["val_psnr"]
+    score = v["val_lpips"] if cfg.val_metric == "lpips" else -v["val_psnr"]
     if run.best is None or score < run.best:
         run.best = score
         save_atomic(run.checkpoint(cfg, mcfg), out / "best.pt")
