@@ -327,12 +327,15 @@ def _atomic_bytes(path, data: bytes):
 def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT_QUALITY, device="auto",
                 raw_size=None, raw_fps=None, progress=None, precision="auto", reader=None,
                 **opts) -> EncodeStats:
-    """Encode a video file into an .imf file (written atomically). ``reader(src, raw_size,
-    raw_fps)`` yields the RGB frames (default :func:`imfcodec.video.read_frames`)."""
+    """Encode a video file (or ``-``: a video piped to stdin, read as it arrives) into an
+    .imf file (written atomically when the last frame is coded). ``reader(src, raw_size,
+    raw_fps)`` yields the RGB frames (default: :func:`imfcodec.video.read_video`'s)."""
     if not isinstance(model, CodecModel):
         model = load_model(model, device, precision)
-    info = video.probe(src, raw_size, raw_fps)
-    frames = (reader or video.read_frames)(src, raw_size, raw_fps)
+    if reader is None:
+        info, frames = video.read_video(src, raw_size, raw_fps)
+    else:
+        info, frames = video.probe(src, raw_size, raw_fps), reader(src, raw_size, raw_fps)
     data, st = encode_frames(frames, info.fps, model, quality, progress=progress, **opts)
     _atomic_bytes(dst, data)
     return st
@@ -347,7 +350,8 @@ class DecodeStats:
 
 def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", progress=None,
                 precision="auto") -> DecodeStats:
-    """Decode an .imf file into a video file (written atomically)."""
+    """Decode an .imf file into a video file (written atomically), or with ``dst`` ``-``
+    into Y4M on stdout, frame by frame."""
     t0 = time.time()
     header, packets = container.read_file(src)
     model = model_for(header, model, device, precision)

@@ -3,11 +3,15 @@
 Inputs: anything FFmpeg demuxes (mp4, mov, mkv, webm, y4m, ...), plus raw ``.yuv``
 (planar 4:2:0) when its size and rate are given. Outputs by extension: ``.mp4``/``.mkv``
 (x264, CRF 10, 4:2:0 for even sizes, 4:4:4 for odd ones), ``.y4m`` and ``.yuv`` (raw).
+
+``-`` (:data:`PIPE`) names the standard streams: as an input, a video piped to stdin
+(Y4M from ``ffmpeg -f yuv4mpegpipe -``, or any format FFmpeg recognizes from its first
+bytes), read as it arrives; as an output, Y4M written to stdout frame by frame.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import IMFCodecError
-from .fileio import check_output_folder
+from .errors import IMFCodecError, describe
+from .fileio import check_output_folder, commit, discard, temp_file
+
+PIPE = "-"      # input from stdin / output to stdout
 
 
 class VideoError(IMFCodecError, ValueError):
@@ -33,9 +39,38 @@ class VideoInfo:
     frames: int | None      # None when the container does not say
 
 
+class _PipeReader:
+    """stdin for PyAV, as it arrives: PyAV asks for 32 KiB at a time, and a buffered
+    ``read(n)`` on a pipe waits until it has all n bytes (several frames of a small video);
+    ``read1`` returns what the pipe holds. No ``seek``: PyAV treats it as a stream."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read1(n if n >= 0 else 1 << 16)
+
+
+def _open_stdin():
+    import av
+    if sys.stdin.isatty():
+        raise VideoError("input '-' reads a video from standard input, but it is a terminal; "
+                         "pipe one in (ffmpeg -i IN -f yuv4mpegpipe - | imfcodec encode - OUT.imf)")
+    try:
+        c = av.open(_PipeReader(sys.stdin.buffer), mode="r")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"standard input: not a readable video ({describe(e)})") from None
+    if not c.streams.video:
+        c.close()
+        raise VideoError("standard input: contains no video stream")
+    return c
+
+
 def _open(path, raw_size=None, raw_fps=None):
     import av
     path = str(path)
+    if path == PIPE:
+        return _open_stdin()
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -50,30 +85,51 @@ def _open(path, raw_size=None, raw_fps=None):
     try:
         c = av.open(path, format=fmt, options=opts)
     except Exception as e:  # av raises many error types (InvalidDataError, ...)
-        raise VideoError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+        raise VideoError(f"{path}: not a readable video ({describe(e)})") from None
     if not c.streams.video:
         c.close()
         raise VideoError(f"{path}: contains no video stream")
     return c
 
 
+def _info(c, raw_fps=None) -> VideoInfo:
+    s = c.streams.video[0]
+    fps = s.average_rate or s.guessed_rate or Fraction(25)
+    if raw_fps:
+        fps = Fraction(raw_fps).limit_denominator(1001)
+    w, h = s.codec_context.width, s.codec_context.height
+    return VideoInfo(w, h, Fraction(fps), s.frames or None)
+
+
 def probe(path, raw_size=None, raw_fps=None) -> VideoInfo:
+    if str(path) == PIPE:
+        raise VideoError("standard input cannot be probed without reading it; use read_video")
     c = _open(path, raw_size, raw_fps)
     try:
-        s = c.streams.video[0]
-        fps = s.average_rate or s.guessed_rate or Fraction(25)
-        if raw_fps:
-            fps = Fraction(raw_fps).limit_denominator(1001)
-        w, h = s.codec_context.width, s.codec_context.height
-        return VideoInfo(w, h, Fraction(fps), s.frames or None)
+        return _info(c, raw_fps)
     finally:
         c.close()
 
 
+def read_video(path, raw_size=None, raw_fps=None, max_frames=None) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """Open a video once (a file, or :data:`PIPE` for stdin): its info and an iterator of
+    RGB frames (H, W, 3) uint8, decoded as they are drawn."""
+    c = _open(path, raw_size, raw_fps)
+    try:
+        info = _info(c, raw_fps)
+    except BaseException:
+        c.close()
+        raise
+    return info, _frames(c, "standard input" if str(path) == PIPE else path, max_frames)
+
+
 def read_frames(path, raw_size=None, raw_fps=None, max_frames=None) -> Iterator[np.ndarray]:
     """Yield RGB frames (H, W, 3) uint8. Raises VideoError on undecodable data."""
+    yield from read_video(path, raw_size, raw_fps, max_frames)[1]
+
+
+def _frames(c, path, max_frames=None) -> Iterator[np.ndarray]:
     import av
-    c = _open(path, raw_size, raw_fps)
     n = 0
     try:
         for frame in c.decode(video=0):
@@ -113,35 +169,51 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 class VideoWriter:
     """Write RGB frames to a video file atomically: frames go to a temporary file in the
-    same folder, which replaces ``path`` only on :meth:`close` (``abort`` removes it)."""
+    same folder, which replaces ``path`` only on :meth:`close` (``abort`` removes it) and
+    then has ordinary permissions. ``path`` :data:`PIPE` writes Y4M to stdout as it goes."""
 
     def __init__(self, path, width: int, height: int, fps: Fraction, crf: int = 10):
-        import av
+        self.to_stdout = str(path) == PIPE
         self.path = Path(path)
-        ext = self.path.suffix.lower()
-        if ext not in (".mp4", ".mkv", ".mov", ".y4m", ".yuv"):
-            raise VideoError(f"{path}: unsupported output type {ext or '(none)'}; "
-                             "use .mp4, .mkv, .mov, .y4m or .yuv")
-        check_output_folder(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=ext, dir=self.path.parent)
-        os.close(fd)
-        self.tmp = tmp
+        self.tmp = None
+        if self.to_stdout:
+            if sys.stdout.isatty():
+                raise VideoError("output '-' writes Y4M video to standard output, but it is a "
+                                 "terminal; pipe it (| ffplay -) or name an output file")
+            ext, target = ".y4m", sys.stdout.buffer
+        else:
+            ext = self.path.suffix.lower()
+            if ext not in (".mp4", ".mkv", ".mov", ".y4m", ".yuv"):
+                raise VideoError(f"{path}: unsupported output type {ext or '(none)'}; "
+                                 "use .mp4, .mkv, .mov, .y4m or .yuv (or - for Y4M on stdout)")
+            check_output_folder(self.path)
+            target = self.tmp = temp_file(self.path, suffix=ext)
         self.width, self.height = width, height
         self.raw = ext == ".yuv"
+        self._fh = self.container = None
+        try:
+            self._open(target, ext, fps, crf)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, target, ext, fps, crf):
+        import av
         if self.raw:
-            self._fh = open(tmp, "wb")
+            self._fh = open(target, "wb")
             return
-        fmt = {".y4m": "yuv4mpegpipe"}.get(ext)
-        self.container = av.open(tmp, mode="w", format=fmt)
-        if ext == ".y4m":
-            self.stream = self.container.add_stream("rawvideo", rate=fps)
-            self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        else:
-            self.stream = self.container.add_stream("libx264", rate=fps)
-            even = width % 2 == 0 and height % 2 == 0
+        try:
+            self.container = av.open(target, mode="w", format={".y4m": "yuv4mpegpipe"}.get(ext))
+            even = self.width % 2 == 0 and self.height % 2 == 0
+            if ext == ".y4m":
+                self.stream = self.container.add_stream("rawvideo", rate=fps)
+            else:
+                self.stream = self.container.add_stream("libx264", rate=fps)
+                self.stream.options = {"crf": str(crf), "preset": "medium"}
             self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
-            self.stream.options = {"crf": str(crf), "preset": "medium"}
-        self.stream.width, self.stream.height = width, height
+            self.stream.width, self.stream.height = self.width, self.height
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{self.path}: cannot open for writing ({describe(e)})") from None
 
     def write(self, rgb: np.ndarray):
         import av
@@ -164,18 +236,21 @@ class VideoWriter:
             for p in self.stream.encode(None):
                 self.container.mux(p)
             self.container.close()
-        os.replace(self.tmp, self.path)
+        if self.to_stdout:
+            sys.stdout.buffer.flush()
+        else:
+            commit(self.tmp, self.path)
 
     def abort(self):
         try:
-            if self.raw:
+            if self._fh is not None:
                 self._fh.close()
-            else:
+            if self.container is not None:
                 self.container.close()
-        except Exception:
+        except Exception:       # the partial output is thrown away; its error does not matter
             pass
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        if self.tmp is not None:
+            discard(self.tmp)
 
     def __enter__(self):
         return self

@@ -1,0 +1,147 @@
+"""Pipes: ``imfcodec encode - OUT.imf`` reads Y4M from stdin, ``imfcodec decode IN.imf -``
+writes Y4M to stdout (PyAV stands in for ffmpeg and ffplay). Nothing but video on stdout."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from conftest import REPO, moving_pattern
+
+
+def y4m_bytes(frames, fps=Fraction(25), pix_fmt="yuv420p") -> bytes:
+    """What ``ffmpeg -i IN -f yuv4mpegpipe -`` sends: a Y4M stream, written by PyAV."""
+    import av
+    buf = io.BytesIO()
+    h, w = frames[0].shape[:2]
+    with av.open(buf, mode="w", format="yuv4mpegpipe") as c:
+        s = c.add_stream("rawvideo", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return buf.getvalue()
+
+
+def y4m_frames(data: bytes):
+    """What ``ffplay -`` would show: the frames PyAV reads from Y4M bytes."""
+    import av
+    with av.open(io.BytesIO(data), format="yuv4mpegpipe") as c:
+        s = c.streams.video[0]
+        rate = s.average_rate
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return frames, rate
+
+
+def imfcodec(*args, stdin=b""):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "imfcodec", *map(str, args)], input=stdin,
+                          capture_output=True, cwd=REPO, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory, tiny_model_file):
+    """A clip sent through `encode -` and the same clip encoded from a .y4m file."""
+    d = tmp_path_factory.mktemp("pipes")
+    data = y4m_bytes(moving_pattern(10, 48, 64, seed=3), Fraction(30000, 1001))
+    (d / "in.y4m").write_bytes(data)
+    r = imfcodec("encode", "-", d / "pipe.imf", "--model", tiny_model_file, "--keyframe-codec", "h264",
+                 stdin=data)
+    assert r.returncode == 0, r.stderr.decode()
+    r2 = imfcodec("encode", d / "in.y4m", d / "file.imf", "--model", tiny_model_file,
+                  "--keyframe-codec", "h264", "-q")
+    assert r2.returncode == 0, r2.stderr.decode()
+    return d, r
+
+
+def test_encode_from_stdin_equals_encode_from_file(piped):
+    d, r = piped
+    assert (d / "pipe.imf").read_bytes() == (d / "file.imf").read_bytes()
+    assert b"10 frames" in r.stdout      # the summary: stdout is not the video here
+
+
+def test_decode_to_stdout_is_y4m_and_nothing_else(piped, tiny_model_file):
+    d, _ = piped
+    r = imfcodec("decode", d / "pipe.imf", "-", "--model", tiny_model_file)    # progress bars on
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.startswith(b"YUV4MPEG2 W64 H48 F30000:1001")
+    frames, rate = y4m_frames(r.stdout)
+    assert len(frames) == 10 and frames[0].shape == (48, 64, 3) and rate == Fraction(30000, 1001)
+    assert b"-: 10 frames, 64x48" in r.stderr          # the summary went to stderr
+    # the same video as decoding to a .y4m file
+    r2 = imfcodec("decode", d / "pipe.imf", d / "out.y4m", "--model", tiny_model_file, "-q")
+    assert r2.returncode == 0 and (d / "out.y4m").read_bytes() == r.stdout
+
+
+def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
+    r = imfcodec("encode", "-", tmp_path / "x.imf", "--model", tiny_model_file, "-q", stdin=b"not a video" * 50)
+    assert r.returncode == 1 and r.stdout == b""
+    err = r.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "standard input: not a readable video" in err[0], err
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "bad.imf").write_bytes(b"IMF\x89garbage")
+    r = imfcodec("decode", tmp_path / "bad.imf", "-", "--model", tiny_model_file, "-q")
+    assert r.returncode == 1 and r.stdout == b"" and len(r.stderr.decode().strip().splitlines()) == 1
+
+
+def test_stdin_is_read_as_it_arrives(monkeypatch):
+    """The first frame comes out while the writer still holds the rest back (no waiting for a
+    full 32 KiB read, or for the end of the input)."""
+    from imfcodec import video
+    data = y4m_bytes(moving_pattern(6, 48, 64))
+    head = data.index(b"\n") + 1
+    frame = (len(data) - head) // 6
+    r, w = os.pipe()
+    first = threading.Event()
+    held = {}
+
+    def writer():
+        os.write(w, data[:head + frame])
+        held["first frame out before the rest was sent"] = first.wait(20)
+        os.write(w, data[head + frame:])
+        os.close(w)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    with os.fdopen(r, "rb") as stdin:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin))
+        info, frames = video.read_video(video.PIPE)
+        n = 0
+        for f in frames:
+            first.set()
+            n += 1
+    t.join()
+    assert held == {"first frame out before the rest was sent": True}
+    assert n == 6 and (info.width, info.height, info.fps) == (64, 48, 25)
+
+
+def test_decode_to_closed_pipe_is_one_line(piped, tiny_model_file):
+    """`imfcodec decode x.imf - | head -c 100`: the reader goes away mid-video."""
+    d, _ = piped
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "imfcodec", "decode", str(d / "pipe.imf"), "-",
+                          "--model", str(tiny_model_file), "-q"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=REPO, env=env)
+    p.stdout.read(100)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 1
+    assert err.strip().splitlines() == ["imfcodec decode: error: the reader closed the output pipe"]
+
+
+def test_video_to_a_terminal_is_refused(monkeypatch, tmp_path, capsys):
+    from imfcodec import video
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    with pytest.raises(video.VideoError, match="terminal"):
+        video.VideoWriter("-", 64, 48, Fraction(25))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    with pytest.raises(video.VideoError, match="terminal"):
+        video.read_video("-")
