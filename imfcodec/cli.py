@@ -71,13 +71,15 @@ def cmd_encode(args):
 
 def cmd_decode(args):
     from . import codec, container
-    header, _ = container.read_file(args.input)
-    update, close = _progress(args, header.frame_count, desc="decode")
+    # the frame count for the progress bar (stdin can be read only once: no bar total there)
+    total = None if args.input == "-" else container.read_file(args.input)[0].frame_count
+    update, close = _progress(args, total, desc="decode")
     try:
         st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update,
                                precision=args.precision)
     finally:
         close()
+    header = st.header
     _summary(args, f"{args.output}: {st.frames} frames, {header.width}x{header.height} at "
                    f"{float(header.fps):.3g} fps, {st.frames / st.seconds:.1f} frames/s")
 
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="video file -> .imf")
     e.add_argument("input", help="video file, or - for a video piped to stdin "
                                  "(ffmpeg -i IN -f yuv4mpegpipe - | imfcodec encode - OUT.imf)")
-    e.add_argument("output")
+    e.add_argument("output", help=".imf file, or - for the stream on stdout")
     e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
                    help="1 = fewest bits, 8 = best pictures (default 4)")
     e.add_argument("--model", default=None, help="shipped model name or model file (default: imf-cpu)")
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_encode)
 
     d = sub.add_parser("decode", help=".imf -> video file (.mp4, .mkv, .y4m, .yuv)")
-    d.add_argument("input")
+    d.add_argument("input", help=".imf file, or - for a stream on stdin")
     d.add_argument("output", help="video file, or - for Y4M on stdout (imfcodec decode IN.imf - | ffplay -)")
     d.add_argument("--model", default=None, help="model file (default: the shipped model the stream names)")
     common(d)

@@ -16,6 +16,7 @@ Whole files: :func:`encode_file` / :func:`decode_file`; in memory: :func:`encode
 from __future__ import annotations
 
 import operator
+import sys
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -321,6 +322,13 @@ def model_for(header: Header, model, device="auto", precision="auto") -> CodecMo
 
 
 def _atomic_bytes(path, data: bytes):
+    if str(path) == video.PIPE:         # the stream to stdout, for the next program in a pipe
+        if sys.stdout.isatty():
+            raise video.VideoError("output '-' writes the .imf stream to standard output, but it "
+                                   "is a terminal; pipe it or name an output file")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     atomic_write(check_output_folder(path), lambda f: f.write(data))
 
 
@@ -328,8 +336,9 @@ def encode_file(src, dst, model: CodecModel | str | None = None, quality=DEFAULT
                 raw_size=None, raw_fps=None, progress=None, precision="auto", reader=None,
                 **opts) -> EncodeStats:
     """Encode a video file (or ``-``: a video piped to stdin, read as it arrives) into an
-    .imf file (written atomically when the last frame is coded). ``reader(src, raw_size,
-    raw_fps)`` yields the RGB frames (default: :func:`imfcodec.video.read_video`'s)."""
+    .imf file (written atomically when the last frame is coded; ``-``: to stdout).
+    ``reader(src, raw_size, raw_fps)`` yields the RGB frames (default:
+    :func:`imfcodec.video.read_video`'s)."""
     if not isinstance(model, CodecModel):
         model = load_model(model, device, precision)
     if reader is None:

@@ -304,8 +304,15 @@ class StreamReader:
 
 
 def read_file(path) -> tuple[Header, list[Packet]]:
+    """Parse an .imf file; ``-`` reads the stream from stdin."""
     import os
+    import sys
     path = str(path)
+    if path == "-":
+        try:
+            return parse(sys.stdin.buffer.read())
+        except StreamError as e:
+            raise StreamError(f"standard input: {e}") from None
     if not os.path.exists(path):
         raise StreamError(f"{path}: no such file")
     if os.path.isdir(path):
