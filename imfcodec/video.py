@@ -51,13 +51,20 @@ class _PipeReader:
         return self.f.read1(n if n >= 0 else 1 << 16)
 
 
-def _open_stdin():
+def _raw_options(raw_size, raw_fps) -> dict:
+    return {"video_size": f"{raw_size[0]}x{raw_size[1]}", "pixel_format": "yuv420p",
+            "framerate": str(raw_fps or 25)}
+
+
+def _open_stdin(raw_size=None, raw_fps=None):
+    """stdin as a video; with ``raw_size``, raw planar 4:2:0 (``ffmpeg -f rawvideo -``)."""
     import av
     if sys.stdin.isatty():
         raise VideoError("input '-' reads a video from standard input, but it is a terminal; "
                          "pipe one in (ffmpeg -i IN -f yuv4mpegpipe - | imfcodec encode - OUT.imf)")
+    fmt, opts = ("rawvideo", _raw_options(raw_size, raw_fps)) if raw_size else (None, {})
     try:
-        c = av.open(_PipeReader(sys.stdin.buffer), mode="r")
+        c = av.open(_PipeReader(sys.stdin.buffer), mode="r", format=fmt, options=opts)
     except av.error.FFmpegError as e:
         raise VideoError(f"standard input: not a readable video ({describe(e)})") from None
     if not c.streams.video:
@@ -70,7 +77,7 @@ def _open(path, raw_size=None, raw_fps=None):
     import av
     path = str(path)
     if path == PIPE:
-        return _open_stdin()
+        return _open_stdin(raw_size, raw_fps)
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -79,9 +86,7 @@ def _open(path, raw_size=None, raw_fps=None):
     if path.lower().endswith(".yuv"):
         if not raw_size:
             raise VideoError(f"{path}: raw .yuv input needs its size (e.g. --size 176x144)")
-        fmt = "rawvideo"
-        opts = {"video_size": f"{raw_size[0]}x{raw_size[1]}", "pixel_format": "yuv420p",
-                "framerate": str(raw_fps or 25)}
+        fmt, opts = "rawvideo", _raw_options(raw_size, raw_fps)
     try:
         c = av.open(path, format=fmt, options=opts)
     except Exception as e:  # av raises many error types (InvalidDataError, ...)

@@ -158,3 +158,13 @@ def test_the_imf_stream_itself_through_pipes(piped, tiny_model_file):
     assert bad.returncode == 1 and bad.stdout == b""      # nothing but one line on stderr
     assert bad.stderr.decode().startswith("imfcodec decode: error: standard input: truncated")
     assert len(bad.stderr.decode().strip().splitlines()) == 1
+
+
+def test_raw_yuv_on_stdin_with_its_size(monkeypatch):
+    """`ffmpeg -i IN -f rawvideo -pix_fmt yuv420p - | imfcodec encode - OUT --size 64x48 --fps 30`."""
+    from imfcodec import video
+    raw = np.random.default_rng(0).integers(0, 255, 3 * 64 * 48 * 3 // 2, dtype=np.uint8).tobytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    info, frames = video.read_video(video.PIPE, (64, 48), 30)
+    assert (info.width, info.height, info.fps) == (64, 48, 30)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 3
