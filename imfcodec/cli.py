@@ -2,7 +2,7 @@
 
 Every user error (bad file, bad model, bad option) is one line on stderr and exit status
 1 (2 for bad usage); progress bars go to stderr and ``-q`` silences them; one summary line
-on stdout at the end (on stderr when stdout carries the video: ``decode IN.imf -``). A bug
+on stdout at the end (on stderr when stdout carries the output: ``decode IN.imf -``). A bug
 in imfcodec itself is one line too, labelled an internal error, with exit status 70
 (``IMFCODEC_DEBUG=1`` shows the traceback instead).
 """
@@ -45,7 +45,7 @@ def _progress(args, total=None, unit="frame", desc=""):
 
 
 def _summary(args, line: str):
-    """The closing line: stdout, unless stdout is the output video."""
+    """The closing line: stdout, unless stdout carries the output (``-``)."""
     print(line, file=sys.stderr if args.output == "-" else sys.stdout)
 
 
