@@ -63,8 +63,8 @@ def cmd_encode(args):
 
 def cmd_decode(args):
     from . import codec, container
-    header, _ = container.read_file(args.input)
-    update, close = _progress(args, header.frame_count, desc="decode")
+    header, packets = container.read_file(args.input)
+    update, close = _progress(args, container.frames_in(packets), desc="decode")
     try:
         st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update,
                                precision=args.precision)
