@@ -113,8 +113,8 @@ class TokenEntropyModel(nn.Module):
         idx = self._indexes(n, quality).reshape(-1).tolist()
         # CompressAI's encoder writes into a buffer of one 32-bit word per symbol and does not
         # check it: refuse symbols whose worst-case cost would not fit
-        bits = sum(_worst_bits(v - offsets[i], cdf[i], lengths[i] - 2) for v, i in zip(values, idx))
-        if bits // 32 + 3 > len(values):
+        bits = sum(_symbol_bits(v - offsets[i], cdf[i], lengths[i] - 2) for v, i in zip(values, idx))
+        if bits > 32 * (len(values) - 4):
             raise EntropyError("token symbol differences too large to code in one packet")
         return self.gaussian.entropy_coder.encode_with_indexes(values, idx, cdf, lengths, offsets)
 
@@ -136,11 +136,12 @@ MAX_BYPASS_NIBBLES = 8              # raw escape values are int32 in CompressAI
 _MASK64 = (1 << 64) - 1
 
 
-def _worst_bits(value: int, cdf: list, max_value: int) -> int:
-    """An upper bound of the bits CompressAI's encoder spends on one symbol (value already
-    offset): 1 + log2(2^16 / frequency) for the table symbol, plus the escape nibbles."""
+def _symbol_bits(value: int, cdf: list, max_value: int) -> float:
+    """The bits CompressAI's encoder spends on one symbol (value already offset):
+    log2(2^16 / frequency) for the table symbol, plus the escape nibbles. Its output is
+    within 3 words of their sum (2 of them the flushed state)."""
     s = value if 0 <= value < max_value else max_value
-    bits = RANS_PRECISION + 2 - (cdf[s + 1] - cdf[s]).bit_length()
+    bits = RANS_PRECISION - math.log2(cdf[s + 1] - cdf[s])
     if s < max_value:
         return bits
     raw = -2 * value - 1 if value < 0 else 2 * (value - max_value)
