@@ -81,13 +81,13 @@ class _Reader:
         while True:
             b = self.take(1)[0]
             n |= (b & 0x7F) << shift
+            if n >> 64:
+                raise StreamError(f"malformed number in {self.what} (over 64 bits)")
             if not b & 0x80:
                 return n
             shift += 7
             if shift > 63:
                 raise StreamError(f"malformed number in {self.what}")
-            if n >> 64:
-                raise StreamError(f"malformed number in {self.what} (over 64 bits)")
 
     def svarint(self) -> int:
         z = self.uvarint()
