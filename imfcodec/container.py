@@ -341,7 +341,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
                 raise StreamError(f"malformed stream (tokens for frame {p.first_frame}, expected {nxt})")
             nxt += p.count
         if nxt > (header.frame_count or MAX_FRAME_COUNT):
-            raise StreamError(f"malformed stream (more frames than the header's {header.frame_count or MAX_FRAME_COUNT})")
+            raise StreamError("malformed stream (more frames than the header's "
+                              f"{header.frame_count or MAX_FRAME_COUNT})")
     if header.frame_count == 0 and nxt == 0:
         raise StreamError("empty stream (a header and no frames)")
     if header.frame_count and nxt != header.frame_count:
