@@ -6,8 +6,10 @@ than ``--case-seconds``, or memory beyond ``--mem-gb`` (address space) is a find
 
 Coverage-guided (atheris, ``pip install imfcodec[fuzz]``); libFuzzer's flags pass through::
 
-    python tests/fuzz/fuzz_imf.py tests/fuzz/corpus -max_total_time=60
-    python tests/fuzz/fuzz_imf.py NEW_CORPUS tests/fuzz/corpus -runs=100000 -timeout=30
+    python tests/fuzz/fuzz_imf.py NEW_CORPUS tests/fuzz/corpus -max_total_time=60
+    python tests/fuzz/fuzz_imf.py NEW_CORPUS tests/fuzz/corpus -runs=100000 --case-seconds 30
+
+(libFuzzer adds new inputs to the first folder: keep the seeds in tests/fuzz/corpus small.)
 
 Inputs are whole streams. The custom mutator either applies libFuzzer's byte mutations and
 then recomputes every CRC (streams.fix_crcs), or reads the mutated bytes as choices for a
