@@ -27,6 +27,7 @@ import torch
 
 from . import container, keyframe, video
 from .container import Header, KeyframePacket, StreamError, TokenPacket
+from .entropy import EntropyError
 from .errors import OptionError
 from .fileio import atomic_write, check_output_folder
 from .model import CodecModel, ModelError, load_model
@@ -60,6 +61,14 @@ class EncodeStats:
     token_bytes: int = 0
     header_bytes: int = 0
     keyframe_indices: list = field(default_factory=list)
+
+
+def _check_symbols(q: torch.Tensor) -> torch.Tensor:
+    """Token symbols within the format's bound (container.MAX_SYMBOL), or an EntropyError."""
+    if q.numel() and q.abs().max() > container.MAX_SYMBOL:
+        raise EntropyError(f"token symbol beyond +-{container.MAX_SYMBOL}: the model's tokens are "
+                           "out of range for this input")
+    return q
 
 
 def _capped_psnr(a, b) -> float:
@@ -153,7 +162,7 @@ class Encoder:
         predicted = not intra and self.kf_enc.chained
         data = self.kf_enc.encode(rgb, intra=not predicted)
         x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
-        q_r = self.gen.quantize(self.gen.encode_token(x_r), self.mult)          # (1, C)
+        q_r = _check_symbols(self.gen.quantize(self.gen.encode_token(x_r), self.mult))   # (1, C)
         self.ref = self.m.reference(x_r, q_r, self.mult)
         self.prev_q = q_r[0]
         self.since_key = 0
@@ -184,7 +193,7 @@ class Encoder:
         if self.ref is None or self.since_key + 1 >= self.max_interval:
             out = self._keyframe(x, intra=True)        # a random-access point
         else:
-            q = self.gen.quantize(self.gen.encode_token(x), self.mult)[0]
+            q = _check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
             x_hat = self.m.decode(q[None], self.mult, self.ref)
             p = _capped_psnr(x_hat, x)
             low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
@@ -223,10 +232,11 @@ class Decoder:
         self.ref = None
         self.prev_q = None
         self.next_index = 0
-        self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec)
+        self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec, header.coded_size ** 2)
 
     def _out(self, x):
-        return list(video.from_model(x, self.h.width, self.h.height))
+        # one frame at a time: the output size is bounded per frame (container.MAX_PIXELS)
+        return [video.from_model(x[i:i + 1], self.h.width, self.h.height)[0] for i in range(len(x))]
 
     @torch.no_grad()
     def push(self, packet) -> list[np.ndarray]:
@@ -237,7 +247,7 @@ class Decoder:
             if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
                 raise StreamError("keyframe picture has the wrong size for this stream")
             x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
-            q_r = torch.tensor(packet.ref_symbols, dtype=torch.float32, device=self.m.device)
+            q_r = torch.tensor(packet.ref_symbols, dtype=torch.int64, device=self.m.device)
             self.ref = self.m.reference(x_r, q_r[None], self.mult)
             self.prev_q = q_r
             self.next_index += 1
@@ -247,7 +257,10 @@ class Decoder:
         if packet.first_frame != self.next_index:
             raise StreamError(f"tokens for frame {packet.first_frame}, expected {self.next_index}")
         d = self.m.entropy.decode(packet.payload, packet.count, self.h.quality).to(self.m.device)
-        q = self.prev_q + torch.cumsum(d.float(), 0)                 # (count, C) integer symbols
+        q = self.prev_q + torch.cumsum(d, 0)                 # (count, C) int64 symbols, exact
+        if q.abs().max() > container.MAX_SYMBOL:
+            raise StreamError(f"token symbol beyond +-{container.MAX_SYMBOL} in frames "
+                              f"{packet.first_frame}..{packet.first_frame + packet.count - 1}")
         self.prev_q = q[-1]
         self.next_index += packet.count
         frames = []

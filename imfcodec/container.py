@@ -22,7 +22,24 @@ PKT_TOKENS = 0x54     # 'T'
 KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9"}
 CHAINED_CODECS = frozenset({"vp9"})     # codecs whose keyframes may be predicted
 KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
-MAX_PAYLOAD = 1 << 26
+
+# Limits (docs/bitstream.md, "Limits"): every field a reader takes from a stream is bounded
+# here, so what a decoder allocates depends on these numbers and the model, never on what a
+# header claims beyond them.
+MAX_HEADER_BYTES = 4096
+MAX_MODEL_ID_BYTES = 255
+MAX_SIDE = 8192                     # width, height
+MAX_PIXELS = 4096 * 2304            # width * height (3840x2160 fits): one output frame
+MIN_CODED_SIZE, MAX_CODED_SIZE = 16, 1024
+MAX_FPS_TERM = 1_000_000            # fps_num, fps_den
+MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
+MAX_FRAME_COUNT = (1 << 32) - 1     # 0 = not known when the header was written (live)
+MAX_TOKEN_DIM = 1024
+MAX_PACKET_FRAMES = 256
+QUALITIES = range(1, 9)
+MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep CompressAI's escapes defined
+MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
+TOKEN_PAYLOAD_FIXED, TOKEN_PAYLOAD_PER_SYMBOL = 64, 8
 
 
 class StreamError(IMFCodecError, ValueError):
@@ -64,6 +81,8 @@ class _Reader:
         while True:
             b = self.take(1)[0]
             n |= (b & 0x7F) << shift
+            if n >> 64:
+                raise StreamError(f"malformed number in {self.what} (over 64 bits)")
             if not b & 0x80:
                 return n
             shift += 7
@@ -102,6 +121,9 @@ class Header:
     token_dim: int
     packet_frames: int            # token frames per token packet (last may be shorter)
 
+    def __post_init__(self):
+        check_header(self)
+
     def to_bytes(self) -> bytes:
         if len(self.model_hash) != 8:
             raise ValueError("model_hash must be 8 bytes")
@@ -117,11 +139,42 @@ class Header:
         """The rate of ``nbytes`` spread over this stream's duration (:func:`kbps`)."""
         return kbps(nbytes, self.frame_count, self.fps)
 
+    @property
+    def max_token_payload(self) -> int:
+        """Bytes a token packet's rANS string may take (at most packet_frames x token_dim
+        symbols; an escape-coded symbol within MAX_SYMBOL takes under 8 bytes)."""
+        return TOKEN_PAYLOAD_FIXED + TOKEN_PAYLOAD_PER_SYMBOL * self.packet_frames * self.token_dim
+
 
 def kbps(nbytes: int, frames: int, fps) -> float:
     """kbit/s of ``nbytes`` coding ``frames`` frames at ``fps``: the one rate formula that
     the codec's stats, ``imfcodec info`` and the benches report."""
     return nbytes * 8 * float(fps) / max(frames, 1) / 1000
+
+
+def _bound(ok: bool, what: str):
+    if not ok:
+        raise StreamError(f"malformed header ({what})")
+
+
+def check_header(h: Header):
+    """Every header field within the limits of docs/bitstream.md, or one StreamError."""
+    _bound(len(h.model_id.encode("utf-8")) <= MAX_MODEL_ID_BYTES, "model id too long")
+    _bound(1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE,
+           f"frame size {h.width}x{h.height} outside 1..{MAX_SIDE}")
+    _bound(h.width * h.height <= MAX_PIXELS,
+           f"frame size {h.width}x{h.height} over {MAX_PIXELS} pixels")
+    _bound(MIN_CODED_SIZE <= h.coded_size <= MAX_CODED_SIZE,
+           f"coded size {h.coded_size} outside {MIN_CODED_SIZE}..{MAX_CODED_SIZE}")
+    fps = Fraction(h.fps)
+    _bound(fps.numerator <= MAX_FPS_TERM and fps.denominator <= MAX_FPS_TERM and MIN_FPS <= fps <= MAX_FPS,
+           f"frame rate {fps} outside {MIN_FPS}..{MAX_FPS} fps")
+    _bound(0 <= h.frame_count <= MAX_FRAME_COUNT, f"frame count {h.frame_count} over {MAX_FRAME_COUNT}")
+    _bound(h.quality in QUALITIES, f"quality {h.quality} outside 1..8")
+    _bound(h.keyframe_codec in KEYFRAME_CODEC_IDS, f"unknown keyframe codec {h.keyframe_codec!r}")
+    _bound(1 <= h.token_dim <= MAX_TOKEN_DIM, f"token size {h.token_dim} outside 1..{MAX_TOKEN_DIM}")
+    _bound(1 <= h.packet_frames <= MAX_PACKET_FRAMES,
+           f"packet frames {h.packet_frames} outside 1..{MAX_PACKET_FRAMES}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +243,7 @@ def _parse_header(r: _Reader) -> Header:
         raise StreamError(f"unsupported .imf format version {version} (this imfcodec reads versions "
                           f"{', '.join(map(str, READS_VERSIONS))})")
     n = r.uvarint()
-    if n > 4096:
+    if n > MAX_HEADER_BYTES:
         raise StreamError("malformed header (length)")
     body = r.take(n)
     (crc,) = struct.unpack(">I", r.take(4))
@@ -205,9 +258,17 @@ def _parse_header(r: _Reader) -> Header:
     w, hh, cs, fn, fd, fc, q, kc, td, pf = vals
     if kc not in KEYFRAME_CODECS:
         raise StreamError(f"unknown keyframe codec id {kc}")
-    if min(w, hh, cs, fn, fd, td, pf) == 0 or not 1 <= q <= 8:
-        raise StreamError("malformed header (zero size, rate or quality out of range)")
+    if not (1 <= fn <= MAX_FPS_TERM and 1 <= fd <= MAX_FPS_TERM):
+        raise StreamError(f"malformed header (frame rate {fn}/{fd})")
     return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf)
+
+
+def _max_body(typ: int, header: Header) -> int:
+    """Largest body a packet of this type may have under the header's limits: the payload
+    bound plus its varints (10 bytes each at most; a symbol within MAX_SYMBOL takes 5)."""
+    if typ == PKT_TOKENS:
+        return 20 + header.max_token_payload
+    return 20 + 5 * header.token_dim + MAX_KEYFRAME_PAYLOAD
 
 
 def _parse_packet(r: _Reader, header: Header) -> Packet:
@@ -215,8 +276,9 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS):
         raise StreamError(f"malformed packet at byte {r.pos - 1} (unknown type 0x{typ:02x})")
     n = r.uvarint()
-    if n > MAX_PAYLOAD:
-        raise StreamError(f"malformed packet at byte {r.pos} (length {n})")
+    if n > _max_body(typ, header):
+        raise StreamError(f"malformed packet at byte {r.pos} (length {n} over the limit "
+                          f"{_max_body(typ, header)})")
     body = r.take(n)
     (crc,) = struct.unpack(">H", r.take(2))
     if binascii.crc_hqx(body, 0xFFFF) != crc:
@@ -228,14 +290,20 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
         if k != header.token_dim:
             raise StreamError("malformed keyframe packet (token length)")
         syms = tuple(b.svarint() for _ in range(k))
+        if any(abs(s) > MAX_SYMBOL for s in syms):
+            raise StreamError(f"malformed keyframe packet (token symbol beyond +-{MAX_SYMBOL})")
         predicted = typ == PKT_PREDICTED_KEYFRAME
         if predicted and header.keyframe_codec not in CHAINED_CODECS:
             raise StreamError(f"malformed stream (predicted keyframe with the intra-only "
                               f"{header.keyframe_codec} keyframe codec)")
+        if n - b.pos > MAX_KEYFRAME_PAYLOAD:
+            raise StreamError(f"malformed keyframe packet (picture over {MAX_KEYFRAME_PAYLOAD} bytes)")
         return KeyframePacket(idx, syms, body[b.pos:], predicted)
     first, count = b.uvarint(), b.uvarint()
     if count == 0 or count > header.packet_frames:
         raise StreamError("malformed token packet (frame count)")
+    if n - b.pos > header.max_token_payload:
+        raise StreamError(f"malformed token packet (payload over {header.max_token_payload} bytes)")
     return TokenPacket(first, count, body[b.pos:])
 
 
@@ -253,7 +321,9 @@ def parse(data: bytes) -> tuple[Header, list[Packet]]:
     return header, packets
 
 
-def check_coverage(header: Header, packets: list[Packet]):
+def check_coverage(header: Header, packets: list[Packet]) -> int:
+    """Packets cover frames 0, 1, ... in order, each once, from a keyframe on, and reach the
+    header's frame count (any count when it is 0, a live recording). Returns the count."""
     nxt = 0
     seen_key = False
     for p in packets:
@@ -270,8 +340,19 @@ def check_coverage(header: Header, packets: list[Packet]):
             if p.first_frame != nxt:
                 raise StreamError(f"malformed stream (tokens for frame {p.first_frame}, expected {nxt})")
             nxt += p.count
-    if nxt != header.frame_count:
+        if nxt > (header.frame_count or MAX_FRAME_COUNT):
+            raise StreamError("malformed stream (more frames than the header's "
+                              f"{header.frame_count or MAX_FRAME_COUNT})")
+    if header.frame_count == 0 and nxt == 0:
+        raise StreamError("empty stream (a header and no frames)")
+    if header.frame_count and nxt != header.frame_count:
         raise StreamError(f"truncated stream: {nxt} of {header.frame_count} frames present")
+    return nxt
+
+
+def frames_in(packets: list[Packet]) -> int:
+    """Frames the packets cover (the stream's length when the header's frame count is 0)."""
+    return sum(1 if isinstance(p, KeyframePacket) else p.count for p in packets)
 
 
 class StreamReader:

@@ -19,6 +19,7 @@ trained and coded.
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import warnings
@@ -31,10 +32,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models import GaussianConditional
 
+from .container import MAX_SYMBOL
 from .errors import IMFCodecError
 
 QUALITY_LEVELS = 8
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+# the largest symbol difference coded: two symbols within +-MAX_SYMBOL; the rANS coder's
+# escape loop shifts an int32 by 4 bits per nibble and hangs from 2^28 on (undefined shift)
+MAX_DIFFERENCE = 2 * MAX_SYMBOL
 
 
 def scale_table() -> torch.Tensor:
@@ -87,27 +92,116 @@ class TokenEntropyModel(nn.Module):
             raise EntropyError(f"quality {quality} outside 1..{self.levels}")
         return self.index_table[quality - 1].view(1, -1, 1).expand(1, self.token_dim, n).contiguous()
 
-    def encode(self, symbols: torch.Tensor, quality: int) -> bytes:
-        """symbols: integer tensor (N, C) -> one rANS string for the N frames."""
+    def _tables(self) -> tuple[list, list, list]:
+        """(quantized CDFs, CDF lengths, offsets) as Python ints, what CompressAI's rANS coder
+        takes (GaussianConditional.compress/decompress pass the same lists)."""
         if not self.ready:
             raise EntropyError("entropy tables are not built (call update())")
+        g = self.gaussian
+        return (g._quantized_cdf.tolist(), g._cdf_length.reshape(-1).int().tolist(),
+                g._offset.reshape(-1).int().tolist())
+
+    def encode(self, symbols: torch.Tensor, quality: int) -> bytes:
+        """symbols: integer tensor (N, C) -> one rANS string for the N frames, channel-major
+        (docs/bitstream.md, "Token payload"). Integers all the way: no float round trip."""
+        cdf, lengths, offsets = self._tables()
         n = symbols.shape[0]
-        x = symbols.detach().to(torch.float32).t().reshape(1, self.token_dim, n)
-        return self.gaussian.compress(x, self._indexes(n, quality))[0]
+        s = symbols.detach().cpu().to(torch.int64)
+        if n and int(s.abs().max()) > MAX_DIFFERENCE:
+            raise EntropyError(f"token symbol difference beyond +-{MAX_DIFFERENCE}")
+        values = s.t().reshape(-1).tolist()
+        idx = self._indexes(n, quality).reshape(-1).tolist()
+        # CompressAI's encoder writes into a buffer of one 32-bit word per symbol and does not
+        # check it: refuse symbols whose worst-case cost would not fit
+        bits = sum(_symbol_bits(v - offsets[i], cdf[i], lengths[i] - 2) for v, i in zip(values, idx))
+        if bits > 32 * (len(values) - 4):
+            raise EntropyError("token symbol differences too large to code in one packet")
+        return self.gaussian.entropy_coder.encode_with_indexes(values, idx, cdf, lengths, offsets)
 
     def decode(self, data: bytes, n: int, quality: int) -> torch.Tensor:
-        """Inverse of :meth:`encode` -> int64 tensor (N, C)."""
-        if not self.ready:
-            raise EntropyError("entropy tables are not built (call update())")
-        indexes = self._indexes(n, quality)
-        # CompressAI's rANS decoder reads any bytes (garbage decodes to wrong symbols, which
-        # the stream's structure and CRCs are there to catch); the one data-driven failure
-        # left is a frame count too large to hold. Anything else raised here is a bug.
-        try:
-            y = self.gaussian.decompress([data], indexes, dtype=torch.float32)
-        except MemoryError:
-            raise EntropyError(f"token payload of {n} frames does not fit in memory") from None
-        return y.reshape(self.token_dim, n).t().round().to(torch.int64)
+        """Inverse of :meth:`encode` -> int64 tensor (N, C). A checked reimplementation of
+        CompressAI's decoder (:func:`rans_decode`): its C++ one reads past the end of a
+        damaged string."""
+        cdf, lengths, offsets = self._tables()
+        idx = self._indexes(n, quality).reshape(-1).tolist()
+        values = rans_decode(bytes(data), idx, cdf, lengths, offsets)
+        return torch.tensor(values, dtype=torch.int64).reshape(self.token_dim, n).t()
+
+
+# ---- CompressAI's rANS string format (docs/bitstream.md, "Token payload") ---------------
+RANS_PRECISION = 16                 # CDF tables sum to 2^16
+RANS_L = 1 << 31                    # Rans64: state lower bound, and the encoder's initial state
+BYPASS_BITS = 4                     # escape nibbles
+MAX_BYPASS_NIBBLES = 8              # raw escape values are int32 in CompressAI
+_MASK64 = (1 << 64) - 1
+
+
+def _symbol_bits(value: int, cdf: list, max_value: int) -> float:
+    """The bits CompressAI's encoder spends on one symbol (value already offset):
+    log2(2^16 / frequency) for the table symbol, plus the escape nibbles. Its output is
+    within 3 words of their sum (2 of them the flushed state)."""
+    s = value if 0 <= value < max_value else max_value
+    bits = RANS_PRECISION - math.log2(cdf[s + 1] - cdf[s])
+    if s < max_value:
+        return bits
+    raw = -2 * value - 1 if value < 0 else 2 * (value - max_value)
+    nb = (raw.bit_length() + BYPASS_BITS - 1) // BYPASS_BITS
+    return bits + BYPASS_BITS * (nb + 1 + nb // 15)
+
+
+def rans_decode(data: bytes, indexes: list, cdfs: list, lengths: list, offsets: list) -> list:
+    """CompressAI's ``RansDecoder.decode_with_indexes``, in Python, with every read checked.
+    Raises EntropyError where the C++ decoder would read outside the string, where an escape
+    exceeds 32 bits (undefined in C++), and unless the string is used up exactly with the
+    rANS state back at its initial value (what any string the encoder wrote does)."""
+    if len(data) % 4 or len(data) < 8:
+        raise EntropyError(f"token payload does not decode (length {len(data)} is not 8 + 4k bytes)")
+    words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+    x, pos = words[0] | (words[1] << 32), 2
+    prec_mask = (1 << RANS_PRECISION) - 1
+
+    def renorm(x):
+        nonlocal pos
+        if x < RANS_L:
+            if pos >= len(words):
+                raise EntropyError("token payload does not decode (ends early)")
+            x = ((x << 32) | words[pos]) & _MASK64
+            pos += 1
+        return x
+
+    def nibble():
+        nonlocal x
+        v = x & ((1 << BYPASS_BITS) - 1)
+        x = renorm(x >> BYPASS_BITS)
+        return v
+
+    out = []
+    for i in indexes:
+        cdf, max_value = cdfs[i], lengths[i] - 2
+        cum = x & prec_mask
+        s = bisect.bisect_right(cdf, cum, 0, lengths[i]) - 1
+        x = renorm((((cdf[s + 1] - cdf[s]) * (x >> RANS_PRECISION)) + (x & prec_mask) - cdf[s]) & _MASK64)
+        value = s
+        if value == max_value:
+            v = nibble()
+            nb = v
+            while v == (1 << BYPASS_BITS) - 1:
+                v = nibble()
+                nb += v
+                if nb > MAX_BYPASS_NIBBLES:
+                    break
+            if nb > MAX_BYPASS_NIBBLES:
+                raise EntropyError("token payload does not decode (escape longer than 32 bits)")
+            raw = 0
+            for j in range(nb):
+                raw |= nibble() << (j * BYPASS_BITS)
+            value = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + max_value
+        out.append(value + offsets[i])
+    if pos != len(words) or x != RANS_L:
+        raise EntropyError("token payload does not decode (bytes left over or bad final state)")
+    if out and max(abs(v) for v in out) > MAX_DIFFERENCE:
+        raise EntropyError(f"token payload does not decode (symbol difference beyond +-{MAX_DIFFERENCE})")
+    return out
 
 
 def resize_buffers_for(module: nn.Module, state_dict: dict, prefix: str = ""):

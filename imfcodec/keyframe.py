@@ -121,12 +121,16 @@ class KeyframeEncoder:
 
 
 class KeyframeDecoder:
-    """Bitstream packets -> RGB pictures; keeps the reference picture of a chained codec."""
+    """Bitstream packets -> RGB pictures; keeps the reference picture of a chained codec.
+    ``max_pixels``: FFmpeg's decoders refuse a picture larger than this before allocating
+    it (a 56-byte AV1 picture can claim 8192x8192), so a stream's keyframes cost at most
+    its coded size in memory."""
 
-    def __init__(self, codec: str = "av1"):
+    def __init__(self, codec: str = "av1", max_pixels: int | None = None):
         _check_codec(codec, DECODERS)
         self.codec = codec
         self.chained = codec in CHAINED
+        self.max_pixels = max_pixels
         self.cc = None
 
     def decode(self, data: bytes, predicted: bool = False) -> np.ndarray:
@@ -136,6 +140,8 @@ class KeyframeDecoder:
         if self.cc is None or not self.chained:
             self.cc = av.CodecContext.create(DECODERS[self.codec], "r")
             self.cc.thread_count = 1
+            if self.max_pixels:
+                self.cc.options = {"max_pixels": str(self.max_pixels)}
         try:
             frames = list(self.cc.decode(av.Packet(data)))
             if not self.chained:

@@ -208,8 +208,10 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
     if not _is_model_blob(blob):
         from .train.checkpoint import is_training_checkpoint   # only then: decoding never loads train
         if is_training_checkpoint(blob):
-            blob = _checkpoint_as_model(blob, path)
-    if not _is_model_blob(blob):
+            # its entropy tables would be built here from float weights, and could differ from
+            # machine to machine while the stream's hash (of this file) vouches for them
+            raise ModelError(f"{path}: a training checkpoint, not a model file; make one with "
+                             f"`imfcodec export {path} MODEL.pt` and pass --model MODEL.pt")
         raise ModelError(f"{path}: not an imfcodec model file (a PyTorch archive without "
                          f"imfcodec's format tag)")
     if blob.get("version") != MODEL_FORMAT_VERSION:
@@ -249,16 +251,6 @@ def generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
     return gen.eval()
 
 
-def _checkpoint_as_model(ck: dict, path) -> dict:
-    """A training checkpoint used directly as a model (``--model RUN/last.pt``): entropy
-    tables are built on the fly from the trained rate model. Fine for trying a run; for
-    streams meant for other machines, ``imfcodec export`` fixes the tables in a file."""
-    gen = generator_from_checkpoint(ck, path)
-    cfg = gen.cfg
-    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
-    return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": cfg.name,
-            "config": ck["model_config"], "generator": gen.state_dict(), "entropy": ent.state_dict(),
-            "quality_table": DEFAULT_QUALITY_TABLE, "meta": {"train_step": ck.get("step")}}
 
 
 def build_entropy(gen: IMFGenerator, quality_table, delta_std=None) -> TokenEntropyModel:

@@ -18,18 +18,21 @@ def stream_info(path) -> dict:
     pk = [{"type": kind, "frame": first, "frames": n, "bytes": nbytes}
           for kind, first, n, nbytes in sizes.packets]
     kf, tk = sizes.of("keyframe"), sizes.of("tokens")
+    frames = container.frames_in(packets)      # = frame_count, unless that is 0 (a live recording)
+
+    def rate(nbytes):
+        return round(container.kbps(nbytes, frames, header.fps), 3)
     return {
         "file": str(path), "bytes": size, "format_version": container.VERSION,
         "model_id": header.model_id, "model_hash": header.model_hash.hex(),
         "width": header.width, "height": header.height, "coded_size": header.coded_size,
-        "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": header.frame_count,
-        "duration_s": round(header.frame_count / float(header.fps), 3), "quality": header.quality,
+        "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": frames,
+        "header_frame_count": header.frame_count, "duration_s": round(frames / float(header.fps), 3),
+        "quality": header.quality,
         "keyframe_codec": header.keyframe_codec,
         "token_dim": header.token_dim, "packet_frames": header.packet_frames,
         "keyframes": sum(p["type"] == "keyframe" for p in pk),
         "header_bytes": size - kf - tk, "keyframe_bytes": kf, "token_bytes": tk,
-        "kbps": round(header.kbps(size), 3),
-        "keyframe_kbps": round(header.kbps(kf), 3),
-        "token_kbps": round(header.kbps(tk), 3),
+        "kbps": rate(size), "keyframe_kbps": rate(kf), "token_kbps": rate(tk),
         "packets": pk,
     }

@@ -1,0 +1,219 @@
+"""Structure-aware .imf stream generation and CRC fix-up, for the fuzzer and the tests.
+
+A byte-level mutator stops at the first CRC: every mutated file is "corrupt header" or
+"corrupt packet". These helpers build streams field by field (values in range, at their
+limits and beyond them), and recompute the checksums of a mutated stream, so that the
+parser and the decoder see what an attacker would send: wrong values with valid CRCs.
+
+``draw`` is anything with ``ConsumeIntInRange(lo, hi)``, ``ConsumeBytes(n)`` and
+``ConsumeBool()``: an ``atheris.FuzzedDataProvider`` (coverage-guided), or
+:class:`RandomDraw` (seeded ``random.Random``, for the test suite without atheris).
+"""
+from __future__ import annotations
+
+import binascii
+import random
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from imfcodec import container as C
+
+U64 = (1 << 64) - 1
+
+
+class RandomDraw:
+    """FuzzedDataProvider's interface over a seeded random.Random."""
+
+    def __init__(self, seed):
+        self.r = random.Random(seed)
+
+    def ConsumeIntInRange(self, lo, hi):
+        return self.r.randint(lo, hi)
+
+    def ConsumeBytes(self, n):
+        return self.r.randbytes(n)
+
+    def ConsumeBool(self):
+        return self.r.random() < 0.5
+
+
+@dataclass
+class Target:
+    """What a stream should name to reach the decoder: the model's id, hash and sizes, and
+    real keyframe pictures (codec name -> list of payloads) at its coded size."""
+    model_id: str
+    hash8: bytes
+    coded_size: int
+    token_dim: int
+    pictures: dict = field(default_factory=dict)
+    token_payloads: list = field(default_factory=list)    # (count, rANS string) pairs
+
+
+def _pick(d, values):
+    return values[d.ConsumeIntInRange(0, len(values) - 1)]
+
+
+def _number(d, typical: int, limit: int, lo: int = 0) -> int:
+    """Mostly a valid value; else a limit, one past it, zero, or any 64-bit number."""
+    if d.ConsumeIntInRange(0, 63) < 60:
+        return typical
+    return _pick(d, [lo, max(lo - 1, 0), limit, limit + 1, d.ConsumeIntInRange(0, U64),
+                     d.ConsumeIntInRange(lo, limit)])
+
+
+def header_body(d, t: Target, packet_frames: int, frame_count: int, codec_id: int) -> bytes:
+    mid = t.model_id.encode() if d.ConsumeIntInRange(0, 31) else d.ConsumeBytes(d.ConsumeIntInRange(0, 300))
+    mhash = t.hash8 if d.ConsumeIntInRange(0, 31) else d.ConsumeBytes(8).ljust(8, b"\0")
+    fps = _pick(d, [(25, 1), (30000, 1001), (1, 1), (1000, 1), (1, 1000)])
+    f = {"width": _number(d, d.ConsumeIntInRange(1, 320), C.MAX_SIDE, 1),
+         "height": _number(d, d.ConsumeIntInRange(1, 240), C.MAX_SIDE, 1),
+         "coded_size": _number(d, t.coded_size, C.MAX_CODED_SIZE, C.MIN_CODED_SIZE),
+         "fps_num": _number(d, fps[0], C.MAX_FPS_TERM, 1),
+         "fps_den": _number(d, fps[1], C.MAX_FPS_TERM, 1),
+         "frame_count": _number(d, frame_count, C.MAX_FRAME_COUNT),
+         "quality": _number(d, d.ConsumeIntInRange(1, 8), 8, 1),
+         "keyframe_codec": _number(d, codec_id, 3),
+         "token_dim": _number(d, t.token_dim, C.MAX_TOKEN_DIM, 1),
+         "packet_frames": _number(d, packet_frames, C.MAX_PACKET_FRAMES, 1)}
+    return (C.put_uvarint(len(mid)) + mid + mhash
+            + b"".join(C.put_uvarint(v) for v in f.values()))
+
+
+def _svarints(d, n: int) -> bytes:
+    out = []
+    for _ in range(n):
+        k = d.ConsumeIntInRange(0, 255)
+        v = (d.ConsumeIntInRange(-300, 300) if k < 254 else
+             _pick(d, [C.MAX_SYMBOL, -C.MAX_SYMBOL, C.MAX_SYMBOL + 1, -(1 << 63), (1 << 63) - 1]))
+        out.append(C.put_svarint(v))
+    return b"".join(out)
+
+
+def _mutate(d, b: bytes) -> bytes:
+    b = bytearray(b)
+    for _ in range(d.ConsumeIntInRange(0, 4)):
+        if not b:
+            break
+        i = d.ConsumeIntInRange(0, len(b) - 1)
+        op = d.ConsumeIntInRange(0, 2)
+        if op == 0:
+            b[i] = d.ConsumeIntInRange(0, 255)
+        elif op == 1:
+            del b[i:i + d.ConsumeIntInRange(1, 16)]
+        else:
+            b[i:i] = d.ConsumeBytes(d.ConsumeIntInRange(1, 16))
+    return bytes(b)
+
+
+def packet(d, t: Target, codec: str, frame: int, packet_frames: int, token_dim: int) -> tuple[bytes, int]:
+    """One packet (type, length, body, CRC) for the frame ``frame``; returns it and the
+    number of frames it covers."""
+    kind = 0 if frame == 0 and d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, 63)
+    if kind < 16:                                  # keyframe, intra or predicted
+        p_odds = 3 if codec in C.CHAINED_CODECS else 31
+        typ = C.PKT_PREDICTED_KEYFRAME if frame and d.ConsumeIntInRange(0, p_odds) == 0 else C.PKT_KEYFRAME
+        pics = t.pictures.get(codec) or [b""]
+        pic = _pick(d, pics)
+        k = d.ConsumeIntInRange(0, 5)
+        if k == 0:
+            pic = d.ConsumeBytes(d.ConsumeIntInRange(0, 64))
+        elif k == 1:
+            pic = _mutate(d, pic)
+        elif k == 2:                               # a picture from another codec
+            pic = _pick(d, [p for ps in t.pictures.values() for p in ps] or [b""])
+        n = _number(d, token_dim, C.MAX_TOKEN_DIM)
+        body = (C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + C.put_uvarint(n)
+                + _svarints(d, min(n, 2048)) + pic)
+        covers = 1
+    elif kind < 63:                                # tokens
+        typ = C.PKT_TOKENS
+        if t.token_payloads and d.ConsumeIntInRange(0, 3):
+            count, payload = _pick(d, t.token_payloads)
+            count = min(count, packet_frames) if d.ConsumeIntInRange(0, 3) else count
+        else:
+            count = d.ConsumeIntInRange(1, max(1, packet_frames))
+            payload = d.ConsumeBytes(d.ConsumeIntInRange(0, 48))
+        if d.ConsumeIntInRange(0, 3) == 0:
+            payload = _mutate(d, payload)
+        count = _number(d, count, C.MAX_PACKET_FRAMES, 1)
+        body = C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + C.put_uvarint(count) + payload
+        covers = count
+    else:                                          # an unknown type
+        typ = d.ConsumeIntInRange(0, 255)
+        body = d.ConsumeBytes(d.ConsumeIntInRange(0, 32))
+        covers = 1
+    n = len(body) if d.ConsumeIntInRange(0, 63) else _number(d, len(body), C.MAX_KEYFRAME_PAYLOAD)
+    crc = binascii.crc_hqx(body, 0xFFFF) if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 0xFFFF)
+    return bytes([typ]) + C.put_uvarint(n) + body + struct.pack(">H", crc), covers
+
+
+def stream(d, t: Target) -> bytes:
+    """A whole stream drawn field by field; mostly well formed, so that the draws reach the
+    decoder, with each field now and then at or beyond its limit."""
+    packet_frames = d.ConsumeIntInRange(1, 4)
+    codec_id = d.ConsumeIntInRange(0, 3)
+    packets, frame = [], 0
+    for _ in range(d.ConsumeIntInRange(0, 6)):
+        p, covers = packet(d, t, C.KEYFRAME_CODECS[codec_id], frame, packet_frames, t.token_dim)
+        packets.append(p)
+        frame += covers
+    frame_count = frame if d.ConsumeIntInRange(0, 3) else _pick(d, [0, frame + 1, max(frame - 1, 0)])
+    body = header_body(d, t, packet_frames, frame_count, codec_id)
+    version = C.VERSION if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 255)
+    hlen = len(body) if d.ConsumeIntInRange(0, 63) else _number(d, len(body), C.MAX_HEADER_BYTES)
+    crc = zlib.crc32(body) if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 0xFFFFFFFF)
+    return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)] + packets)
+
+
+def fix_crcs(data: bytes) -> bytes:
+    """Recompute every checksum of a (mutated) stream, walking it as a reader would; bytes
+    past the first record whose lengths do not fit are kept as they are."""
+    out = bytearray(data)
+    r = C._Reader(bytes(data), "fix")
+    try:
+        r.take(5)
+        n = r.uvarint()
+        start = r.pos
+        r.take(n)
+        out[r.pos:r.pos + 4] = struct.pack(">I", zlib.crc32(bytes(out[start:start + n])))
+        r.take(4)
+        while not r.done():
+            r.take(1)
+            n = r.uvarint()
+            start = r.pos
+            r.take(n + 2)
+            out[start + n:start + n + 2] = struct.pack(">H", binascii.crc_hqx(bytes(out[start:start + n]), 0xFFFF))
+    except C.StreamError:
+        pass
+    return bytes(out)
+
+
+def with_header(data: bytes, **fields) -> bytes:
+    """A stream with some header fields replaced (raw numbers, no range checks) and its
+    header CRC recomputed: the crafted files of issue 17."""
+    h, packets = _split(data)
+    r = C._Reader(h, "header")
+    mid = r.string()
+    mhash = r.take(8)
+    names = ["width", "height", "coded_size", "fps_num", "fps_den", "frame_count", "quality",
+             "keyframe_codec", "token_dim", "packet_frames"]
+    vals = dict(zip(names, (r.uvarint() for _ in names)))
+    vals.update(fields)
+    body = C.put_uvarint(len(mid.encode())) + mid.encode() + mhash + b"".join(C.put_uvarint(vals[k]) for k in names)
+    return (C.MAGIC + bytes([C.VERSION]) + C.put_uvarint(len(body)) + body
+            + struct.pack(">I", zlib.crc32(body)) + packets)
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    r = C._Reader(data, "split")
+    r.take(5)
+    n = r.uvarint()
+    body = r.take(n)
+    r.take(4)
+    return body, data[r.pos:]
+
+
+def raw_packet(typ: int, body: bytes) -> bytes:
+    """A packet with any body, CRC included."""
+    return bytes([typ]) + C.put_uvarint(len(body)) + body + struct.pack(">H", binascii.crc_hqx(body, 0xFFFF))
