@@ -2,6 +2,8 @@
 to what a lone Decoder gives it."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -212,3 +214,32 @@ def test_shipped_model_streams_match(precision):
             _assert_same(got[sid], want)
         else:
             assert len(got[sid]) == len(want) and _psnr(got[sid], want) >= 45
+
+
+def _speed_bench():
+    import importlib.util
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("speed_bench", REPO / "bench" / "speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, REPO
+
+
+def test_speed_bench_streams(tmp_path, capsys):
+    """bench/speed.py --streams: one JSON line per count, the same rows in the results file,
+    and frames/s that add up (total = per stream x streams)."""
+    bench, repo = _speed_bench()
+    out = tmp_path / "streams.json"
+    assert bench.main(["--config", str(repo / "configs/model/tiny.yaml"), "--streams", "1,3",
+                       "--steps", "2", "--warmup", "1", "--precision", "fp32", "--out", str(out)]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    res = json.loads(out.read_text())
+    assert [r["streams"] for r in lines] == [1, 3] and res["results"] == lines
+    assert res["precision"] == "float32" and res["device"] == "cpu" and res["timed_steps"] == 2
+    for r in lines:
+        assert {"streams", "total_fps", "per_stream_fps", "step_ms", "peak_rss_MB"} <= set(r)
+        for run in (r, r["sequential"]):
+            assert run["total_fps"] == pytest.approx(run["per_stream_fps"] * r["streams"], rel=0.02, abs=0.01 * r["streams"])
+            assert run["step_ms"] > 0 and run["peak_rss_MB"] >= run["rss_start_MB"] > 0
+    with pytest.raises(SystemExit):
+        bench.main(["--config", str(repo / "configs/model/tiny.yaml"), "--streams", "4,x"])
