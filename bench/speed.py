@@ -165,6 +165,8 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
         for _ in range(repeats):
             multi.append(_stream_run(m, header, packets, n, warmup, batched=True))
             seq.append(_stream_run(m, header, packets, n, warmup, batched=False))
+            print(f"# {n} streams: batched {multi[-1]['total_fps']} frames/s, sequential "
+                  f"{seq[-1]['total_fps']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         row = {"streams": n}
         for k in multi[0]:
             row[k] = med(multi, k)

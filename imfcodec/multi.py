@@ -146,7 +146,7 @@ class MultiDecoder:
                 batch.append((sid, q, ref))
         if not batch:
             return out
-        x = self._decode(batch)                          # (B, 3, S, S)
+        x = self._decode(batch).cpu()                    # (B, 3, S, S): one copy off the device
         for (sid, _, _), x_i in zip(batch, x):
             st = self._streams[sid]
             frame = video.from_model(x_i[None], st.dec.h.width, st.dec.h.height)[0]
