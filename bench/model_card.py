@@ -2,10 +2,10 @@
 """Tables for docs/MODEL_CARD.md and the README from measured bench outputs.
 
     python bench/model_card.py --rd bench/results/rd --speed bench/results/speed.json \
-        --out bench/results/summary.md
+        [--streams bench/results/speed_streams.json ...] --out bench/results/summary.md
 
 Reads rd.csv / streams.csv / bdrate.csv written by bench/rd_curve.py and the JSON written
-by bench/speed.py; averages over the clips (every clip weighs the same); writes markdown.
+by bench/speed.py (and its --streams runs); averages over the clips (every clip weighs the same); writes markdown.
 No number is typed by hand: re-run the benches, then this.
 """
 from __future__ import annotations
@@ -77,10 +77,35 @@ def speed_table(s: dict) -> str:
     ])
 
 
+def streams_table(runs: list[dict]) -> str:
+    """bench/speed.py --streams results: batched MultiDecoder against sequential Decoders."""
+    lines = ["| device, precision | streams | batched: total frames/s | per stream | step ms | "
+             "peak RSS MB | sequential: total frames/s | step ms | batched / sequential |",
+             "|" + "---|" * 9]
+    for s in runs:
+        where = s["gpu"] or s["cpu"]
+        for r in s["results"]:
+            q = r["sequential"]
+            spread = (f" ({min(r['total_fps_runs'])}-{max(r['total_fps_runs'])})"
+                      if "total_fps_runs" in r else "")
+            qspread = (f" ({min(q['total_fps_runs'])}-{max(q['total_fps_runs'])})"
+                       if "total_fps_runs" in q else "")
+            lines.append(f"| {where}, {s['precision']} | {r['streams']} | {r['total_fps']}{spread} | "
+                         f"{r['per_stream_fps']} | {r['step_ms']} | {r['peak_rss_MB']:.0f} | "
+                         f"{q['total_fps']}{qspread} | {q['step_ms']} | {r['speedup_total_fps']:.2f} |")
+    lines.append("")
+    lines.append("Medians over each run's repeats (spread in brackets); machine load when each "
+                 "run started (1-min load average): " +
+                 ", ".join(f"{s['precision']} {s['load_average_before'][0]}" for s in runs) + ".")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rd", required=True, help="output folder of bench/rd_curve.py")
     ap.add_argument("--speed", default=None, help="JSON written by bench/speed.py")
+    ap.add_argument("--streams", nargs="*", default=[],
+                    help="JSONs written by bench/speed.py --streams")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     rd_dir = Path(args.rd)
@@ -94,6 +119,9 @@ def main(argv=None):
     parts += ["### BD-rate of imfcodec against each anchor", bdrate_summary(bd)]
     if args.speed:
         parts += ["### Speed and cost at the native resolution", speed_table(json.loads(Path(args.speed).read_text()))]
+    if args.streams:
+        parts += ["### Many streams on one machine (batched MultiDecoder)",
+                  streams_table([json.loads(Path(p).read_text()) for p in args.streams])]
     Path(args.out).write_text("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))
     return 0

@@ -1,6 +1,7 @@
 """Speed, size and cost of the codec's networks at their native resolution.
 
     python bench/speed.py [--model NAME|PATH | --config configs/model/imf-cpu.yaml] [--frames 100]
+    python bench/speed.py --streams 1,4,16,64 [--steps 20] [--repeats 1]
 
 Reports parameters and multiply-accumulates (MACs, counted by torch's FlopCounterMode) per
 module, and wall-clock times measured after a warm-up on this machine: per-frame decode
@@ -8,6 +9,16 @@ with the keyframe's reference cached (IMF_D + IMF_A + D_F), the token encoder (E
 reference preparation (E_F, IMF_D(t_r), K/V), the default codec's intra keyframe, and whole-file encode and
 decode through the public API. Random weights cost the same as trained ones, so
 ``--config`` measures an architecture before any training. Writes a JSON next to --out.
+
+``--streams N1,N2,..``: many calls on one machine instead. N copies of one live stream
+(one frame per packet, the keyframe's reference cached) are decoded frame by frame through
+``imfcodec.MultiDecoder`` (one batched pass per step) and through N ``imfcodec.Decoder``s
+one after the other, the same packets, after a warm-up. Prints one JSON object per N
+(``streams``, ``total_fps``, ``per_stream_fps``, ``step_ms``, ``peak_rss_MB``, and the
+same for the sequential decoders) and writes them all, with the machine, to --out
+(default bench/results/speed_streams.json). With ``--repeats R`` each number is the median
+of R runs (multi and sequential alternate), the runs listed. Frames/s count everything a
+caller does per frame: pushing the packet (entropy decoding) and the step.
 """
 from __future__ import annotations
 
@@ -26,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from imfcodec.config import PRECISIONS
+from imfcodec.fileio import atomic_write
 
 
 def cpu_name():
@@ -55,6 +67,132 @@ def timeit(fn, n, warmup=5):
     return statistics.median(ts) * 1e3, statistics.mean(ts) * 1e3
 
 
+def synthetic_clip(size: int, n: int) -> list[np.ndarray]:
+    """n RGB frames (size, size, 3) of a pattern moving a few pixels a frame."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    return [(np.stack([(xx + 3 * i) % size, yy, (xx + yy + i) % size], -1) * (255 / size)).astype(np.uint8)
+            for i in range(n)]
+
+
+def _reset_peak_memory(device) -> float:
+    """Give freed heap back (glibc), reset the peak counters; returns the RSS now (MB)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:                      # Linux: reset this process's VmHWM, so each run has its own peak
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_memory(device) -> dict:
+    out = {"peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                out["peak_rss_MB"] = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    if device.type == "cuda":
+        out["peak_gpu_MB"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def _stream_run(m, header, packets, n_streams, warmup, batched: bool) -> dict:
+    """Decode n_streams copies of one live stream frame by frame; time the steps after
+    the keyframe and ``warmup`` frames."""
+    import imfcodec
+    sync = torch.cuda.synchronize if m.device.type == "cuda" else (lambda: None)
+    rss_start = _reset_peak_memory(m.device)          # the peak covers the decoders' whole life
+    if batched:
+        md = imfcodec.MultiDecoder(m)
+        ids = [md.add(header) for _ in range(n_streams)]
+
+        def tick(p):                     # a step's latency: packets in, every stream's frame out
+            t = time.perf_counter()
+            for sid in ids:
+                md.push(sid, p)
+            out = md.step()
+            return sum(len(f) for f in out.values()), time.perf_counter() - t
+    else:
+        decs = [imfcodec.Decoder(m, header) for _ in range(n_streams)]
+
+        def tick(p):
+            t = time.perf_counter()
+            return sum(len(d.push(p)) for d in decs), time.perf_counter() - t
+    for p in packets[:1 + warmup]:                   # the keyframe, then warm-up frames
+        tick(p)
+    sync()
+    frames, steps = 0, []
+    t0 = time.perf_counter()
+    for p in packets[1 + warmup:]:
+        n, dt = tick(p)
+        frames += n
+        steps.append(dt)
+    sync()
+    wall = time.perf_counter() - t0
+    assert frames == n_streams * len(steps)
+    total = frames / wall
+    return {"total_fps": round(total, 2), "per_stream_fps": round(total / n_streams, 2),
+            "step_ms": round(statistics.median(steps) * 1e3, 2), **_peak_memory(m.device),
+            "rss_start_MB": rss_start}
+
+
+def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
+    """--streams: MultiDecoder against sequential Decoders for each stream count."""
+    from imfcodec import codec, container
+    S = m.config.image_size
+    frames = synthetic_clip(S, 1 + warmup + steps)
+    data, _ = codec.encode_frames(frames, 25, m, 4, packet_frames=1, refresh_drop=0.0)
+    header, packets = container.parse(data)
+    assert isinstance(packets[0], container.KeyframePacket) and len(packets) == len(frames)
+    med = lambda runs, k: round(statistics.median(r[k] for r in runs), 2)       # noqa: E731
+    rows = []
+    for n in counts:
+        multi, seq = [], []
+        for _ in range(repeats):
+            multi.append(_stream_run(m, header, packets, n, warmup, batched=True))
+            seq.append(_stream_run(m, header, packets, n, warmup, batched=False))
+            print(f"# {n} streams: batched {multi[-1]['total_fps']} frames/s, sequential "
+                  f"{seq[-1]['total_fps']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        row = {"streams": n}
+        for k in multi[0]:
+            row[k] = med(multi, k)
+        row["sequential"] = {k: med(seq, k) for k in seq[0]}
+        row["speedup_total_fps"] = round(row["total_fps"] / row["sequential"]["total_fps"], 3)
+        if repeats > 1:
+            row["total_fps_runs"] = [r["total_fps"] for r in multi]
+            row["sequential"]["total_fps_runs"] = [r["total_fps"] for r in seq]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    at25 = [r["streams"] for r in rows if r["per_stream_fps"] >= 25]
+    res = {"source": source, "model_id": m.model_id, "image_size": S, "device": str(m.device),
+           "gpu": torch.cuda.get_device_name(m.device) if m.device.type == "cuda" else None,
+           "precision": str(m.dtype).replace("torch.", ""), "cpu": cpu_name(), "cores": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+           "load_average_before": [round(v, 2) for v in os.getloadavg()],
+           "stream": "one frame per packet (packet_frames=1), quality 4, one keyframe, then tokens",
+           "timed_steps": steps, "warmup_steps": warmup, "repeats": repeats,
+           "largest_streams_at_25fps_each": max(at25) if at25 else None,
+           "results": rows}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: f.write((json.dumps(res, indent=1) + "\n").encode()))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
@@ -64,8 +202,22 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="network arithmetic (default auto: bf16 on a CPU with native bf16)")
-    ap.add_argument("--out", default="bench/results/speed.json")
+    ap.add_argument("--streams", default=None,
+                    help="comma-separated stream counts: batched multi-stream decoding (MultiDecoder)")
+    ap.add_argument("--steps", type=int, default=20, help="--streams: timed frames per stream")
+    ap.add_argument("--warmup", type=int, default=3, help="--streams: untimed frames first")
+    ap.add_argument("--repeats", type=int, default=1, help="--streams: runs per count (median)")
+    ap.add_argument("--out", default=None,
+                    help="JSON written (default bench/results/speed.json, or speed_streams.json)")
     args = ap.parse_args(argv)
+    counts = None
+    if args.streams:
+        try:
+            counts = [int(v) for v in args.streams.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+            ap.error("--streams takes positive integers (1,4,16,64); --steps, --repeats >= 1")
 
     from imfcodec import codec, keyframe, video
     from imfcodec.config import load_model_config
@@ -76,6 +228,9 @@ def main(argv=None):
     else:
         m = load_model(args.model, args.device, args.precision)
         source = f"model {m.model_id} ({m.sha256[:16]})"
+    if counts:
+        return streams_bench(m, source, counts, args.steps, args.warmup, args.repeats,
+                             args.out or "bench/results/speed_streams.json")
     gen, S = m.generator, m.config.image_size
     torch.manual_seed(0)
     x = torch.rand(1, 3, S, S, device=m.device)
@@ -102,9 +257,7 @@ def main(argv=None):
     kfd, _ = timeit(lambda: keyframe.KeyframeDecoder(kc).decode(kf_bytes), 10, 2)
 
     # whole pipeline through the public API on a synthetic moving clip at S x S
-    yy, xx = np.mgrid[0:S, 0:S]
-    frames = [(np.stack([(xx + 3 * i) % S, yy, (xx + yy + i) % S], -1) * (255 / S)).astype(np.uint8)
-              for i in range(min(n, 50))]
+    frames = synthetic_clip(S, min(n, 50))
     codec.encode_frames(frames[:3], 25, m, 4)                                        # warm-up
     data, st = codec.encode_frames(frames, 25, m, 4, refresh_drop=0.0)
     t0 = time.perf_counter()
@@ -128,9 +281,9 @@ def main(argv=None):
         "api_frames": len(frames),
         "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    out = Path(args.out)
+    out = Path(args.out or "bench/results/speed.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    atomic_write(out, lambda f: f.write((json.dumps(res, indent=1) + "\n").encode()))
     print(json.dumps(res, indent=1))
     return 0
 

@@ -5,7 +5,8 @@
     imfcodec.decode_file("out.imf", "rec.mp4")
 
 Streaming: :class:`Encoder` (frames in, packets out) and :class:`Decoder` (packets in,
-frames out); :func:`load_model` loads a shipped model by name or a model file.
+frames out); :class:`MultiDecoder` decodes many streams with the frame networks batched
+over them; :func:`load_model` loads a shipped model by name or a model file.
 """
 __version__ = "0.1.0"
 
@@ -19,6 +20,9 @@ def __getattr__(name):
     if name in codec_names:
         from . import codec
         return getattr(codec, name)
+    if name == "MultiDecoder":
+        from . import multi
+        return multi.MultiDecoder
     if name in {"load_model", "CodecModel", "ModelError", "DEFAULT_MODEL", "shipped_models"}:
         from . import model
         return getattr(model, name)
@@ -29,7 +33,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'imfcodec' has no attribute {name!r}")
 
 
-__all__ = ["Encoder", "Decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
+__all__ = ["Encoder", "Decoder", "MultiDecoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
            "EncodeStats", "DecodeStats", "load_model", "CodecModel", "ModelError", "Header",
            "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
            "IMFCodecError", "OptionError", "__version__"]

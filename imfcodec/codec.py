@@ -241,17 +241,33 @@ class Decoder:
     @torch.no_grad()
     def push(self, packet) -> list[np.ndarray]:
         if isinstance(packet, KeyframePacket):
-            if packet.frame_index != self.next_index:
-                raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
-            rgb = self.kf_dec.decode(packet.payload, packet.predicted)
-            if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
-                raise StreamError("keyframe picture has the wrong size for this stream")
-            x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
-            q_r = torch.tensor(packet.ref_symbols, dtype=torch.int64, device=self.m.device)
-            self.ref = self.m.reference(x_r, q_r[None], self.mult)
-            self.prev_q = q_r
-            self.next_index += 1
-            return self._out(x_r)
+            return self._out(self._keyframe(packet))
+        q = self._symbols(packet)
+        frames = []
+        for i in range(0, packet.count, 8):
+            frames += self._out(self.m.decode(q[i:i + 8], self.mult, self.ref))
+        return frames
+
+    # the two halves of push, shared with imfcodec.multi.MultiDecoder (which batches the
+    # frame networks over streams instead of running them here)
+    @torch.no_grad()
+    def _keyframe(self, packet: KeyframePacket) -> torch.Tensor:
+        """Decode a keyframe picture and build its reference (self.ref); returns the
+        picture (1, 3, S, S)."""
+        if packet.frame_index != self.next_index:
+            raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
+        rgb = self.kf_dec.decode(packet.payload, packet.predicted)
+        if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
+            raise StreamError("keyframe picture has the wrong size for this stream")
+        x_r = video.to_model(rgb, self.h.coded_size).to(self.m.device)
+        q_r = torch.tensor(packet.ref_symbols, dtype=torch.int64, device=self.m.device)
+        self.ref = self.m.reference(x_r, q_r[None], self.mult)
+        self.prev_q = q_r
+        self.next_index += 1
+        return x_r
+
+    def _symbols(self, packet: TokenPacket) -> torch.Tensor:
+        """Entropy-decode a token packet: integer symbols (count, C) for self.ref."""
         if self.ref is None:
             raise StreamError("token packet before the first keyframe")
         if packet.first_frame != self.next_index:
@@ -263,10 +279,7 @@ class Decoder:
                               f"{packet.first_frame}..{packet.first_frame + packet.count - 1}")
         self.prev_q = q[-1]
         self.next_index += packet.count
-        frames = []
-        for i in range(0, packet.count, 8):
-            frames += self._out(self.m.decode(q[i:i + 8], self.mult, self.ref))
-        return frames
+        return q
 
 
 def check_model(model: CodecModel, header: Header):

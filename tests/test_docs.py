@@ -54,3 +54,15 @@ def test_encode_help_states_the_codec_defaults():
     assert "(default depends on --quality)" in helps["min_keyframe_interval"]
     assert "(default depends on --quality" in helps["refresh_drop"]
     assert f"(default {codec.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]
+
+
+def test_readme_multi_stream_example_runs(capsys):
+    from imfcodec.model import DEFAULT_MODEL, shipped_models
+    if DEFAULT_MODEL not in shipped_models():
+        import pytest
+        pytest.skip("no shipped default model")
+    text = (REPO / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "MultiDecoder" in b]
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    assert "[4, 4, 4] frames per call" in capsys.readouterr().out

@@ -1,0 +1,187 @@
+"""Many streams on one machine: the frame networks batched over streams.
+
+A service decoding many calls at once holds them in one :class:`MultiDecoder`::
+
+    md = MultiDecoder(model)
+    a = md.add(header_a)                      # -> stream id; b = md.add(header_b) ...
+    md.push(a, packet)                        # any time, per stream, in stream order
+    for sid, frames in md.step().items():     # every stream with a pending frame advances by
+        show(sid, frames)                     # one, in ONE forward pass of IMF_D + IMF_A + D_F
+    md.remove(a)                              # a call ends; its undecoded frames are dropped
+
+Per stream everything is what :class:`imfcodec.codec.Decoder` does (it *is* a Decoder for
+the keyframe chain, the entropy decoding and the reference, E_F / IMF_D(t_r) / K/V, built
+once per keyframe when the keyframe is pushed). Only the per-frame networks move here: the
+cached references of the streams in a step are stacked along the batch (B = streams), each
+stream's symbols are dequantized with its own quality's step, and x̂_c = D_F(IMF_A(IMF_D(t̂_c),
+ref)) runs once for all. A stream whose keyframe arrives does its reference work in
+:meth:`MultiDecoder.push`, between steps: the others' step does not wait for it, and its
+next token frame joins the batch with the new reference. Token frames already queued keep
+the reference they were coded against.
+
+All streams share the one model (a header naming another model is refused with
+:class:`~imfcodec.model.ModelError`). Networks are per-sample (no batch statistics at
+inference), so a stream's frames equal its lone Decoder's up to the arithmetic a different
+batch size picks (tests/test_multi.py).
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import video
+from .codec import Decoder
+from .container import Header, KeyframePacket, StreamError
+from .model import CodecModel, ModelError
+from .models.imf import ReferenceState, ScaleCache
+
+
+@dataclass
+class _Stream:
+    dec: Decoder
+    # in display order: np.ndarray (a keyframe picture, ready) or (symbols (C,), reference)
+    queue: deque = field(default_factory=deque)
+
+
+def _cat(parts):
+    return None if parts[0] is None else torch.cat(parts)
+
+
+def stack_references(refs: list[ReferenceState]) -> ReferenceState:
+    """One reference of batch B from B references of batch 1, scale by scale."""
+    return ReferenceState([ScaleCache(_cat([c.k for c in cs]), _cat([c.v for c in cs]),
+                                      torch.cat([c.f_r for c in cs]))
+                           for cs in zip(*(r.caches for r in refs))])
+
+
+def _slice(ref: ReferenceState, lo: int, hi: int) -> ReferenceState:
+    return ReferenceState([ScaleCache(None if c.k is None else c.k[lo:hi],
+                                      None if c.v is None else c.v[lo:hi], c.f_r[lo:hi])
+                           for c in ref.caches])
+
+
+class MultiDecoder:
+    """N independent streams of one model, advanced together one frame per :meth:`step`.
+
+    ``max_batch`` caps the streams per forward pass (None: all in one); a step with more
+    runs several passes. The stacked references of the last step are kept while the same
+    streams keep the same references (one more copy of them in memory), so a steady step
+    costs no stacking."""
+
+    def __init__(self, model: CodecModel, max_batch: int | None = None):
+        if max_batch is not None and max_batch < 1:
+            raise ModelError("max_batch must be >= 1")
+        self.m = model
+        self.max_batch = max_batch
+        self._streams: dict[int, _Stream] = {}
+        self._ids = itertools.count()
+        self._stacked: tuple[list, ReferenceState] | None = None
+
+    # ---- membership ------------------------------------------------------------------
+    def add(self, header: Header) -> int:
+        """Open a stream for ``header`` (which must name this model); returns its id."""
+        dec = Decoder(self.m, header)           # refuses another model with a ModelError
+        sid = next(self._ids)
+        self._streams[sid] = _Stream(dec)
+        return sid
+
+    def remove(self, sid: int):
+        """Close a stream; frames it has not yet given out are dropped."""
+        self._get(sid)
+        del self._streams[sid]
+
+    @property
+    def streams(self) -> list[int]:
+        return list(self._streams)
+
+    def __len__(self):
+        return len(self._streams)
+
+    def header(self, sid: int) -> Header:
+        return self._get(sid).dec.h
+
+    def pending(self, sid: int) -> int:
+        """Frames of stream ``sid`` pushed but not yet returned by :meth:`step`."""
+        return len(self._get(sid).queue)
+
+    def _get(self, sid: int) -> _Stream:
+        try:
+            return self._streams[sid]
+        except (KeyError, TypeError):
+            raise StreamError(f"no stream {sid!r} in this MultiDecoder") from None
+
+    # ---- packets in ------------------------------------------------------------------
+    @torch.no_grad()
+    def push(self, sid: int, packet) -> int:
+        """Take one packet of stream ``sid`` (in stream order). A keyframe is decoded and its
+        reference built now; a token packet is entropy-decoded and its frames queued.
+        Returns the stream's pending frame count."""
+        st = self._get(sid)
+        if isinstance(packet, KeyframePacket):
+            x_r = st.dec._keyframe(packet)
+            st.queue.append(st.dec._out(x_r)[0])
+        else:
+            q = st.dec._symbols(packet)
+            st.queue.extend((row, st.dec.ref) for row in q)
+        return len(st.queue)
+
+    # ---- frames out ------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> dict[int, list[np.ndarray]]:
+        """Advance every stream with a pending token frame by one frame, all in one batched
+        forward pass. Returns {stream id: frames, in order} for the streams that gave
+        frames: the decoded one, with any keyframe pictures queued just before or after it."""
+        out: dict[int, list[np.ndarray]] = {}
+        batch = []                                      # (sid, symbols (C,), reference)
+        for sid, st in self._streams.items():
+            ready = self._ready(st)
+            if ready:
+                out[sid] = ready
+            if st.queue:
+                q, ref = st.queue.popleft()
+                batch.append((sid, q, ref))
+        if not batch:
+            return out
+        x = self._decode(batch).cpu()                    # (B, 3, S, S): one copy off the device
+        for (sid, _, _), x_i in zip(batch, x):
+            st = self._streams[sid]
+            frame = video.from_model(x_i[None], st.dec.h.width, st.dec.h.height)[0]
+            out.setdefault(sid, []).append(frame)
+            out[sid] += self._ready(st)
+        return out
+
+    def drain(self):
+        """Step until no stream has pending frames; yields each step's result."""
+        while any(st.queue for st in self._streams.values()):
+            yield self.step()
+
+    @staticmethod
+    def _ready(st: _Stream) -> list[np.ndarray]:
+        frames = []
+        while st.queue and isinstance(st.queue[0], np.ndarray):
+            frames.append(st.queue.popleft())
+        return frames
+
+    def _decode(self, batch) -> torch.Tensor:
+        q = torch.stack([b[1] for b in batch])          # (B, C) integer symbols
+        mult = torch.tensor([[self._streams[b[0]].dec.mult] for b in batch],
+                            dtype=torch.float32, device=q.device)      # (B, 1): per-stream step
+        refs = [b[2] for b in batch]
+        ref = self._stack(refs)
+        n = self.max_batch or len(batch)
+        return torch.cat([self.m.decode(q[i:i + n], mult[i:i + n], _slice(ref, i, i + n))
+                          for i in range(0, len(batch), n)])
+
+    def _stack(self, refs: list[ReferenceState]) -> ReferenceState:
+        if len(refs) == 1:
+            return refs[0]
+        last = self._stacked
+        if last is not None and len(last[0]) == len(refs) and all(a is b for a, b in zip(last[0], refs)):
+            return last[1]
+        stacked = stack_references(refs)
+        self._stacked = (refs, stacked)
+        return stacked
