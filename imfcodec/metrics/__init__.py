@@ -9,9 +9,10 @@ per image, shape ``(B,)``.
   weights 0.0448, 0.2856, 0.3001, 0.2363, 0.1333, K = (0.01, 0.03)), ``data_range=1``.
 * :class:`LPIPS` / :func:`get_lpips`: LPIPS v0.1 (see :mod:`imfcodec.metrics.lpips`).
 * :class:`VGGFeatures`: frozen ImageNet VGG16 taps (see :mod:`imfcodec.metrics.vgg`).
+* :class:`DISTS` / :func:`get_dists`: DISTS (see :mod:`imfcodec.metrics.dists`).
 * :mod:`imfcodec.metrics.backbones`: the AlexNet / VGG16 feature layouts both tap.
 
-LPIPS and VGGFeatures load on first use, so ``psnr`` alone never imports the weight fetcher.
+LPIPS, DISTS and VGGFeatures load on first use, so ``psnr`` alone never imports the weight fetcher.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
-__all__ = ["LPIPS", "VGGFeatures", "VGG_LAYERS", "get_lpips", "ms_ssim", "psnr",
+__all__ = ["DISTS", "get_dists", "LPIPS", "VGGFeatures", "VGG_LAYERS", "get_lpips", "ms_ssim", "psnr",
            "MS_SSIM_MIN_SIDE"]
 
 #: MS-SSIM with 5 scales and an 11-pixel window needs the smaller image side to exceed
@@ -70,6 +71,9 @@ def __getattr__(name):
     if name == "LPIPS":
         from imfcodec.metrics.lpips import LPIPS
         return LPIPS
+    if name == "DISTS":
+        from imfcodec.metrics.dists import DISTS
+        return DISTS
     if name in ("VGGFeatures", "VGG_LAYERS"):
         from imfcodec.metrics import vgg
         return getattr(vgg, name)
@@ -88,3 +92,14 @@ def get_lpips(net: str = "alex", device: str | torch.device = "cpu"):
     The instance is shared: do not move it to another device or change its dtype in place.
     """
     return _cached_lpips(net, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_dists(device: str):
+    from imfcodec.metrics.dists import DISTS
+    return DISTS().to(device)
+
+
+def get_dists(device: str | torch.device = "cpu"):
+    """A shared, frozen :class:`DISTS` instance per device (built once per process)."""
+    return _cached_dists(str(torch.device(device)))
