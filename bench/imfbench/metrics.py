@@ -1,0 +1,154 @@
+"""Per-frame quality (PSNR-RGB, MS-SSIM, LPIPS-alex, DISTS) and the two temporal measures,
+pulse and flicker (definitions in bench/conditions.md, section 4)."""
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ["psnr", "ms_ssim", "lpips", "dists"]
+#: per-clip temporal measures (one value per stream, from the per-frame series)
+TEMPORAL = ["pulse", "flicker"]
+HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "lpips": False, "dists": False}
+METRIC_LABEL = {"psnr": "PSNR-RGB (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS-alex (lower is better)",
+                "dists": "DISTS (lower is better)", "flicker": "flicker (8-bit luma levels)"}
+PSNR_CAP = 100.0          # dB, for a frame identical to its source (MSE 0)
+METRIC_BATCH = 8
+#: a pixel is "still" in the source when its luma moves by at most this many 8-bit levels
+STILL_LEVELS = 2.0
+#: frames whose still area is below this fraction of the picture get no flicker value
+MIN_STILL_FRACTION = 0.01
+DISTS_EVERY = 5
+
+
+def luma(frames: np.ndarray) -> np.ndarray:
+    """BT.601 luma of uint8 RGB (N, H, W, 3), float32 in 8-bit levels."""
+    f = frames.astype(np.float32)
+    return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+
+
+def pulse(per_frame: np.ndarray) -> float:
+    """Mean absolute change of a per-frame series between consecutive frames
+    (``mean_t |x_t - x_{t-1}|``, t = 1..N-1; NaN pairs ignored). On per-frame LPIPS this is
+    the bench's "pulse": a sawtooth of amplitude A and period P frames scores 2A/P."""
+    x = np.asarray(per_frame, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan")
+    d = np.abs(np.diff(x))
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+
+
+def flicker_per_frame(src: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per frame t >= 1: the mean absolute temporal change of the coding error,
+    ``|(D_t - S_t) - (D_{t-1} - S_{t-1})|`` in luma levels, over the pixels the source holds
+    still (``|S_t - S_{t-1}| <= STILL_LEVELS``). NaN for frame 0 and for frames whose still
+    area is under ``MIN_STILL_FRACTION`` of the picture."""
+    n = len(src)
+    out = np.full(n, np.nan)
+    prev_s = prev_e = None
+    for i in range(n):
+        s = luma(src[i:i + 1])[0]
+        e = luma(dec[i:i + 1])[0] - s
+        if prev_s is not None:
+            still = np.abs(s - prev_s) <= STILL_LEVELS
+            if still.mean() >= MIN_STILL_FRACTION:
+                out[i] = float(np.abs(e - prev_e)[still].mean())
+        prev_s, prev_e = s, e
+    return out
+
+
+class Metrics:
+    """Per-frame PSNR-RGB, MS-SSIM, LPIPS-alex and DISTS (imfcodec.metrics) and flicker,
+    NaN where undefined. DISTS is measured on every ``dists_every``-th frame (0, k, 2k, ...):
+    a VGG16 pass per frame costs about 15x an AlexNet one; the source's DISTS statistics are
+    computed once per clip (:meth:`set_source`)."""
+
+    def __init__(self, size: int, skip, dists_every: int = DISTS_EVERY, use_dists: bool = True):
+        import torch  # noqa: F401
+        from imfcodec.metrics import MS_SSIM_MIN_SIDE
+        self.use_msssim = size >= MS_SSIM_MIN_SIDE
+        self.msssim_note = ("" if self.use_msssim else
+                            f"MS-SSIM undefined below {MS_SSIM_MIN_SIDE} px (test size {size}): NaN")
+        if not self.use_msssim:
+            skip("ms_ssim", "metric", self.msssim_note)
+        self.dists_every = dists_every
+        self.lpips = self.dists = None
+        self.lpips_note = self.dists_note = ""
+        self._src_key = None
+        self._src_stats = {}
+        try:
+            from imfcodec.assets import MissingWeightsError
+            from imfcodec.metrics import get_dists, get_lpips
+            try:
+                self.lpips = get_lpips("alex", "cpu")
+            except MissingWeightsError as e:
+                self.lpips_note = f"LPIPS weights missing, LPIPS is NaN ({str(e).splitlines()[0]})"
+            if use_dists:
+                try:
+                    self.dists = get_dists("cpu")
+                except MissingWeightsError as e:
+                    self.dists_note = f"VGG16 weights missing, DISTS is NaN ({str(e).splitlines()[0]})"
+            else:
+                self.dists_note = "DISTS not measured (--no-dists): NaN"
+        except ImportError as e:
+            self.lpips_note = f"LPIPS unavailable ({e}), LPIPS is NaN"
+            self.dists_note = f"DISTS unavailable ({e}), DISTS is NaN"
+        if self.lpips_note:
+            skip("lpips", "metric", self.lpips_note)
+        if self.dists_note:
+            skip("dists", "metric", self.dists_note)
+
+    def config(self) -> dict:
+        """What the per-frame values depend on (part of the row cache's key)."""
+        return {"metrics": METRICS, "dists_every": self.dists_every if self.dists else None,
+                "lpips": self.lpips is not None, "ms_ssim": self.use_msssim,
+                "still_levels": STILL_LEVELS, "min_still_fraction": MIN_STILL_FRACTION}
+
+    def dists_frames(self, n: int) -> range:
+        return range(0, n, self.dists_every)
+
+    @staticmethod
+    def _tensor(frames):
+        import torch
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+    def set_source(self, key, src: np.ndarray):
+        """Compute the source's DISTS statistics once per clip."""
+        import torch
+        if self.dists is None or key == self._src_key:
+            return
+        self._src_stats = {}
+        with torch.inference_mode():
+            for i in self.dists_frames(len(src)):
+                self._src_stats[i] = self.dists.stats(self._tensor(src[i:i + 1]))
+        self._src_key = key
+
+    def __call__(self, src: np.ndarray, dec: np.ndarray) -> dict:
+        import torch
+        from imfcodec.metrics import ms_ssim, psnr
+        n = len(src)
+        out = {m: np.full(n, np.nan) for m in METRICS}
+        with torch.inference_mode():
+            for i in range(0, n, METRIC_BATCH):
+                a, b = self._tensor(src[i:i + METRIC_BATCH]), self._tensor(dec[i:i + METRIC_BATCH])
+                out["psnr"][i:i + len(a)] = psnr(a, b).clamp(max=PSNR_CAP).numpy()
+                if self.use_msssim:
+                    out["ms_ssim"][i:i + len(a)] = ms_ssim(a, b).double().numpy()
+                if self.lpips is not None:
+                    out["lpips"][i:i + len(a)] = self.lpips(a, b).double().numpy()
+            if self.dists is not None:
+                for i in self.dists_frames(n):
+                    ref = self._src_stats.get(i) or self.dists.stats(self._tensor(src[i:i + 1]))
+                    out["dists"][i] = float(self.dists.compare(ref, self.dists.stats(self._tensor(dec[i:i + 1])))[0])
+        out["flicker"] = flicker_per_frame(src, dec)
+        return out
+
+
+def summary(per_frame: dict) -> dict:
+    """Per-stream values: each metric's mean over frames, pulse (of per-frame LPIPS) and
+    flicker (mean of its per-frame values)."""
+    out = {}
+    for m in METRICS + ["flicker"]:
+        v = per_frame.get(m)
+        out[m] = (float(np.nanmean(v)) if v is not None and np.isfinite(v).any() else float("nan"))
+    lp = per_frame.get("lpips")
+    out["pulse"] = pulse(lp) if lp is not None else float("nan")
+    return out

@@ -1,0 +1,293 @@
+"""The bench loop: for each clip, every codec at every coded size and setting, measured, cached,
+and the tables rewritten after each clip (so a stopped run leaves complete clips behind)."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+from imfbench.anchors import ANCHORS, CODECS, THREAD_TYPE, VP9_CPU_USED, WARMUP_FRAMES, AnchorRunner, \
+    ImfRunner, codec_name
+from imfbench.cache import RowCache, source_digest
+from imfbench.common import BenchError, fmt_num, parse_int_list, safe_name
+from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics, summary
+from imfbench.report import codec_versions, machine_info, plot_detail, plot_rd, write_tables
+from imfbench.source import find_videos, test_source
+
+FAST_FRAMES = 8
+FAST_QUALITIES = (2, 6)
+MIN_SIZE = 32
+
+
+def default_sizes(test_size: int) -> list[int]:
+    """The test size, half and a quarter of it (256: 256, 128, 64), none below MIN_SIZE."""
+    return [s for s in (test_size, test_size // 2, test_size // 4) if s >= MIN_SIZE]
+
+
+def _error(msg: str) -> int:
+    print(f"rd_curve.py: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
+    t_start = time.time()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log("rd_curve.py " + " ".join(argv))
+    # codecs
+    asked = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    codecs = []
+    for c in asked:
+        if c not in CODECS:
+            skip(c, "codec", f"unknown codec {c!r}; choose from {', '.join(CODECS)}")
+        elif c not in codecs:
+            codecs.append(c)
+    import av
+    for c in list(codecs):
+        if c in ANCHORS:
+            try:
+                av.codec.Codec(ANCHORS[c].encoder, "w")
+            except Exception:
+                skip(c, "codec", f"encoder {ANCHORS[c].encoder} is not in this PyAV build")
+                codecs.remove(c)
+    if not codecs:
+        return _error(f"no usable codec in --codecs {args.codecs!r} (choose from {', '.join(CODECS)})")
+    # settings
+    try:
+        qualities = (list(FAST_QUALITIES) if args.fast and args.qualities is None else
+                     parse_int_list(args.qualities or "1-8", 1, 8))
+        ladders = {n: list(a.fast_ladder if args.fast else a.ladder) for n, a in ANCHORS.items()}
+        small = {n: list(a.fast_ladder if args.fast else a.small_ladder) for n, a in ANCHORS.items()}
+        for spec in args.ladder:
+            name, _, lst = spec.partition("=")
+            if name not in ANCHORS:
+                raise argparse.ArgumentTypeError(f"--ladder {spec!r}: unknown anchor {name!r} "
+                                                 f"(choose from {', '.join(ANCHORS)})")
+            ladders[name] = small[name] = sorted(parse_int_list(lst, 0, ANCHORS[name].max_crf))
+        sizes_arg = parse_int_list(args.sizes, MIN_SIZE, 4096) if args.sizes else None
+    except argparse.ArgumentTypeError as e:
+        return _error(str(e))
+    frames = args.frames or (FAST_FRAMES if args.fast else 250)
+    if frames < 1:
+        return _error("--frames must be >= 1")
+    if args.dists_every < 1:
+        return _error("--dists-every must be >= 1")
+    # model
+    model = None
+    if "imf" in codecs:
+        import imfcodec
+        try:
+            model = imfcodec.load_model(args.model, args.device, args.precision)
+        except imfcodec.IMFCodecError as e:
+            skip("imf", "codec", f"model not loaded: {e}")
+            codecs.remove("imf")
+    size = args.size or (model.config.image_size if model is not None else 256)
+    if model is not None and size != model.config.image_size:
+        log(f"note: test size {size} differs from the model's coded size {model.config.image_size}")
+    size_from = ("the model's coded size" if model is not None and size == model.config.image_size
+                 else "--size" if args.size else "default, no imf model")
+    sizes = sorted({s for s in (sizes_arg or default_sizes(size)) if s <= size} | {size}, reverse=True)
+    if sizes_arg and any(s > size for s in sizes_arg):
+        log(f"note: coded sizes above the test size {size} are not used: "
+            f"{[s for s in sizes_arg if s > size]}")
+    log(f"test size {size}x{size} ({size_from}), {frames} frames per clip, codecs {','.join(codecs)}, "
+        f"anchor coded sizes {sizes}, imf qualities {qualities}, "
+        + ", ".join(f"{c} crf {ladders[c]} (reduced sizes {small[c]})" for c in codecs if c in ANCHORS))
+    metrics = Metrics(size, skip, args.dists_every, use_dists=not args.no_dists)
+    cache = RowCache(out)
+    reuse = None
+    if args.reuse:
+        if not (Path(args.reuse) / "cache").is_dir():
+            return _error(f"--reuse {args.reuse}: not a bench output folder (no cache/ in it)")
+        reuse = RowCache(Path(args.reuse), writable=False)
+    runners = {}
+    if model is not None:
+        runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
+        kc = runners["imf"].keyframe_codec
+        log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s "
+            + ", ".join(f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/"
+                        f"{model.min_keyframe_interval(q):g}" for q in qualities))
+    for c in codecs:
+        if c in ANCHORS:
+            runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)
+    # plan: (runner name, coded size, [(label, value, order)])
+    plan = []
+    for c in runners:
+        if c == "imf":
+            plan.append((c, size, runners[c].settings(qualities)))
+        else:
+            for s in sizes:
+                plan.append((c, s, runners[c].settings(ladders[c] if s == size else small[c])))
+
+    def key_of(c, s, label, n, digest):
+        k = {"codec": c, "size": s, "setting": label, "frames": n, "test_size": size, "source": digest,
+             "metrics": metrics.config()}
+        if c == "imf":
+            k.update(model=model.sha256, precision=str(model.dtype), device=str(model.device),
+                     keyframe_codec=runners["imf"].keyframe_codec)
+        else:
+            a = ANCHORS[c]
+            k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
+                     strip_sei=not args.keep_sei)
+        return k
+
+    # videos
+    videos = find_videos(args.videos, skip)
+    names = {}
+    for p in videos:
+        base = safe_name(p.stem)
+        name, k = base, 2
+        while name in names.values():
+            name, k = f"{base}_{k}", k + 1
+        names[p] = name
+    results, ran = [], []
+    from tqdm import tqdm
+    per_clip = sum(len(st) for _, _, st in plan)
+    bar = tqdm(total=len(videos) * per_clip, unit="run", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    log.bar = bar
+    counts = {"measured": 0, "cached": 0, "reused": 0}
+
+    def write_meta(complete: bool, made=()):
+        x264 = runners["x264"].version_info() if "x264" in runners else ""
+        meta = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "argv": argv, "complete": complete,
+            "machine": machine_info(),
+            "test_source": {"size": [size, size], "size_from": size_from, "frames": frames,
+                            "resize": "imfcodec.video.to_model (bilinear, antialias, stretch) then to_uint8",
+                            "fps": "clip's real rate (imfcodec.video.probe)"},
+            "imf": None if model is None else {
+                "model_id": model.model_id, "sha256": model.sha256, "image_size": model.config.image_size,
+                "token_dim": model.config.token_dim, "device": str(model.device),
+                "precision": str(model.dtype).replace("torch.", ""), "qualities": qualities,
+                "model_arg": args.model, "imfcodec_version": __import__("imfcodec").__version__},
+            "anchors": {c: {"ladder": ladders[c], "reduced_size_ladder": small[c], "coded_sizes": sizes,
+                            "options": ANCHORS[c].options("<crf>", "<frames+1>"),
+                            "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,
+                            "format": ANCHORS[c].fmt, "strip_x264_info_sei": c == "x264" and not args.keep_sei}
+                        for c in runners if c in ANCHORS},
+            "reduced_size": "downscale: imfcodec.video.to_model (bilinear, antialias) to the coded size, "
+                            "to_uint8; upscale of the decoded frames: PIL Image.resize LANCZOS to the test size",
+            "vp9_cpu_used": VP9_CPU_USED,
+            "versions": codec_versions([c for c in runners if c in ANCHORS], x264),
+            "metrics": {"psnr": f"10 log10(1/MSE) over RGB in [0,1] per frame, capped at {PSNR_CAP} dB, "
+                                "mean over frames",
+                        "ms_ssim": metrics.msssim_note or "pytorch_msssim 5-scale defaults, data_range 1, "
+                                   "per frame, mean over frames",
+                        "lpips": metrics.lpips_note or "LPIPS v0.1 AlexNet, inputs [0,1], per frame, mean over frames",
+                        "dists": metrics.dists_note or f"imfcodec.metrics.DISTS on frames 0, {args.dists_every}, "
+                                 f"{2 * args.dists_every}, ..., mean over those",
+                        "pulse": "mean over t of |LPIPS_t - LPIPS_(t-1)|",
+                        "flicker": f"mean over t of the mean |(D_t - S_t) - (D_(t-1) - S_(t-1))| (BT.601 luma, "
+                                   f"8-bit levels) over pixels with |S_t - S_(t-1)| <= {STILL_LEVELS} "
+                                   f"(frames with < {MIN_STILL_FRACTION:.0%} such pixels left out)"},
+            "timing": f"wall clock (time.perf_counter), frames / seconds, after a {WARMUP_FRAMES}-frame "
+                      "warm-up encode+decode per clip, codec and size; encode: RGB frames in -> bytes "
+                      "(downscale included); decode: stream bytes -> RGB frames at the test size "
+                      "(upscale included). Cached and reused rows keep the speeds of the run that measured them.",
+            "rows": counts,
+            "videos_ran": ran, "skipped": [dict(zip(["item", "kind", "reason"], s)) for s in skipped],
+            "outputs": ["rd.csv", "hulls.csv", "bdrate.csv", "frames.csv", "streams.csv", "skipped.csv"]
+                       + list(made),
+            "seconds": round(time.time() - t_start, 1),
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    detail_frames = {}
+    for path in videos:
+        vname = names[path]
+        bar.set_description(vname)
+        try:
+            src, fps = test_source(path, frames, size)
+        except BenchError as e:
+            skip(str(path), "video", str(e))
+            bar.update(per_clip)
+            continue
+        n = len(src)
+        digest = source_digest(src)
+        log(f"[{vname}] {path}: {n} frames at {float(fps):.4g} fps ({fps}), test size {size}x{size}"
+            + (f" (clip has only {n} < {frames} frames)" if n < frames else ""))
+        ok = 0
+        for c, s, settings in plan:
+            runner = runners[c]
+            cname = c if c == "imf" else codec_name(c, s, size)
+            todo = []
+            for label, value, order in settings:
+                key = key_of(c, s, label, n, digest)
+                r, how = cache.get(vname, cname, label, key, fps), "cached"
+                if r is None and reuse is not None:
+                    r, how = reuse.get(vname, cname, label, key, fps), "reused"
+                if r is None:
+                    todo.append((label, value, key))
+                    continue
+                r.note = "; ".join(x for x in [r.note, f"{how} ({args.reuse})" if how == "reused" else ""] if x)
+                results.append(r)
+                counts[how] += 1
+                ok += 1
+                bar.update(1)
+            if not todo:
+                continue
+            try:
+                runner.warm_up(src, fps, todo[0][1], s)
+            except Exception as e:
+                skip(f"{vname}:{cname}", "codec", f"warm-up failed: {type(e).__name__}: {e}")
+                bar.update(len(todo))
+                continue
+            metrics.set_source(digest, src)
+            for label, value, key in todo:
+                bar.set_postfix_str(f"{cname} {label}")
+                try:
+                    r, dec = runner.run(vname, src, fps, value, s)
+                except Exception as e:
+                    skip(f"{vname}:{cname}:{label}", "setting", f"{type(e).__name__}: {e}")
+                    bar.update(1)
+                    continue
+                r.per_frame = metrics(src, dec)
+                cache.put(r, key)
+                results.append(r)
+                counts["measured"] += 1
+                ok += 1
+                sm = summary(r.per_frame)
+                log(f"[{vname}] {cname} {label}: kbps={r.kbps:.3f} psnr={sm['psnr']:.3f} "
+                    f"lpips={fmt_num(sm['lpips'], 5)} dists={fmt_num(sm['dists'], 5)} "
+                    f"pulse={fmt_num(sm['pulse'], 4)} flicker={fmt_num(sm['flicker'], 3)} "
+                    f"enc={r.enc_fps:.1f}fps dec={r.dec_fps:.1f}fps bytes={r.nbytes} "
+                    f"keyframes={r.keyframes}" + (f" ({r.note})" if r.note else ""))
+                bar.update(1)
+        if ok:
+            ran.append(vname)
+            detail_frames[vname] = src[n // 2]
+        del src
+        write_tables(results, out, skipped, size)
+        write_meta(False)
+    bar.close()
+    log.bar = None
+    write_tables(results, out, skipped, size)
+    made = []
+    if results:
+        detail = args.detail if args.detail in ran else (ran[0] if ran else None)
+        if args.detail and args.detail not in ran:
+            log(f"note: --detail {args.detail!r} is not a clip that ran; using {detail!r}")
+        try:
+            made += plot_rd(results, out, log)
+            if detail:
+                for r in results:
+                    if r.video == detail:
+                        r.mid_frame_src = detail_frames[detail]
+                        r.mid_frame = runners[r.family].decode_middle(r, size)
+                made += plot_detail(results, detail, out, log)
+        except Exception as e:   # a plot must never cost the numbers
+            skip("plots", "output", f"plotting failed: {type(e).__name__}: {e}")
+            write_tables(results, out, skipped, size)
+    write_meta(True, made)
+    summary_line = (f"rd_curve: {len(ran)} video(s) ran, {len(results)} streams "
+                    f"({counts['measured']} measured, {counts['cached']} from the cache, "
+                    f"{counts['reused']} reused), {len(skipped)} item(s) skipped"
+                    + (f" ({'; '.join(f'{k} {i}' for i, k, _ in skipped)}; see {out / 'skipped.csv'})"
+                       if skipped else "")
+                    + f"; results in {out}")
+    log.fh.write(summary_line + "\n")
+    print(summary_line)
+    return 0 if ran else 1

@@ -1,0 +1,63 @@
+"""The test source (every codec's input and every metric's reference) and the resampling a
+reduced-resolution sender and its receiver do."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from imfbench.common import BenchError
+
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".y4m", ".m4v", ".ts", ".flv", ".mpg", ".mpeg"}
+
+
+def find_videos(paths, skip) -> list[Path]:
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            skip(str(p), "video", "no such file or folder")
+        elif p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+            if not found:
+                skip(str(p), "video", f"folder has no video files ({', '.join(sorted(VIDEO_EXTS))})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def test_source(path: Path, frames: int, size: int) -> tuple[np.ndarray, Fraction]:
+    """The clip's first ``frames`` frames at size x size, uint8 (N, S, S, 3), and its fps."""
+    from imfcodec import video
+    try:
+        info = video.probe(path)
+        chunks, buf = [], []
+        for f in video.read_frames(path, max_frames=frames):
+            buf.append(f)
+            if len(buf) == 16:
+                chunks.append(video.to_uint8(video.to_model(np.stack(buf), size)))
+                buf = []
+        if buf:
+            chunks.append(video.to_uint8(video.to_model(np.stack(buf), size)))
+    except Exception as e:  # VideoError and anything FFmpeg raises on a broken file
+        raise BenchError(f"cannot read as video: {e}") from None
+    if not chunks:
+        raise BenchError("no decodable frames")
+    return np.ascontiguousarray(np.concatenate(chunks)), Fraction(info.fps)
+
+
+def downscale(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> (N, size, size, 3): antialiased bilinear (the same filter as the
+    test source, ``imfcodec.video.to_model``), rounded to uint8; what a sender does before
+    coding a reduced resolution."""
+    from imfcodec import video
+    out = [video.to_uint8(video.to_model(frames[i:i + 32], size)) for i in range(0, len(frames), 32)]
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def upscale(frames, size: int) -> np.ndarray:
+    """uint8 frames -> (N, size, size, 3) with Lanczos (PIL, a = 3); what the receiver shows."""
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.LANCZOS)) for f in frames])
