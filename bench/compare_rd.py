@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import HIGHER_IS_BETTER, METRICS, bd_rate  # noqa: E402
+from imfbench.bdrate import bd_rate
+from imfbench.metrics import HIGHER_IS_BETTER, METRICS
 
 
 def compare(old: pd.DataFrame, new: pd.DataFrame, codec: str = "imf", metric: str = "lpips") -> pd.DataFrame:

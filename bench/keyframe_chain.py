@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import test_source  # noqa: E402
+from imfbench.source import test_source
 
 from imfcodec import keyframe, video  # noqa: E402
 from imfcodec.metrics import psnr as _psnr  # noqa: E402

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import test_source  # noqa: E402
+from imfbench.source import test_source
 
 from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
 from imfcodec.metrics import psnr  # noqa: E402

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import Metrics, parse_int_list, test_source  # noqa: E402
+from imfbench.bdrate import lower_hull
+from imfbench.common import parse_int_list
+from imfbench.metrics import Metrics
+from imfbench.source import test_source
 
-from imfcodec import container, video  # noqa: E402
-from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder  # noqa: E402
-from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
+from imfcodec import container, video
+from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder
+from imfcodec.model import DEFAULT_MODEL, load_model
 
 
 def float_list(text: str) -> list[float]:
@@ -56,23 +58,6 @@ def code_clip(model, src: np.ndarray, fps, quality: int, codec: str, drop: float
     return sizes.total, np.stack(recon), enc.stats.keyframes
 
 
-def lower_hull(points: list[tuple[float, float]]) -> set[int]:
-    """Indices of the points on the lower-left convex hull of (rate, distortion)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    hull: list[int] = []
-    for i in order:
-        if hull and points[i][1] >= points[hull[-1]][1]:
-            continue                                   # costs more and is no better
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2), (x3, y3) = (points[j] for j in (hull[-2], hull[-1], i))
-            if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) <= 0:   # middle point not convex
-                hull.pop()
-            else:
-                break
-        hull.append(i)
-    return set(hull)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("videos", nargs="+", type=Path)
@@ -90,7 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     model = load_model(a.model, "cpu")
-    metrics = Metrics(model.config.image_size, print, lambda item, kind, reason: print(reason))
+    metrics = Metrics(model.config.image_size, lambda item, kind, reason: print(reason), use_dists=False)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.min_interval is None:
         a.min_interval = [model.min_keyframe_interval(a.quality)]

@@ -1,8 +1,10 @@
-"""bench/rd_curve.py: the rate-distortion bench, in its fast mode on a small synthetic clip
-with a random tiny model, checked against independent measurements of the same files.
+"""bench/rd_curve.py and its imfbench package: the rate-distortion bench, in its fast mode on a
+small synthetic clip with a random tiny model, checked against independent measurements of the
+same files.
 
 One bench run (module fixture) feeds most tests; each independent check re-derives its
-number from the files on disk with code that does not go through the bench.
+number from the files on disk with code that does not go through the bench. bench/ is on
+the import path through pyproject.toml (``pythonpath``), as it is for the scripts themselves.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import importlib.util
 import json
 import math
 import os
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,15 +26,12 @@ FPS = Fraction(24)          # not 25, so a bench that assumed 25 fps would be ca
 CLIP_FRAMES = 10            # the bench's fast mode uses the first 8
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("rd_curve", REPO / "bench" / "rd_curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod            # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+import rd_curve as rd  # noqa: E402  (bench/rd_curve.py)
+from imfbench import anchors, bdrate, metrics  # noqa: E402
+from imfbench.common import parse_int_list  # noqa: E402
+from imfbench.run import FAST_FRAMES, FAST_QUALITIES  # noqa: E402
 
-
-rd = _load_bench()
+SIZES = (64, 32)            # the test size of the tiny model, and one reduced size
 
 
 # ---- fixtures -------------------------------------------------------------------------------
@@ -82,7 +80,7 @@ def run(bench_files, tmp_path_factory):
         code = rd.main(["--videos", str(bench_files / "talk.mp4"), str(bench_files / "notes.txt"),
                         str(bench_files / "missing.mp4"), str(bench_files / "empty_dir"),
                         "--out", str(out), "--fast", "--model", str(bench_files / "tiny.pt"),
-                        "--codecs", "imf,x264,x265,av1,h266", "-q"])
+                        "--codecs", "imf,x264,x265,av1,vp9,h266", "--sizes", "64,32", "-q"])
     return {"code": code, "out": out, "stderr": err.getvalue(), "src": bench_files}
 
 
@@ -110,23 +108,25 @@ def test_rd_csv_schema_and_rows(run):
     assert run["code"] == 0
     with open(run["out"] / "rd.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["video", "codec", "setting", "kbps", "psnr", "ms_ssim", "lpips", "enc_fps", "dec_fps"]
+    assert header == ["video", "codec", "setting", "size", "kbps", "psnr", "ms_ssim", "lpips", "dists",
+                      "pulse", "flicker", "enc_fps", "dec_fps"]
     rows = _rows(run["out"] / "rd.csv")
-    got = {(r["codec"], r["setting"]) for r in rows}
-    want = {("imf", f"q{q}") for q in rd.FAST_QUALITIES}
-    for name, a in rd.ANCHORS.items():
-        want |= {(name, f"crf{c}") for c in a.fast_ladder}
+    got = {(r["codec"], r["setting"], r["size"]) for r in rows}
+    want = {("imf", f"q{q}", "64") for q in FAST_QUALITIES}
+    for name, a in anchors.ANCHORS.items():
+        want |= {(name, f"crf{c}", "64") for c in a.fast_ladder}
+        want |= {(f"{name}@32", f"crf{c}", "32") for c in a.fast_ladder}
     assert got == want
     for r in rows:
         assert r["video"] == "talk"
-        for k in ("kbps", "psnr", "lpips", "enc_fps", "dec_fps"):
+        for k in ("kbps", "psnr", "lpips", "dists", "pulse", "flicker", "enc_fps", "dec_fps"):
             assert math.isfinite(float(r[k])) and float(r[k]) > 0, (r, k)
         assert r["ms_ssim"] == "nan"            # 64x64 test size: MS-SSIM undefined
 
 
 def test_rate_rises_with_quality(run):
     rows = _rows(run["out"] / "rd.csv")
-    for codec in ("imf", "x264", "x265", "av1"):
+    for codec in {r["codec"] for r in rows}:
         rs = [r for r in rows if r["codec"] == codec]
         # imf: q ascending; anchors: CRF descending = quality ascending
         key = (lambda r: int(r["setting"][1:])) if codec == "imf" else (lambda r: -int(r["setting"][3:]))
@@ -140,14 +140,14 @@ def test_imf_rate_and_psnr_match_independent_measurement(run):
     src_clip = run["src"] / "talk.mp4"
     fps = video.probe(src_clip).fps
     model = imfcodec.load_model(str(run["src"] / "tiny.pt"), "cpu")
-    src = _test_source(src_clip, rd.FAST_FRAMES, model.config.image_size)
+    src = _test_source(src_clip, FAST_FRAMES, model.config.image_size)
     rows = {r["setting"]: r for r in _rows(run["out"] / "rd.csv") if r["codec"] == "imf"}
-    for q in rd.FAST_QUALITIES:
+    for q in FAST_QUALITIES:
         path = run["out"] / "streams" / f"talk_imf_q{q}.imf"
         data = path.read_bytes()
         header, frames = imfcodec.decode_bytes(data, model)
         dec = list(frames)
-        assert header.frame_count == len(dec) == rd.FAST_FRAMES
+        assert header.frame_count == len(dec) == FAST_FRAMES
         assert Fraction(header.fps) == fps == FPS
         kbps = path.stat().st_size * 8 * float(fps) / len(dec) / 1000
         assert float(rows[f"q{q}"]["kbps"]) == pytest.approx(kbps, abs=6e-4)
@@ -168,20 +168,20 @@ def _strip_x264_sei(data: bytes) -> bytes:
     return data[:start] + data[end:]
 
 
-@pytest.mark.parametrize("codec,crf", [("x264", 41), ("x265", 41), ("av1", 52)])
-def test_anchor_rate_matches_independent_reencode(run, codec, crf):
-    """Same frames, same documented options, encoded here with plain PyAV: same bytes."""
+def _reencode(src, codec, crf, size=64):
+    """The documented encoder options, encoded here with plain PyAV: the list of packets."""
     import av
-    src = _test_source(run["src"] / "talk.mp4", rd.FAST_FRAMES, 64)
     n = len(src)
-    enc = {"x264": "libx264", "x265": "libx265", "av1": "libsvtav1"}[codec]
+    enc = {"x264": "libx264", "x265": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}[codec]
     opts = {"x264": {"preset": "medium", "crf": str(crf), "bf": "0", "g": str(n + 1),
                      "x264-params": "bframes=0"},
             "x265": {"preset": "medium", "crf": str(crf), "bf": "0", "g": str(n + 1),
                      "x265-params": f"bframes=0:keyint={n + 1}:info=0:log-level=error"},
-            "av1": {"preset": "8", "crf": str(crf), "g": str(n + 1), "svtav1-params": "pred-struct=1"}}[codec]
+            "av1": {"preset": "8", "crf": str(crf), "g": str(n + 1), "svtav1-params": "pred-struct=1"},
+            "vp9": {"deadline": "realtime", "cpu-used": "7", "lag-in-frames": "0", "error-resilient": "0",
+                    "row-mt": "1", "crf": str(crf), "b": "0", "g": str(n + 1)}}[codec]
     cc = av.CodecContext.create(enc, "w")
-    cc.width = cc.height = 64
+    cc.width = cc.height = size
     cc.pix_fmt, cc.time_base, cc.framerate = "yuv420p", 1 / FPS, FPS
     cc.thread_type = "AUTO"                # slice+frame, as the ffmpeg command line does
     cc.options = opts
@@ -191,17 +191,67 @@ def test_anchor_rate_matches_independent_reencode(run, codec, crf):
         f.pts = i
         packets += [bytes(p) for p in cc.encode(f)]
     packets += [bytes(p) for p in cc.encode(None)]
+    return packets
+
+
+def _decode(path, fmt=None):
+    import av
+    with av.open(str(path), format=fmt) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def _row(run, codec, setting):
+    return next(r for r in _rows(run["out"] / "rd.csv") if r["codec"] == codec and r["setting"] == setting)
+
+
+@pytest.mark.parametrize("codec,crf", [("x264", 41), ("x265", 41), ("av1", 52), ("vp9", 52)])
+def test_anchor_rate_matches_independent_reencode(run, codec, crf):
+    """Same frames, same documented options, encoded here with plain PyAV: same bytes."""
+    src = _test_source(run["src"] / "talk.mp4", FAST_FRAMES, 64)
+    n = len(src)
+    packets = _reencode(src, codec, crf)
     data = b"".join(packets)
     if codec == "x264":
         data = _strip_x264_sei(data)
-    path = run["out"] / "streams" / f"talk_{codec}_crf{crf}{rd.ANCHORS[codec].ext}"
-    assert path.read_bytes() == data                       # same bytes
-    row = next(r for r in _rows(run["out"] / "rd.csv") if r["codec"] == codec and r["setting"] == f"crf{crf}")
+    ext = {"x264": ".h264", "x265": ".hevc", "av1": ".obu", "vp9": ".ivf"}[codec]
+    path = run["out"] / "streams" / f"talk_{codec}_crf{crf}{ext}"
+    if codec == "vp9":      # IVF: 32-byte file header, 12-byte frame headers; the frames are the rate
+        raw = path.read_bytes()
+        assert raw[:4] == b"DKIF" and len(raw) == 32 + 12 * n + len(data)
+        frames, k = [], 32
+        while k < len(raw):
+            size = int.from_bytes(raw[k:k + 4], "little")
+            frames.append(raw[k + 12:k + 12 + size])
+            k += 12 + size
+        assert frames == packets
+    else:
+        assert path.read_bytes() == data                       # same bytes
+    row = _row(run, codec, f"crf{crf}")
     assert float(row["kbps"]) == pytest.approx(len(data) * 8 * float(FPS) / n / 1000, abs=6e-4)
     # same frames: decode the file with PyAV's defaults and measure PSNR in numpy
-    with av.open(str(path)) as c:
-        dec = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    dec = _decode(path)
     assert len(dec) == n
+    assert float(row["psnr"]) == pytest.approx(_psnr_np(src, dec), abs=2e-3)
+
+
+def test_downscaled_anchor_matches_independent_reencode(run):
+    """x264 coded at 32x32: antialiased bilinear downscale (torch directly), the documented
+    options, decode, Lanczos upscale (PIL) to 64x64: same bytes, same rate, same PSNR."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    src = _test_source(run["src"] / "talk.mp4", FAST_FRAMES, 64)
+    x = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 255
+    small = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    small = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    data = _strip_x264_sei(b"".join(_reencode(small, "x264", 41, size=32)))
+    path = run["out"] / "streams" / "talk_x264_s32_crf41.h264"
+    assert path.read_bytes() == data
+    row = _row(run, "x264@32", "crf41")
+    assert row["size"] == "32"
+    assert float(row["kbps"]) == pytest.approx(len(data) * 8 * float(FPS) / len(src) / 1000, abs=6e-4)
+    dec = [np.asarray(Image.fromarray(f).resize((64, 64), Image.LANCZOS)) for f in _decode(path, "h264")]
+    assert dec[0].shape == (64, 64, 3)
     assert float(row["psnr"]) == pytest.approx(_psnr_np(src, dec), abs=2e-3)
 
 
@@ -209,16 +259,23 @@ def test_streams_and_frames_tables(run):
     streams = _rows(run["out"] / "streams.csv")
     assert len(streams) == len(_rows(run["out"] / "rd.csv"))
     for s in streams:
-        assert int(s["frames"]) == rd.FAST_FRAMES and Fraction(s["fps"]) == FPS
-        assert int(s["bytes"]) == int(s["file_bytes"]) == os.path.getsize(run["out"] / s["file"])
+        assert int(s["frames"]) == FAST_FRAMES and Fraction(s["fps"]) == FPS
+        size = os.path.getsize(run["out"] / s["file"])
+        framing = 32 + 12 * FAST_FRAMES if s["file"].endswith(".ivf") else 0
+        assert int(s["file_bytes"]) == size and int(s["bytes"]) == size - framing, s
+        assert s["coded_size"] == ("32x32" if "@32" in s["codec"] else "64x64")
         if s["codec"] != "imf":
             assert int(s["keyframes"]) == 1                 # one keyframe, GOP longer than the test
     frames = _rows(run["out"] / "frames.csv")
-    assert len(frames) == rd.FAST_FRAMES * len(streams)
+    assert len(frames) == FAST_FRAMES * len(streams)
     rows = _rows(run["out"] / "rd.csv")
-    r0 = rows[0]
-    per = [float(f["psnr"]) for f in frames if (f["codec"], f["setting"]) == (r0["codec"], r0["setting"])]
-    assert float(r0["psnr"]) == pytest.approx(np.mean(per), abs=2e-3)
+    for r0 in rows[:3]:
+        per = [f for f in frames if (f["codec"], f["setting"]) == (r0["codec"], r0["setting"])]
+        assert float(r0["psnr"]) == pytest.approx(np.mean([float(f["psnr"]) for f in per]), abs=2e-3)
+        lp = np.array([float(f["lpips"]) for f in per])
+        assert float(r0["pulse"]) == pytest.approx(np.mean(np.abs(np.diff(lp))), abs=2e-5)
+        dists = [f["dists"] for f in per]
+        assert dists[0] != "nan" and dists[1] == "nan"      # DISTS on frames 0, 10, ...
 
 
 def test_bad_inputs_are_skipped_and_reported(run):
@@ -236,8 +293,8 @@ def test_bad_inputs_are_skipped_and_reported(run):
 
 def test_other_outputs(run):
     out = run["out"]
-    for name in ("rd_psnr.png", "rd_lpips.png", "perframe_talk.png", "grid_talk.png", "meta.json",
-                 "log.txt", "bdrate.csv", "frames.csv", "streams.csv"):
+    for name in ("rd_psnr.png", "rd_lpips.png", "rd_dists.png", "perframe_talk.png", "grid_talk.png",
+                 "meta.json", "log.txt", "bdrate.csv", "hulls.csv", "frames.csv", "streams.csv"):
         assert (out / name).stat().st_size > 0, name
     meta = json.loads((out / "meta.json").read_text())
     assert meta["test_source"]["size"] == [64, 64]
@@ -246,10 +303,13 @@ def test_other_outputs(run):
     v = meta["versions"]
     assert v["x264"]["version"].startswith("x264 core")
     assert v["x265"]["version"] != "x265 unknown" and v["av1"]["version"] != "SVT-AV1 unknown"
-    assert meta["anchors"]["x264"]["options"]["bf"] == "0"
+    assert v["vp9"]["version"] != "libvpx unknown"
+    assert meta["anchors"]["x264"]["options"]["bf"] == "0" and meta["complete"] is True
+    assert meta["anchors"]["vp9"]["options"]["deadline"] == "realtime"
     bd = _rows(out / "bdrate.csv")
     assert {(r["anchor"], r["metric"]) for r in bd if r["video"] == "talk"} == \
-        {(a, m) for a in ("x264", "x265", "av1") for m in ("psnr", "ms_ssim", "lpips")}
+        {(a + sfx, m) for a in ("x264", "x265", "av1", "vp9") for sfx in ("", "@32", "@best")
+         for m in ("psnr", "ms_ssim", "lpips", "dists")}
     assert list(bd[0]) == ["video", "anchor", "metric", "bd_rate_pct", "overlap_lo", "overlap_hi",
                            "overlap_width", "imf_points", "anchor_points", "note"]
 
@@ -257,10 +317,10 @@ def test_other_outputs(run):
 # ---- command-line errors ----------------------------------------------------------------------
 def test_only_unknown_codecs_is_a_usage_error(bench_files, tmp_path, capsys):
     code = rd.main(["--videos", str(bench_files / "talk.mp4"), "--out", str(tmp_path), "--fast",
-                    "--codecs", "h266,vp9", "-q"])
+                    "--codecs", "h266,vp8", "-q"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "h266" in err and "vp9" in err and "no usable codec" in err
+    assert "h266" in err and "vp8" in err and "no usable codec" in err
 
 
 def test_no_video_ran_exits_1(bench_files, tmp_path, capsys):
@@ -274,7 +334,7 @@ def test_no_video_ran_exits_1(bench_files, tmp_path, capsys):
 
 def test_missing_model_skips_imf_with_a_clear_message(bench_files, tmp_path, capsys):
     code = rd.main(["--videos", str(bench_files / "talk.mp4"), "--out", str(tmp_path), "--fast",
-                    "--codecs", "imf,x264", "--model", str(tmp_path / "nope.pt"), "--ladder", "x264=41,51",
+                    "--codecs", "imf,x264", "--model", str(tmp_path / "nope.pt"), "--ladder", "x264=41,51", "--sizes", "256",
                     "-q"])
     assert code == 0
     skipped = _rows(tmp_path / "skipped.csv")
@@ -286,14 +346,14 @@ def test_missing_model_skips_imf_with_a_clear_message(bench_files, tmp_path, cap
 @pytest.mark.parametrize("text,want", [("1-8", list(range(1, 9))), ("1,4,8", [1, 4, 8]),
                                        ("2-4,8,3", [2, 3, 4, 8])])
 def test_parse_int_list(text, want):
-    assert rd.parse_int_list(text, 1, 8) == want
+    assert parse_int_list(text, 1, 8) == want
 
 
 @pytest.mark.parametrize("text", ["0-3", "x", "5-2", ""])
 def test_parse_int_list_rejects(text):
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):
-        rd.parse_int_list(text, 1, 8)
+        parse_int_list(text, 1, 8)
 
 
 # ---- Bjontegaard delta rate on curves with a known answer ---------------------------------------
@@ -303,18 +363,18 @@ PSNRS = np.array([26.0, 30.5, 33.0, 36.8, 38.0])      # concave, unevenly spaced
 
 @pytest.mark.parametrize("factor,want", [(0.5, -50.0), (2.0, 100.0), (1.0, 0.0), (0.8, -20.0)])
 def test_bd_rate_known_answer(factor, want):
-    d = rd.bd_rate(RATES, PSNRS, RATES * factor, PSNRS, higher_is_better=True)
+    d = bdrate.bd_rate(RATES, PSNRS, RATES * factor, PSNRS, higher_is_better=True)
     assert d["bd_rate"] == pytest.approx(want, abs=1e-9)
     assert (d["overlap_lo"], d["overlap_hi"], d["overlap_width"]) == (26.0, 38.0, 12.0)
 
 
 def test_bd_rate_lower_is_better_metric():
     lp = np.array([0.40, 0.30, 0.20, 0.12, 0.08])       # LPIPS falls as rate rises
-    d = rd.bd_rate(RATES, lp, RATES / 2, lp, higher_is_better=False)
+    d = bdrate.bd_rate(RATES, lp, RATES / 2, lp, higher_is_better=False)
     assert d["bd_rate"] == pytest.approx(-50.0, abs=1e-9)
     assert d["overlap_lo"] == pytest.approx(0.08) and d["overlap_hi"] == pytest.approx(0.40)
     # a test codec with *worse* (higher) LPIPS at the same rates needs more rate: positive
-    worse = rd.bd_rate(RATES, lp, RATES, lp + 0.02, higher_is_better=False)
+    worse = bdrate.bd_rate(RATES, lp, RATES, lp + 0.02, higher_is_better=False)
     assert worse["bd_rate"] > 0
 
 
@@ -322,15 +382,15 @@ def test_bd_rate_partial_and_no_overlap():
     # log-rate linear in quality (PCHIP reproduces a line exactly): a test curve covering
     # only 29..35 of the anchor's 26..38 at half the rate is -50% over that overlap
     lin = np.array([26.0, 29.0, 32.0, 35.0, 38.0])
-    d = rd.bd_rate(RATES, lin, RATES[1:4] / 2, lin[1:4])
+    d = bdrate.bd_rate(RATES, lin, RATES[1:4] / 2, lin[1:4])
     assert d["bd_rate"] == pytest.approx(-50.0, abs=1e-9)
     assert (d["overlap_lo"], d["overlap_hi"], d["overlap_width"]) == (29.0, 35.0, 6.0)
     # disjoint quality ranges: no number, zero width
-    none = rd.bd_rate(RATES, PSNRS, RATES, PSNRS + 20)
+    none = bdrate.bd_rate(RATES, PSNRS, RATES, PSNRS + 20)
     assert math.isnan(none["bd_rate"]) and none["overlap_width"] == 0
-    assert math.isnan(rd.bd_rate(RATES[:1], PSNRS[:1], RATES, PSNRS)["bd_rate"])
+    assert math.isnan(bdrate.bd_rate(RATES[:1], PSNRS[:1], RATES, PSNRS)["bd_rate"])
     # NaN metric values (MS-SSIM below 161 px) give NaN, not an error
-    assert math.isnan(rd.bd_rate(RATES, PSNRS * np.nan, RATES, PSNRS)["bd_rate"])
+    assert math.isnan(bdrate.bd_rate(RATES, PSNRS * np.nan, RATES, PSNRS)["bd_rate"])
 
 
 def test_bd_rate_matches_direct_integration():
@@ -344,16 +404,16 @@ def test_bd_rate_matches_direct_integration():
     da = PchipInterpolator(PSNRS, np.log(RATES))(x)
     dt = PchipInterpolator(qt, np.log(rt))(x)
     want = (math.exp(trapezoid(dt - da, x) / (hi - lo)) - 1) * 100
-    assert rd.bd_rate(RATES, PSNRS, rt, qt)["bd_rate"] == pytest.approx(want, abs=1e-4)
+    assert bdrate.bd_rate(RATES, PSNRS, rt, qt)["bd_rate"] == pytest.approx(want, abs=1e-4)
 
 
 def test_strip_x264_sei_keeps_other_units():
     sps, pps = b"\x00\x00\x00\x01\x67\x64\x00\x0a", b"\x00\x00\x00\x01\x68\xee\x3c\x80"
     sei = b"\x00\x00\x01\x06\x05\x10" + b"x264 - core 165 - H.264" + b"\x00\x80"
     idr = b"\x00\x00\x01\x65\x88\x84\x00\x33"
-    out, removed, info = rd.strip_x264_info_sei(sps + pps + sei + idr)
+    out, removed, info = anchors.strip_x264_info_sei(sps + pps + sei + idr)
     assert out == sps + pps + idr and removed == len(sei) and info.startswith("x264 - core 165")
-    assert rd.strip_x264_info_sei(sps + idr) == (sps + idr, 0, "")
+    assert anchors.strip_x264_info_sei(sps + idr) == (sps + idr, 0, "")
 
 
 def test_reuse_takes_anchor_results_from_an_earlier_run(run, tmp_path, capsys):
@@ -373,19 +433,100 @@ def test_reuse_takes_anchor_results_from_an_earlier_run(run, tmp_path, capsys):
                     "--reuse", str(tmp_path / "nowhere"), "-q"]) == 2
 
 
+def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
+    """A rerun into the same folder measures nothing again and writes the same tables; a
+    stream whose cache entry is gone is measured again."""
+    import shutil
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    (out / "cache" / "talk__x264_at32__crf41.json").unlink()
+    args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
+            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264,x265,av1,vp9", "--sizes", "64,32", "-q"]
+    assert rd.main(args) == 0
+    line = capsys.readouterr().out
+    n = len(_rows(run["out"] / "rd.csv"))
+    assert f"{n} streams (1 measured, {n - 1} from the cache, 0 reused)" in line
+    old, new = _rows(run["out"] / "rd.csv"), _rows(out / "rd.csv")
+    strip = [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in old]
+    assert strip == [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in new]
+
+
+# ---- temporal measures on synthetic series with known answers ----------------------------------
+@pytest.mark.parametrize("amp,period", [(0.2, 12), (0.05, 5), (0.1, 2)])
+def test_pulse_of_a_sawtooth(amp, period):
+    """LPIPS climbing by amp/(P-1) per frame for P-1 frames, then falling back by amp (a
+    keyframe refresh every P frames): over k periods, k climbs of amp and k - 1 falls of amp in
+    kP - 1 steps; 2 amp / P in the long run."""
+    k = 20
+    series = np.tile(0.04 + amp * (np.arange(period) / (period - 1)), k)
+    assert metrics.pulse(series) == pytest.approx(amp * (2 * k - 1) / (k * period - 1), rel=1e-9)
+    assert metrics.pulse(np.tile(series, 50)) == pytest.approx(2 * amp / period, rel=2e-3)
+    assert metrics.pulse(np.full(50, 0.1)) == 0.0
+    assert math.isnan(metrics.pulse(np.array([0.3])))
+
+
+def test_flicker_counts_error_changes_where_the_source_is_still():
+    rng = np.random.default_rng(0)
+    n, h, w = 6, 32, 32
+    src = np.repeat(rng.integers(40, 200, (1, h, w, 3), dtype=np.uint8), n, axis=0)
+    src[1::2, :, 16:] += 60                                                # right half moves
+    assert metrics.flicker_per_frame(src, src)[1:].max() == 0             # lossless: no flicker
+    steady = src + 3                                                      # a constant error
+    assert np.nanmax(metrics.flicker_per_frame(src, steady)) < 1e-4
+    # the decoded grey level of the still left half toggles by +-5 every frame
+    dec = src.copy()
+    dec[1::2, :, :16] = src[1::2, :, :16] + 5
+    f = metrics.flicker_per_frame(src, dec)
+    assert math.isnan(f[0]) and f[1:] == pytest.approx(np.full(n - 1, 5.0), abs=1e-3)
+
+
+# ---- best-size curves and BD-rate against the bjontegaard package --------------------------------
+def test_lower_hull_known_answer():
+    #           0 hull    1 hull     2 above    3 hull     4 dearer, no better   5 hull
+    pts = [(1.0, 0.30), (2.0, 0.20), (3.0, 0.19), (4.0, 0.12), (5.0, 0.125), (8.0, 0.10)]
+    assert bdrate.lower_hull(pts) == {0, 1, 3, 5}
+
+
+def test_best_size_picks_the_hull_across_sizes():
+    from imfbench.common import Result
+
+    def res(codec, kbps, lp, ps):
+        r = Result("v", codec, "crf", 0, 2, Fraction(25), 1, 1, kbps, 1, 1, 1)
+        r.per_frame = {"lpips": np.array([lp, lp]), "psnr": np.array([ps, ps])}
+        return r
+    rs = [res("x264@64", 2, 0.30, 25), res("x264@64", 4, 0.26, 26),
+          res("x264@128", 3, 0.22, 27), res("x264@128", 8, 0.15, 29),
+          res("x264", 6, 0.25, 28.5), res("x264", 16, 0.08, 33)]
+    best = bdrate.best_size(rs, "lpips", higher_is_better=False)
+    assert [(r.codec, r.kbps) for r in best] == [("x264@64", 2), ("x264@128", 3), ("x264@128", 8), ("x264", 16)]
+    best = bdrate.best_size(rs, "psnr", higher_is_better=True)
+    assert [(r.codec, r.kbps) for r in best] == [("x264@64", 2), ("x264@128", 3), ("x264", 6), ("x264", 16)]
+
+
+def test_bd_rate_agrees_with_the_bjontegaard_package():
+    bj = pytest.importorskip("bjontegaard")
+    # eamm_sad in bench/results/rd at commit 7fc80d6: imf q1..q8 and x264 crf51..crf18
+    imf_r = [2.585, 3.218, 4.969, 6.664, 7.998, 10.191, 13.285, 16.447]
+    imf_p = [29.152, 29.254, 29.251, 30.157, 30.408, 30.532, 31.470, 31.475]
+    x_r = [5.229, 7.116, 9.469, 12.118, 16.902, 23.878, 42.227, 81.922, 155.598]
+    x_p = [26.531, 28.712, 30.559, 32.019, 34.016, 35.805, 38.165, 40.275, 41.670]
+    for ra, qa, rt, qt in [(x_r, x_p, imf_r, imf_p), (RATES, PSNRS, RATES * 0.7, PSNRS + 0.3),
+                           (RATES, PSNRS, [6.0, 11.0, 19.0, 33.0], [27.0, 31.0, 33.5, 35.0])]:
+        (qa, ra), (qt, rt) = (zip(*sorted(zip(qa, ra))), zip(*sorted(zip(qt, rt))))  # PCHIP: x rising
+        ours = bdrate.bd_rate(ra, qa, rt, qt)["bd_rate"]
+        with np.testing.suppress_warnings() as sup:
+            sup.filter(UserWarning)
+            theirs = bj.bd_rate(np.asarray(ra), np.asarray(qa), np.asarray(rt), np.asarray(qt),
+                                method="pchip", require_matching_points=False, min_overlap=0)
+        assert ours == pytest.approx(theirs, abs=1e-6)
+
+
 # ---- tune_ladder.py -------------------------------------------------------------------------
 def _load_tune():
     spec = importlib.util.spec_from_file_location("tune_ladder", REPO / "bench" / "tune_ladder.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_lower_hull_known_answer():
-    tl = _load_tune()
-    #           0 hull    1 hull     2 above    3 hull     4 dearer, no better   5 hull
-    pts = [(1.0, 0.30), (2.0, 0.20), (3.0, 0.19), (4.0, 0.12), (5.0, 0.125), (8.0, 0.10)]
-    assert tl.lower_hull(pts) == {0, 1, 3, 5}
 
 
 def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):

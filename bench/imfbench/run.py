@@ -195,6 +195,38 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
+    def measure(runner, vname, cname, src, fps, s, digest, todo, group) -> int:
+        """Code, decode and measure the settings in ``todo``; results go into ``group``."""
+        try:
+            runner.warm_up(src, fps, todo[0][1], s)
+        except Exception as e:
+            skip(f"{vname}:{cname}", "codec", f"warm-up failed: {type(e).__name__}: {e}")
+            bar.update(len(todo))
+            return 0
+        metrics.set_source(digest, src)
+        done = 0
+        for label, value, key in todo:
+            bar.set_postfix_str(f"{cname} {label}")
+            try:
+                r, dec = runner.run(vname, src, fps, value, s)
+            except Exception as e:
+                skip(f"{vname}:{cname}:{label}", "setting", f"{type(e).__name__}: {e}")
+                bar.update(1)
+                continue
+            r.per_frame = metrics(src, dec)
+            cache.put(r, key)
+            group[label] = r
+            counts["measured"] += 1
+            done += 1
+            sm = summary(r.per_frame)
+            log(f"[{vname}] {cname} {label}: kbps={r.kbps:.3f} psnr={sm['psnr']:.3f} "
+                f"lpips={fmt_num(sm['lpips'], 5)} dists={fmt_num(sm['dists'], 5)} "
+                f"pulse={fmt_num(sm['pulse'], 4)} flicker={fmt_num(sm['flicker'], 3)} "
+                f"enc={r.enc_fps:.1f}fps dec={r.dec_fps:.1f}fps bytes={r.nbytes} "
+                f"keyframes={r.keyframes}" + (f" ({r.note})" if r.note else ""))
+            bar.update(1)
+        return done
+
     detail_frames = {}
     for path in videos:
         vname = names[path]
@@ -213,7 +245,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         for c, s, settings in plan:
             runner = runners[c]
             cname = c if c == "imf" else codec_name(c, s, size)
-            todo = []
+            todo, group = [], {}
             for label, value, order in settings:
                 key = key_of(c, s, label, n, digest)
                 r, how = cache.get(vname, cname, label, key, fps), "cached"
@@ -223,39 +255,14 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                     todo.append((label, value, key))
                     continue
                 r.note = "; ".join(x for x in [r.note, f"{how} ({args.reuse})" if how == "reused" else ""] if x)
-                results.append(r)
+                group[label] = r
                 counts[how] += 1
+                log(f"[{vname}] {cname} {label}: {how} kbps={r.kbps:.3f}")
                 ok += 1
                 bar.update(1)
-            if not todo:
-                continue
-            try:
-                runner.warm_up(src, fps, todo[0][1], s)
-            except Exception as e:
-                skip(f"{vname}:{cname}", "codec", f"warm-up failed: {type(e).__name__}: {e}")
-                bar.update(len(todo))
-                continue
-            metrics.set_source(digest, src)
-            for label, value, key in todo:
-                bar.set_postfix_str(f"{cname} {label}")
-                try:
-                    r, dec = runner.run(vname, src, fps, value, s)
-                except Exception as e:
-                    skip(f"{vname}:{cname}:{label}", "setting", f"{type(e).__name__}: {e}")
-                    bar.update(1)
-                    continue
-                r.per_frame = metrics(src, dec)
-                cache.put(r, key)
-                results.append(r)
-                counts["measured"] += 1
-                ok += 1
-                sm = summary(r.per_frame)
-                log(f"[{vname}] {cname} {label}: kbps={r.kbps:.3f} psnr={sm['psnr']:.3f} "
-                    f"lpips={fmt_num(sm['lpips'], 5)} dists={fmt_num(sm['dists'], 5)} "
-                    f"pulse={fmt_num(sm['pulse'], 4)} flicker={fmt_num(sm['flicker'], 3)} "
-                    f"enc={r.enc_fps:.1f}fps dec={r.dec_fps:.1f}fps bytes={r.nbytes} "
-                    f"keyframes={r.keyframes}" + (f" ({r.note})" if r.note else ""))
-                bar.update(1)
+            if todo:
+                ok += measure(runner, vname, cname, src, fps, s, digest, todo, group)
+            results += [group[label] for label, _, _ in settings if label in group]
         if ok:
             ran.append(vname)
             detail_frames[vname] = src[n // 2]
