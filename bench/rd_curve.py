@@ -4,7 +4,7 @@ the test size and at reduced coded sizes, on the same test source.
 
     python bench/rd_curve.py --videos FILE_OR_DIR [...] --out DIR
         [--codecs imf,x264,x265,av1,vp9] [--qualities 1-8] [--frames 250] [--model NAME_OR_PATH]
-        [--sizes 256,128,64] [--ladder x264=18,23,...] [--dists-every 10] [--detail VIDEO] [--fast]
+        [--sizes 256,128,64] [--ladder x264=18,23,...] [--dists-every 25] [--detail VIDEO] [--fast]
 
 The test conditions are in bench/conditions.md; the code is the imfbench package next to this
 script (bench/imfbench). Every measured stream is cached in DIR/cache: run the same command

@@ -16,7 +16,7 @@ METRIC_BATCH = 8
 STILL_LEVELS = 2.0
 #: frames whose still area is below this fraction of the picture get no flicker value
 MIN_STILL_FRACTION = 0.01
-DISTS_EVERY = 10
+DISTS_EVERY = 25
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
