@@ -14,6 +14,7 @@ import numpy as np
 from imfbench.anchors import ANCHORS
 from imfbench.bdrate import bd_rate, best_size
 from imfbench.common import Result, fmt_num, write_csv
+from imfcodec.fileio import atomic_write
 from imfbench.metrics import HIGHER_IS_BETTER, METRIC_LABEL, METRICS, summary
 
 RD_COLUMNS = ["video", "codec", "setting", "size", "kbps", "psnr", "ms_ssim", "lpips", "dists",
@@ -88,8 +89,10 @@ def bdrate_table(results: list[Result]) -> tuple[list, list]:
     return BD_COLUMNS, rows
 
 
-def write_tables(results: list[Result], out: Path, skipped: list, size: int):
+def write_tables(results: list[Result], out: Path, skipped: list, size: int, complete: bool = False):
     write_csv(out / "rd.csv", RD_COLUMNS, rd_rows(results))
+    text = summary_md(results, complete).encode()
+    atomic_write(out / "summary.md", lambda f: f.write(text))
     write_csv(out / "hulls.csv", ["video", "anchor", "metric", "codec", "setting", "size", "kbps", "value"],
               hull_rows(results))
     write_csv(out / "bdrate.csv", *bdrate_table(results))
@@ -305,3 +308,43 @@ def codec_versions(anchors: list[str], x264_info: str) -> dict:
             d["version"] = "libvpx " + _lib_version("libvpx", "vpx_codec_version_str", True)
         out[name] = d
     return out
+
+
+def summary_md(results: list[Result], complete: bool) -> str:
+    """summary.md: mean BD-rate of imf against every anchor curve, and pulse / flicker of imf
+    and of each anchor's best-size stream closest in rate, averaged over clips."""
+    _, rows = bdrate_table(results)
+    means = {(r[1], r[2]): (r[3], r[9]) for r in rows if r[0] == "mean"}
+    videos = list(dict.fromkeys(r.video for r in results))
+    anchors_ = list(dict.fromkeys(a for a, _ in means))
+    lines = [f"# RD summary ({len(videos)} clip(s): {', '.join(videos)}"
+             + ("" if complete else "; PARTIAL run, not all clips done") + ")", "",
+             "BD-rate of imfcodec against each anchor curve, mean over clips with overlap "
+             "(negative: imfcodec needs less rate); `@best` = the best coded size per rate "
+             "(convex hull over sizes).", "",
+             "| anchor | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for a in anchors_:
+        cells = []
+        for m in METRICS:
+            v, note = means.get((a, m), ("nan", ""))
+            k = re.search(r"over (\d+) of (\d+)", note)
+            cells.append(f"{v} %" + (f" ({k.group(1)}/{k.group(2)})" if k else ""))
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "Temporal quality at matched rates: imfcodec at each quality level and, per clip, each "
+              "anchor's LPIPS best-size stream closest in rate; means over clips.", "",
+              "| imf quality | codec | kbps | LPIPS | DISTS | pulse | flicker |", "|---|---|---|---|---|---|---|"]
+    quals = sorted({r.setting for r in results if r.codec == "imf"}, key=lambda s: int(s[1:]))
+    for q in quals:
+        acc = {}
+        for v in videos:
+            ref = next((r for r in results if r.video == v and r.codec == "imf" and r.setting == q), None)
+            if ref is None:
+                continue
+            for p in [ref] + matched_picks(results, v, ref.kbps):
+                s = summary(p.per_frame)
+                acc.setdefault(p.family, []).append([p.kbps, s["lpips"], s["dists"], s["pulse"], s["flicker"]])
+        for fam, vals in acc.items():
+            m = np.nanmean(np.array(vals, dtype=float), axis=0)
+            lines.append(f"| {q} | {fam}{'' if fam == 'imf' else '@best'} | {m[0]:.2f} | {m[1]:.4f} | "
+                         f"{m[2]:.4f} | {m[3]:.4f} | {m[4]:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -189,7 +189,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                       "(upscale included). Cached and reused rows keep the speeds of the run that measured them.",
             "rows": counts,
             "videos_ran": ran, "skipped": [dict(zip(["item", "kind", "reason"], s)) for s in skipped],
-            "outputs": ["rd.csv", "hulls.csv", "bdrate.csv", "frames.csv", "streams.csv", "skipped.csv"]
+            "outputs": ["rd.csv", "summary.md", "hulls.csv", "bdrate.csv", "frames.csv", "streams.csv", "skipped.csv"]
                        + list(made),
             "seconds": round(time.time() - t_start, 1),
         }
@@ -271,7 +271,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         write_meta(False)
     bar.close()
     log.bar = None
-    write_tables(results, out, skipped, size)
+    write_tables(results, out, skipped, size, complete=True)
     made = []
     if results:
         detail = args.detail if args.detail in ran else (ran[0] if ran else None)
@@ -287,7 +287,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 made += plot_detail(results, detail, out, log)
         except Exception as e:   # a plot must never cost the numbers
             skip("plots", "output", f"plotting failed: {type(e).__name__}: {e}")
-            write_tables(results, out, skipped, size)
+            write_tables(results, out, skipped, size, complete=True)
     write_meta(True, made)
     summary_line = (f"rd_curve: {len(ran)} video(s) ran, {len(results)} streams "
                     f"({counts['measured']} measured, {counts['cached']} from the cache, "
