@@ -206,6 +206,7 @@ def plot_detail(results: list[Result], video: str, out: Path, log) -> list[str]:
                 y = p.per_frame[m]
                 ok = np.isfinite(y)
                 ax.plot(np.arange(p.frames)[ok], y[ok], lw=1, color=COLORS.get(p.family),
+                        marker="o" if m == "dists" else None, ms=3,
                         label=f"{p.codec} {p.setting} ({p.kbps:.1f} kbps, pulse {summary(p.per_frame)['pulse']:.3f})")
             if imf:
                 for k in picks[0].keyframe_index:
