@@ -95,8 +95,10 @@ def fmt_num(v, digits=4):
 
 
 def kbps_of(nbytes: int, fps: Fraction, frames: int) -> float:
-    """Rate in kbit/s of ``nbytes`` carrying ``frames`` frames at ``fps`` frames/s."""
-    return nbytes * 8 * float(fps) / frames / 1000.0
+    """Rate in kbit/s of ``nbytes`` carrying ``frames`` frames at ``fps`` frames/s: the
+    codec's own rate formula (``imfcodec.container.kbps``), for imfcodec and anchors alike."""
+    from imfcodec.container import kbps
+    return kbps(nbytes, frames, fps)
 
 
 def write_csv(path: Path, header: list, rows: list):
