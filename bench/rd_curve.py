@@ -11,7 +11,7 @@ script (bench/imfbench). Every measured stream is cached in DIR/cache: run the s
 again into the same DIR and it resumes where it stopped.
 
 Outputs in DIR: rd.csv, hulls.csv, bdrate.csv, frames.csv, streams.csv, skipped.csv,
-rd_<metric>.png, perframe_<video>.png, grid_<video>.png, meta.json, log.txt, streams/, cache/.
+rd_<metric>.png, perframe_<video>.png, grid_<video>.jpg, meta.json, log.txt, streams/, cache/.
 Exit status: 0 when at least one video ran, 1 when none did, 2 for a bad command line.
 """
 from __future__ import annotations

@@ -293,7 +293,7 @@ def test_bad_inputs_are_skipped_and_reported(run):
 
 def test_other_outputs(run):
     out = run["out"]
-    for name in ("rd_psnr.png", "rd_lpips.png", "rd_dists.png", "perframe_talk.png", "grid_talk.png",
+    for name in ("rd_psnr.png", "rd_lpips.png", "rd_dists.png", "perframe_talk.png", "grid_talk.jpg",
                  "meta.json", "log.txt", "bdrate.csv", "hulls.csv", "frames.csv", "streams.csv"):
         assert (out / name).stat().st_size > 0, name
     meta = json.loads((out / "meta.json").read_text())
