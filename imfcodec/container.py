@@ -387,8 +387,6 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
 
 def _parse_framing_packet(typ: int, b: _Reader, body: bytes, header: Header) -> Packet:
     idx = b.uvarint()
-    if idx >= header.frame_count:
-        raise StreamError("malformed framing packet (frame index beyond the frame count)")
     if typ == PKT_CROP:
         x, y, side = b.uvarint(), b.uvarint(), b.uvarint()
         if not b.done():
@@ -425,7 +423,7 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
     framing = _FramingOrder() if header.framing is not None else None
     for p in packets:
         if isinstance(p, (CropPacket, LayerPacket)):
-            framing.check(p, nxt)
+            framing.check(p, nxt, header.frame_count)
         elif isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
                 raise StreamError(f"malformed stream (keyframe for frame {p.frame_index}, expected {nxt})")
@@ -471,7 +469,9 @@ class _FramingOrder:
         self.layer_index = -1
         self.layer_key = False
 
-    def check(self, p, nxt: int):
+    def check(self, p, nxt: int, frame_count: int):
+        if p.frame_index >= frame_count:
+            raise StreamError("malformed framing packet (frame index beyond the frame count)")
         if isinstance(p, CropPacket):
             if p.frame_index != nxt or self.crop_pending:
                 raise StreamError(f"malformed stream (crop for frame {p.frame_index}, expected {nxt})")

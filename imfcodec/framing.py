@@ -43,7 +43,7 @@ FACE_MIN_ASPECT = 1.25
 FACE_MIN_SIDE = 96
 LAYER_SHORT_SIDE = 64           # frame-layer short side in pixels (bench/aspect.py --layer-short)
 LAYER_CRF_OFFSET = 4            # frame-layer VP9 CRF = the keyframe VP9 CRF + this
-LAYER_INTERVAL_S = 0.2          # a frame-layer picture every this many seconds
+LAYER_INTERVAL_S = 0.4          # a frame-layer picture every this many seconds
 FEATHER_FRACTION = 1 / 16       # crop edge fade, as a fraction of the crop side
 DETECT_EVERY = 3                # run the face locator on every this many-th frame
 TRACK_WINDOW = 9                # detections whose median centre is the face position
@@ -79,7 +79,7 @@ class FaceLocator:
     """The largest frontal face in an RGB frame, as (x, y, w, h) in its pixels, or None.
     OpenCV's Haar cascade on a grey copy scaled so its short side is ``work_side``."""
 
-    def __init__(self, work_side: int = 160):
+    def __init__(self, work_side: int = 128):
         try:
             import cv2
         except ImportError as e:
@@ -98,8 +98,8 @@ class FaceLocator:
         if s < 1:
             grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         side = min(grey.shape)
-        faces = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                              minSize=(max(12, side // 8),) * 2)
+        faces = self.cascade.detectMultiScale(grey, scaleFactor=1.15, minNeighbors=5,
+                                              minSize=(max(12, side // 6),) * 2)
         if len(faces) == 0:
             return None
         x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
