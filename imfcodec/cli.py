@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--framing", default="auto", choices=["auto", "face", "stretch"],
                    help="face: code a square crop around the face with IMF and the rest of the "
                         "frame as a small VP9 layer; stretch: scale the whole frame to the model's "
-                        "square; auto (default): face at an aspect of 4:3 or wider, else stretch")
+                        "square; auto (default): face at an aspect of 4:3 or wider and a short side "
+                        "of 128 px or more, else stretch")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
     e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
     common(e)

@@ -37,10 +37,10 @@ from .errors import IMFCodecError
 FRAMINGS = ("auto", "face", "stretch")
 # auto uses face framing at an aspect ratio of at least this (long side / short side):
 # 4:3 (1.33), 16:9 (1.78) and their portrait forms; 11:9 CIF/QCIF (1.22) and squares keep
-# the stretch path and its bytes. And only from this short side up: the cascade's smallest
-# face is 24 px, a quarter of it; a smaller frame is a thumbnail, coded whole as before.
+# the stretch path and its bytes. And only from this short side up (half the model's 256):
+# a smaller frame is a thumbnail, coded whole as before.
 FACE_MIN_ASPECT = 1.25
-FACE_MIN_SIDE = 96
+FACE_MIN_SIDE = 128
 LAYER_SHORT_SIDE = 64           # frame-layer short side in pixels (bench/aspect.py --layer-short)
 LAYER_CRF_OFFSET = 4            # frame-layer VP9 CRF = the keyframe VP9 CRF + this
 LAYER_INTERVAL_S = 0.4          # a frame-layer picture every this many seconds
@@ -58,7 +58,7 @@ class FramingError(IMFCodecError, ValueError):
 def use_face(width: int, height: int, framing: str = "auto") -> bool:
     """Whether ``framing`` (auto | face | stretch) codes a width x height source as face crop
     plus frame layer. auto: at an aspect of 4:3 or wider (either way) and a short side of
-    96 px or more."""
+    128 px or more."""
     if framing not in FRAMINGS:
         raise FramingError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
     if framing == "auto":

@@ -71,7 +71,7 @@ def test_tracker_dead_band():
 def test_use_face_keeps_square_and_small_frames_on_the_stretch_path():
     assert not framing.use_face(256, 256) and not framing.use_face(176, 144)     # 11:9
     assert framing.use_face(640, 480) and framing.use_face(1280, 720) and framing.use_face(720, 1280)
-    assert not framing.use_face(64, 48)                 # a thumbnail
+    assert not framing.use_face(64, 48) and not framing.use_face(128, 96)     # thumbnails
     assert framing.use_face(64, 64, "face") and not framing.use_face(1280, 720, "stretch")
     with pytest.raises(framing.FramingError, match="unknown framing"):
         framing.use_face(1280, 720, "squash")
@@ -260,12 +260,12 @@ def test_crop_moves_only_at_forced_keyframes_when_the_face_moves(tiny_model):
 
 def test_cli_encode_decode_16_9_keeps_size(tmp_path, capsys, tiny_model_file):
     from imfcodec.cli import main
-    clip = write_clip(tmp_path / "wide.mp4", wide_clip(8))
+    clip = write_clip(tmp_path / "wide.mp4", wide_clip(8, 128, 228))
     imf, rec = tmp_path / "w.imf", tmp_path / "w.mp4"
     assert main(["encode", str(clip), str(imf), "--model", str(tiny_model_file), "-q"]) == 0
     assert main(["decode", str(imf), str(rec), "--model", str(tiny_model_file), "-q"]) == 0
     info = video.probe(rec)
-    assert (info.width, info.height) == (170, 96)
+    assert (info.width, info.height) == (228, 128)
     capsys.readouterr()
     assert main(["info", str(imf)]) == 0
     assert "face framing: frame layer 114x64" in capsys.readouterr().out
