@@ -3,6 +3,7 @@
 
     python bench/aspect.py --videos ../shared/data/faces/val --aspect 16:9 --out DIR
         [--frames 80] [--qualities 2,4,6] [--sizes 456x256,320x180,228x128] [--clips N]
+        [--codecs imf-square,imf-face,imf-stretch,x264,av1]
     python bench/aspect.py --speed [--sizes 1280x720,640x360] [--frames 50]
 
 Test source: each val clip's first N frames stretched to S x S (S = the model's coded size;
@@ -44,6 +45,7 @@ from rd_curve import ANCHORS, AnchorRunner, Metrics, bd_rate, find_videos, test_
 
 X264_CRFS = (37, 41, 44, 47, 51)
 AV1_CRFS = (49, 54, 58, 61, 63)
+CODECS = ["imf-square", "imf-face", "imf-stretch", "x264", "av1"]
 COLUMNS = ["video", "codec", "size", "setting", "kbps", "face_psnr", "face_lpips", "psnr", "lpips"]
 
 
@@ -122,12 +124,16 @@ def run_clip(path, args, model, streams, rows):
               f"{m['face_psnr']:.2f} dB whole {m['lpips']:.4f}/{m['psnr']:.2f} dB", flush=True)
 
     for q in args.qualities:
-        kbps, dec = imf_point(model, sq, fps, q, "stretch")
-        add("imf-square", f"{S}x{S}", f"q{q}", kbps, square_score(sq, dec))
+        if "imf-square" in args.codecs:
+            kbps, dec = imf_point(model, sq, fps, q, "stretch")
+            add("imf-square", f"{S}x{S}", f"q{q}", kbps, square_score(sq, dec))
         for framing in ("face", "stretch"):
-            kbps, dec = imf_point(model, wide, fps, q, framing)
-            add(f"imf-{framing}", f"{W}x{H}", f"q{q}", kbps, score(wide, dec, sq))
+            if f"imf-{framing}" in args.codecs:
+                kbps, dec = imf_point(model, wide, fps, q, framing)
+                add(f"imf-{framing}", f"{W}x{H}", f"q{q}", kbps, score(wide, dec, sq))
     for name, crfs in (("x264", X264_CRFS), ("av1", AV1_CRFS)):
+        if name not in args.codecs:
+            continue
         runner = AnchorRunner(ANCHORS[name], streams)
         for w, h in [(S, S)] + args.sizes:
             src = sq if (w, h) == (S, S) else resize(wide, w, h)
@@ -251,6 +257,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=None, help="anchor sizes (default: the wide size, 0.7x, 0.5x); "
                                                   "with --speed the output sizes (1280x720,640x360)")
     ap.add_argument("--clips", type=int, default=None, help="the first N clips only")
+    ap.add_argument("--codecs", default=",".join(CODECS), help=f"a subset of {','.join(CODECS)}")
     ap.add_argument("--model", default=None)
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
@@ -271,6 +278,9 @@ def main(argv=None) -> int:
         return 0
     args.aspect_text, args.aspect = args.aspect, parse_aspect(args.aspect)
     args.qualities = [int(q) for q in args.qualities.split(",")]
+    args.codecs = args.codecs.split(",")
+    if set(args.codecs) - set(CODECS):
+        ap.error(f"--codecs: choose from {','.join(CODECS)}")
     S = model.config.image_size
     if args.sizes:
         args.sizes = parse_sizes(args.sizes)

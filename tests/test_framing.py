@@ -297,3 +297,24 @@ def test_train_config_data_crop():
     assert TrainConfig(model="tiny").data_crop == "centre"
     with pytest.raises(ConfigError, match="data_crop"):
         TrainConfig(model="tiny", data_crop="top")
+
+
+# ---- bench/aspect.py's test source ---------------------------------------------------------------
+def test_bench_aspect_widens_by_repeating_edges():
+    import argparse
+    import sys
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("aspect_bench", REPO / "bench" / "aspect.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    sq = np.stack(moving_pattern(2, 64, 64))
+    wide, (top, left) = mod.widen(sq, 16 / 9)
+    assert wide.shape == (2, 64, 114, 3) and (top, left) == (0, 25)
+    assert np.array_equal(wide[:, :, left:left + 64], sq)
+    assert (wide[:, :, :left] == sq[:, :, :1]).all() and (wide[:, :, left + 64:] == sq[:, :, -1:]).all()
+    tall, (top, left) = mod.widen(sq, 9 / 16)
+    assert tall.shape == (2, 114, 64, 3) and np.array_equal(tall[:, top:top + 64], sq)
+    assert mod.parse_aspect("4:3") == pytest.approx(4 / 3)
+    with pytest.raises(argparse.ArgumentTypeError):
+        mod.parse_aspect("wide")
