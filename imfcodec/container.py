@@ -193,8 +193,8 @@ def check_header(h: Header):
 @dataclass(frozen=True)
 class Framing:
     """Version 3: IMF codes a square crop of the frame (placed by crop packets), a
-    conventional low-resolution layer the whole frame (frame-layer packets); the decoder
-    blends the two (imfcodec/framing.py). Field bounds: docs/bitstream.md."""
+    conventional low-resolution layer carries the whole frame (frame-layer packets); the
+    decoder blends the two (imfcodec/framing.py). Field bounds: docs/bitstream.md."""
     layer_width: int              # frame-layer picture size
     layer_height: int
     layer_interval: int           # a frame-layer picture every this many frames (and at keyframes)
