@@ -109,7 +109,7 @@ def imf_point(model, frames, fps, q, framing) -> tuple[float, np.ndarray]:
     return len(data) * 8 * float(fps) / len(frames) / 1000, np.stack(list(it))
 
 
-def run_clip(path, args, model, streams, rows):
+def run_clip(path, args, model, streams, rows, save):
     vname = Path(path).stem
     S = model.config.image_size
     sq, fps = test_source(Path(path), args.frames, S)
@@ -120,6 +120,7 @@ def run_clip(path, args, model, streams, rows):
 
     def add(codec, size, setting, kbps, m):
         rows.append({"video": vname, "codec": codec, "size": size, "setting": setting, "kbps": kbps, **m})
+        save()                                          # after every point: a partial run is kept
         print(f"{vname} {codec} {size} {setting}: {kbps:.2f} kbps face {m['face_lpips']:.4f}/"
               f"{m['face_psnr']:.2f} dB whole {m['lpips']:.4f}/{m['psnr']:.2f} dB", flush=True)
 
@@ -259,6 +260,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=None, help="the first N clips only")
     ap.add_argument("--codecs", default=",".join(CODECS), help=f"a subset of {','.join(CODECS)}")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--summarize", default=None, metavar="CSV",
+                    help="only recompute bdrate.csv and summary.md in --out from an aspect.csv")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: 1 for the RD run, torch's default for --speed)")
@@ -278,6 +281,11 @@ def main(argv=None) -> int:
         return 0
     args.aspect_text, args.aspect = args.aspect, parse_aspect(args.aspect)
     args.qualities = [int(q) for q in args.qualities.split(",")]
+    if args.summarize:
+        with open(args.summarize, newline="") as f:
+            rows = [{k: (v if k in ("video", "codec", "size", "setting") else float(v)) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+        return report(rows, args, out)
     args.codecs = args.codecs.split(",")
     if set(args.codecs) - set(CODECS):
         ap.error(f"--codecs: choose from {','.join(CODECS)}")
@@ -292,8 +300,11 @@ def main(argv=None) -> int:
     videos = find_videos(args.videos, lambda *a: None)[:args.clips]
     rows = []
     for v in videos:
-        run_clip(v, args, model, streams, rows)
-        write_csv(out / "aspect.csv", COLUMNS, rows)          # after every clip: a partial run is kept
+        run_clip(v, args, model, streams, rows, lambda: write_csv(out / "aspect.csv", COLUMNS, rows))
+    return report(rows, args, out)
+
+
+def report(rows, args, out: Path) -> int:
     bds = bd_tables(rows)
     write_csv(out / "bdrate.csv", ["video", "test", "anchor", "size", "metric", "bd_rate_pct"], bds)
     text = summary(rows, bds, args)
