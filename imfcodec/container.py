@@ -423,7 +423,7 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
     framing = _FramingOrder() if header.framing is not None else None
     for p in packets:
         if isinstance(p, (CropPacket, LayerPacket)):
-            framing.check(p, nxt, header.frame_count)
+            framing.check(p, nxt, header.frame_count or MAX_FRAME_COUNT)
         elif isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
                 raise StreamError(f"malformed stream (keyframe for frame {p.frame_index}, expected {nxt})")
