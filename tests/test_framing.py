@@ -205,6 +205,12 @@ def test_v3_packet_order_and_kind():
                 + b"".join(C.packet_to_bytes(p) for p in ps[2:]))
 
 
+def test_multi_decoder_refuses_face_framed_streams(tiny_model):
+    from imfcodec.multi import MultiDecoder
+    with pytest.raises(C.StreamError, match="make_decoder"):
+        MultiDecoder(tiny_model).add(v3_header())
+
+
 def test_version_2_streams_refuse_framing_packets_and_still_parse():
     h = C.Header("imf-cpu", bytes(range(8)), 456, 256, 256, Fraction(25), 1, 4, "vp9", 4, 8)
     ok = h.to_bytes() + C.packet_to_bytes(C.KeyframePacket(0, (1, 2, 3, 4), b"I"))
