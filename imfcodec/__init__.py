@@ -15,7 +15,8 @@ from .errors import IMFCodecError, OptionError  # noqa: E402
 
 def __getattr__(name):
     # lazy: `import imfcodec` stays cheap and never imports torch or compiled extensions
-    codec_names = {"Encoder", "Decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
+    codec_names = {"Encoder", "Decoder", "make_encoder", "make_decoder", "encode_file", "decode_file",
+                   "encode_frames", "decode_bytes",
                    "EncodeStats", "DecodeStats"}
     if name in codec_names:
         from . import codec
@@ -33,7 +34,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'imfcodec' has no attribute {name!r}")
 
 
-__all__ = ["Encoder", "Decoder", "MultiDecoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
+__all__ = ["Encoder", "Decoder", "MultiDecoder", "make_encoder", "make_decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
            "EncodeStats", "DecodeStats", "load_model", "CodecModel", "ModelError", "Header",
            "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
            "IMFCodecError", "OptionError", "__version__"]

@@ -62,7 +62,7 @@ def cmd_encode(args):
                                packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
                                max_keyframe_interval=args.max_keyframe_interval,
                                min_keyframe_interval=args.min_keyframe_interval,
-                               refresh_persist=args.refresh_persist)
+                               refresh_persist=args.refresh_persist, framing=args.framing)
     finally:
         close()
     _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
@@ -97,6 +97,9 @@ def cmd_info(args):
     print(f"  {d['keyframes']} keyframes ({d['keyframe_codec']}): {d['keyframe_bytes']} bytes; "
           f"token packets: {d['token_bytes']} bytes ({d['packet_frames']} frames each); "
           f"header: {d['header_bytes']} bytes")
+    if d["framing"] != "stretch":
+        print(f"  {d['framing']} framing: frame layer {d['layer_size']} every {d['layer_interval']} "
+              f"frames, {d['layer_bytes']} bytes with the crop packets ({d['layer_kbps']:.2f} kbps)")
     if args.packets:
         for p in d["packets"]:
             print(f"  {p['type']:8s} frame {p['frame']:6d} +{p['frames']:<3d} {p['bytes']:6d} bytes")
@@ -179,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--min-keyframe-interval", type=float, default=None,
                    help="seconds between refresh keyframes at least (default depends on --quality)")
     e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")
+    e.add_argument("--framing", default="auto", choices=["auto", "face", "stretch"],
+                   help="face: code a square crop around the face with IMF and the rest of the "
+                        "frame as a small VP9 layer; stretch: scale the whole frame to the model's "
+                        "square; auto (default): face at an aspect of 4:3 or wider and a short side "
+                        "of 128 px or more, else stretch")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
     e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
     common(e)

@@ -60,6 +60,7 @@ class EncodeStats:
     keyframe_bytes: int = 0
     token_bytes: int = 0
     header_bytes: int = 0
+    layer_bytes: int = 0          # crop and frame-layer packets (face framing)
     keyframe_indices: list = field(default_factory=list)
 
 
@@ -183,8 +184,10 @@ class Encoder:
         return _capped_psnr(self.m.decode(q_r, self.mult, self.ref), x)
 
     @torch.no_grad()
-    def push(self, frame: np.ndarray) -> list:
-        """Code one RGB frame (height, width, 3) uint8; returns the packets completed."""
+    def push(self, frame: np.ndarray, force_keyframe: bool = False) -> list:
+        """Code one RGB frame (height, width, 3) uint8; returns the packets completed.
+        ``force_keyframe`` makes it a keyframe (a predicted one after the first, with a
+        chained keyframe codec): a caller that moves what is coded (framing.py) asks so."""
         if frame.shape != (self.height, self.width, 3):
             raise video.VideoError(f"frame {self.index} has shape {frame.shape}, expected "
                                    f"({self.height}, {self.width}, 3)")
@@ -192,6 +195,8 @@ class Encoder:
         out = []
         if self.ref is None or self.since_key + 1 >= self.max_interval:
             out = self._keyframe(x, intra=True)        # a random-access point
+        elif force_keyframe:
+            out = self._keyframe(x, intra=False)
         else:
             q = _check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
             x_hat = self.m.decode(q[None], self.mult, self.ref)
@@ -292,9 +297,28 @@ def check_model(model: CodecModel, header: Header):
 
 
 # ---- whole streams ----------------------------------------------------------------------
+def make_encoder(model: CodecModel, width: int, height: int, fps, quality=DEFAULT_QUALITY,
+                 framing: str = "auto", **opts):
+    """An :class:`Encoder`, or for a non-square source with ``framing`` auto or face, the face
+    crop plus frame layer encoder (imfcodec/framing.py; format version 3)."""
+    from . import framing as fr
+    if fr.use_face(width, height, framing):
+        return fr.FaceEncoder(model, width, height, fps, quality, **opts)
+    return Encoder(model, width, height, fps, quality, **opts)
+
+
+def make_decoder(model: CodecModel, header: Header):
+    if header.framing is not None:
+        from .framing import face_decoder
+        return face_decoder(model, header)
+    return Decoder(model, header)
+
+
 def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=DEFAULT_QUALITY,
-                  progress: Callable | None = None, **opts) -> tuple[bytes, EncodeStats]:
-    """Code RGB frames (an iterable of (H, W, 3) uint8) into .imf bytes."""
+                  progress: Callable | None = None, framing: str = "auto", **opts) -> tuple[bytes, EncodeStats]:
+    """Code RGB frames (an iterable of (H, W, 3) uint8) into .imf bytes. ``framing``: auto
+    (face crop plus frame layer at an aspect of 4:3 or wider, else as below), face, or
+    stretch (the whole frame scaled to the model's square)."""
     t0 = time.time()
     it = iter(frames)
     try:
@@ -302,7 +326,7 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
     except StopIteration:
         raise video.VideoError("the input has no frames") from None
     h, w = first.shape[:2]
-    enc = Encoder(model, w, h, fps, quality, **opts)
+    enc = make_encoder(model, w, h, fps, quality, framing, **opts)
     packets = enc.push(first)
     if progress:
         progress(1)
@@ -317,6 +341,7 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
     st.bytes, st.header_bytes = sizes.total, sizes.header
     st.keyframe_bytes, st.token_bytes = sizes.of("keyframe"), sizes.of("tokens")
     st.kbps = header.kbps(st.bytes)
+    st.layer_bytes = sizes.of("crop") + sizes.of("layer")
     st.seconds = time.time() - t0
     st.psnr_model_res = enc.mean_psnr
     return data, st
@@ -327,7 +352,7 @@ def decode_bytes(data: bytes, model: CodecModel | str | None = None, device="aut
     """.imf bytes -> (header, iterator of RGB frames at source size)."""
     header, packets = container.parse(data)
     model = model_for(header, model, device, precision)
-    dec = Decoder(model, header)
+    dec = make_decoder(model, header)
 
     def frames():
         for p in packets:
@@ -390,7 +415,7 @@ def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", 
     t0 = time.time()
     header, packets = container.read_file(src)
     model = model_for(header, model, device, precision)
-    dec = Decoder(model, header)
+    dec = make_decoder(model, header)
     n = 0
     with video.VideoWriter(dst, header.width, header.height, header.fps) as w:
         for p in packets:

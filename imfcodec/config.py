@@ -175,8 +175,14 @@ class TrainConfig:
     # what picks best.pt: "lpips" (val LPIPS; training stops with an error when the LPIPS
     # weights do not load: `imfcodec fetch-weights`) or "psnr" (val PSNR, LPIPS not computed)
     val_metric: str = "lpips"
+    # how a non-square clip becomes a square training clip: "centre" crop, or "face": the
+    # square of side min(width, height) around the median face centre (imfcodec.framing's
+    # locator), the crop face-framed coding gives the model (README, "Non-square video")
+    data_crop: str = "centre"
 
     def __post_init__(self):
+        if self.data_crop not in ("centre", "face"):
+            raise ConfigError(f"data_crop must be centre or face, got {self.data_crop!r}")
         drops = []
         for d in self.lr_drops:
             if (not isinstance(d, (list, tuple)) or len(d) != 2 or isinstance(d[0], bool)

@@ -15,10 +15,18 @@ from .errors import IMFCodecError
 
 MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
-READS_VERSIONS = (1, 2)     # a version-1 file is a version-2 file without either
+FRAMED_VERSION = 3          # 3 = 2 plus framing (a face crop coded by IMF + a frame layer)
+READS_VERSIONS = (1, 2, 3)  # a version-1 file is a version-2 file without either
 PKT_KEYFRAME = 0x4B   # 'K'
 PKT_PREDICTED_KEYFRAME = 0x50   # 'P': keyframe picture predicted from the previous keyframe
 PKT_TOKENS = 0x54     # 'T'
+PKT_CROP = 0x43       # 'C': where the IMF crop lies in the frame from the next keyframe on (v3)
+PKT_LAYER = 0x46      # 'F': one frame-layer picture (v3)
+FRAMINGS = {1: "face"}
+FRAMING_IDS = {v: k for k, v in FRAMINGS.items()}
+MAX_LAYER_SIDE = 4096       # frame-layer picture width/height
+MAX_LAYER_INTERVAL = 250    # frames between frame-layer pictures
+MIN_CROP_SIDE = 16
 KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9"}
 CHAINED_CODECS = frozenset({"vp9"})     # codecs whose keyframes may be predicted
 KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
@@ -120,6 +128,7 @@ class Header:
     keyframe_codec: str           # "av1" | "hevc" | "h264"
     token_dim: int
     packet_frames: int            # token frames per token packet (last may be shorter)
+    framing: "Framing | None" = None   # None: the whole frame is coded (versions 1, 2)
 
     def __post_init__(self):
         check_header(self)
@@ -133,7 +142,11 @@ class Header:
                     self.width, self.height, self.coded_size, self.fps.numerator, self.fps.denominator,
                     self.frame_count, self.quality, KEYFRAME_CODEC_IDS[self.keyframe_codec],
                     self.token_dim, self.packet_frames)))
-        return MAGIC + bytes([VERSION]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
+        version = VERSION
+        if self.framing is not None:
+            version = FRAMED_VERSION
+            body += self.framing.to_bytes(self)
+        return MAGIC + bytes([version]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
 
     def kbps(self, nbytes: int) -> float:
         """The rate of ``nbytes`` spread over this stream's duration (:func:`kbps`)."""
@@ -178,6 +191,51 @@ def check_header(h: Header):
 
 
 @dataclass(frozen=True)
+class Framing:
+    """Version 3: IMF codes a square crop of the frame (placed by crop packets), a
+    conventional low-resolution layer carries the whole frame (frame-layer packets); the
+    decoder blends the two (imfcodec/framing.py). Field bounds: docs/bitstream.md."""
+    layer_width: int              # frame-layer picture size
+    layer_height: int
+    layer_interval: int           # a frame-layer picture every this many frames (and at keyframes)
+    feather: int                  # source pixels over which the crop's edge fades into the layer
+    mode: str = "face"
+    layer_codec: str = "vp9"      # chained, like the keyframe codec of the same name
+
+    def to_bytes(self, header: "Header") -> bytes:
+        self.check(header.width, header.height)
+        return b"".join(put_uvarint(v) for v in (
+            FRAMING_IDS[self.mode], KEYFRAME_CODEC_IDS[self.layer_codec], self.layer_width,
+            self.layer_height, self.layer_interval, self.feather))
+
+    def check(self, width: int, height: int):
+        if self.mode not in FRAMING_IDS or self.layer_codec not in CHAINED_CODECS:
+            raise StreamError("malformed header (framing mode or frame-layer codec)")
+        if not (2 <= self.layer_width <= min(width, MAX_LAYER_SIDE)
+                and 2 <= self.layer_height <= min(height, MAX_LAYER_SIDE)):
+            raise StreamError("malformed header (frame-layer size out of range)")
+        if not 1 <= self.layer_interval <= MAX_LAYER_INTERVAL:
+            raise StreamError("malformed header (frame-layer interval out of range)")
+        if self.feather > min(width, height) // 2:
+            raise StreamError("malformed header (feather out of range)")
+
+
+@dataclass(frozen=True)
+class CropPacket:
+    frame_index: int              # the keyframe from which this crop applies
+    x: int                        # top-left corner and side of the square crop, source pixels
+    y: int
+    side: int
+
+
+@dataclass(frozen=True)
+class LayerPacket:
+    frame_index: int              # first frame this frame-layer picture is shown for
+    payload: bytes                # one picture of the frame layer's chained stream
+    predicted: bool = False       # an inter picture (needs the previous frame-layer picture)
+
+
+@dataclass(frozen=True)
 class KeyframePacket:
     frame_index: int
     ref_symbols: tuple            # the keyframe's quantized token, integers (token_dim)
@@ -192,11 +250,16 @@ class TokenPacket:
     payload: bytes                # rANS string of symbol differences (imfcodec.entropy)
 
 
-Packet = Union[KeyframePacket, TokenPacket]
+Packet = Union[KeyframePacket, TokenPacket, CropPacket, LayerPacket]
 
 
 def packet_to_bytes(p: Packet) -> bytes:
-    if isinstance(p, KeyframePacket):
+    if isinstance(p, CropPacket):
+        typ, body = PKT_CROP, b"".join(put_uvarint(v) for v in (p.frame_index, p.x, p.y, p.side))
+    elif isinstance(p, LayerPacket):
+        typ = PKT_LAYER
+        body = put_uvarint(p.frame_index) + bytes([int(p.predicted)]) + p.payload
+    elif isinstance(p, KeyframePacket):
         typ = PKT_PREDICTED_KEYFRAME if p.predicted else PKT_KEYFRAME
         body = (put_uvarint(p.frame_index) + put_uvarint(len(p.ref_symbols))
                 + b"".join(put_svarint(int(s)) for s in p.ref_symbols) + p.payload)
@@ -231,6 +294,8 @@ def assemble(header: Header, packets: list[Packet]) -> tuple[bytes, StreamSizes]
 def _describe(p: Packet) -> tuple:
     if isinstance(p, KeyframePacket):
         return "keyframe", p.frame_index, 1
+    if isinstance(p, (CropPacket, LayerPacket)):
+        return ("crop" if isinstance(p, CropPacket) else "layer"), p.frame_index, 0
     return "tokens", p.first_frame, p.count
 
 
@@ -253,14 +318,24 @@ def _parse_header(r: _Reader) -> Header:
     mid = h.string()
     mhash = h.take(8)
     vals = [h.uvarint() for _ in range(10)]
-    if not h.done():
-        raise StreamError("malformed header (trailing bytes)")
     w, hh, cs, fn, fd, fc, q, kc, td, pf = vals
     if kc not in KEYFRAME_CODECS:
         raise StreamError(f"unknown keyframe codec id {kc}")
     if not (1 <= fn <= MAX_FPS_TERM and 1 <= fd <= MAX_FPS_TERM):
         raise StreamError(f"malformed header (frame rate {fn}/{fd})")
-    return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf)
+    framing = _parse_framing(h, w, hh) if version == FRAMED_VERSION else None
+    if not h.done():
+        raise StreamError("malformed header (trailing bytes)")
+    return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf, framing)
+
+
+def _parse_framing(h: _Reader, width: int, height: int) -> Framing:
+    mode, codec, lw, lh, interval, feather = (h.uvarint() for _ in range(6))
+    if mode not in FRAMINGS or codec not in KEYFRAME_CODECS:
+        raise StreamError("malformed header (framing mode or frame-layer codec)")
+    f = Framing(lw, lh, interval, feather, FRAMINGS[mode], KEYFRAME_CODECS[codec])
+    f.check(width, height)
+    return f
 
 
 def _max_body(typ: int, header: Header) -> int:
@@ -273,7 +348,8 @@ def _max_body(typ: int, header: Header) -> int:
 
 def _parse_packet(r: _Reader, header: Header) -> Packet:
     typ = r.take(1)[0]
-    if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS):
+    framed = (PKT_CROP, PKT_LAYER) if header.framing is not None else ()
+    if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS) + framed:
         raise StreamError(f"malformed packet at byte {r.pos - 1} (unknown type 0x{typ:02x})")
     n = r.uvarint()
     if n > _max_body(typ, header):
@@ -284,6 +360,8 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     if binascii.crc_hqx(body, 0xFFFF) != crc:
         raise StreamError(f"corrupt packet ending at byte {r.pos} (checksum mismatch)")
     b = _Reader(body, "packet")
+    if typ in (PKT_CROP, PKT_LAYER):
+        return _parse_framing_packet(typ, b, body, header)
     if typ in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME):
         idx = b.uvarint()
         k = b.uvarint()
@@ -307,6 +385,22 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     return TokenPacket(first, count, body[b.pos:])
 
 
+def _parse_framing_packet(typ: int, b: _Reader, body: bytes, header: Header) -> Packet:
+    idx = b.uvarint()
+    if typ == PKT_CROP:
+        x, y, side = b.uvarint(), b.uvarint(), b.uvarint()
+        if not b.done():
+            raise StreamError("malformed crop packet (trailing bytes)")
+        if not (MIN_CROP_SIDE <= side <= min(header.width, header.height)
+                and x + side <= header.width and y + side <= header.height):
+            raise StreamError("malformed crop packet (crop outside the frame)")
+        return CropPacket(idx, x, y, side)
+    kind = b.take(1)[0]
+    if kind > 1:
+        raise StreamError("malformed frame-layer packet (picture kind)")
+    return LayerPacket(idx, body[b.pos:], bool(kind))
+
+
 def parse(data: bytes) -> tuple[Header, list[Packet]]:
     """Whole-file parse with structural checks: every frame of the header's frame count is
     covered exactly once, in order, and the first frame is a keyframe."""
@@ -326,15 +420,22 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
     header's frame count (any count when it is 0, a live recording). Returns the count."""
     nxt = 0
     seen_key = False
+    framing = _FramingOrder() if header.framing is not None else None
     for p in packets:
-        if isinstance(p, KeyframePacket):
+        if isinstance(p, (CropPacket, LayerPacket)):
+            framing.check(p, nxt, header.frame_count or MAX_FRAME_COUNT)
+        elif isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
                 raise StreamError(f"malformed stream (keyframe for frame {p.frame_index}, expected {nxt})")
             if p.predicted and not seen_key:
                 raise StreamError("malformed stream (the first keyframe is a predicted one)")
+            if framing is not None:
+                framing.keyframe(p)
             seen_key = True
             nxt += 1
         else:
+            if framing is not None and framing.crop_pending:
+                raise StreamError("malformed stream (a crop packet not followed by its keyframe)")
             if not seen_key:
                 raise StreamError("malformed stream (token packet before the first keyframe)")
             if p.first_frame != nxt:
@@ -352,7 +453,46 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
 
 def frames_in(packets: list[Packet]) -> int:
     """Frames the packets cover (the stream's length when the header's frame count is 0)."""
-    return sum(1 if isinstance(p, KeyframePacket) else p.count for p in packets)
+    return sum(1 if isinstance(p, KeyframePacket) else p.count if isinstance(p, TokenPacket) else 0
+               for p in packets)
+
+
+class _FramingOrder:
+    """Version 3 packet order: every keyframe packet has a crop packet for its frame before
+    it, with only frame-layer packets between them; frame-layer pictures come in
+    frame order, the first is a key picture for frame 0, every keyframe has one for its
+    own frame, a key picture at an intra keyframe; each comes before the packet that
+    carries its frame."""
+
+    def __init__(self):
+        self.crop_pending = False
+        self.layer_index = -1
+        self.layer_key = False
+
+    def check(self, p, nxt: int, frame_count: int):
+        if p.frame_index >= frame_count:
+            raise StreamError("malformed framing packet (frame index beyond the frame count)")
+        if isinstance(p, CropPacket):
+            if p.frame_index != nxt or self.crop_pending:
+                raise StreamError(f"malformed stream (crop for frame {p.frame_index}, expected {nxt})")
+            self.crop_pending = True
+            return
+        if p.frame_index < nxt or p.frame_index <= self.layer_index:
+            raise StreamError(f"malformed stream (frame-layer picture for frame {p.frame_index} out of order)")
+        if p.predicted and self.layer_index < 0:
+            raise StreamError("malformed stream (the first frame-layer picture is a predicted one)")
+        if self.layer_index < 0 and p.frame_index != 0:
+            raise StreamError("malformed stream (no frame-layer picture for frame 0)")
+        self.layer_index, self.layer_key = p.frame_index, not p.predicted
+
+    def keyframe(self, p: KeyframePacket):
+        if not self.crop_pending:
+            raise StreamError(f"malformed stream (keyframe {p.frame_index} without a crop packet)")
+        if self.layer_index != p.frame_index or (not p.predicted and not self.layer_key):
+            raise StreamError(f"malformed stream (keyframe {p.frame_index} without its frame-layer "
+                              "key picture)" if not p.predicted else
+                              f"malformed stream (keyframe {p.frame_index} without its frame-layer picture)")
+        self.crop_pending = False
 
 
 class StreamReader:

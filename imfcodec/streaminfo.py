@@ -22,8 +22,10 @@ def stream_info(path) -> dict:
 
     def rate(nbytes):
         return round(container.kbps(nbytes, frames, header.fps), 3)
+    fl, fr = sizes.of("crop") + sizes.of("layer"), header.framing
     return {
-        "file": str(path), "bytes": size, "format_version": container.VERSION,
+        "file": str(path), "bytes": size,
+        "format_version": container.VERSION if fr is None else container.FRAMED_VERSION,
         "model_id": header.model_id, "model_hash": header.model_hash.hex(),
         "width": header.width, "height": header.height, "coded_size": header.coded_size,
         "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": frames,
@@ -32,7 +34,11 @@ def stream_info(path) -> dict:
         "keyframe_codec": header.keyframe_codec,
         "token_dim": header.token_dim, "packet_frames": header.packet_frames,
         "keyframes": sum(p["type"] == "keyframe" for p in pk),
-        "header_bytes": size - kf - tk, "keyframe_bytes": kf, "token_bytes": tk,
+        "header_bytes": size - kf - tk - fl, "keyframe_bytes": kf, "token_bytes": tk,
         "kbps": rate(size), "keyframe_kbps": rate(kf), "token_kbps": rate(tk),
+        "framing": "stretch" if fr is None else fr.mode,
+        **({} if fr is None else {
+            "layer_size": f"{fr.layer_width}x{fr.layer_height}", "layer_interval": fr.layer_interval,
+            "feather": fr.feather, "layer_bytes": fl, "layer_kbps": rate(fl)}),
         "packets": pk,
     }

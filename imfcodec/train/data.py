@@ -1,7 +1,7 @@
 """Training data: a decoded-frame cache and deterministic (reference, current) pair sampling.
 
 Decoding mp4 at every step is too slow on 2 cores, so each clip is decoded once, squared
-(centre crop) and scaled to the model's size, and stored as a uint8 ``.npy`` array
+(centre crop, or a crop around the face: ``crop="face"``) and scaled to the model's size, and stored as a uint8 ``.npy`` array
 (N, S, S, 3) that is memory-mapped afterwards. Pairs are drawn by a generator seeded with
 (seed, step, rank), so a resumed run sees exactly the batches an uninterrupted run would.
 """
@@ -48,11 +48,32 @@ def list_videos(dirs) -> list[Path]:
     return files
 
 
-def square_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop (N, H, W, 3) uint8 to a square and resize to size x size."""
+CROPS = ("centre", "face")
+FACE_SAMPLES = 16           # frames of a clip the face is looked for in (evenly spread)
+
+
+def face_origin(frames: np.ndarray) -> tuple[int, int]:
+    """Top-left corner of the square of side min(H, W) around the median face centre of
+    (N, H, W, 3) frames, as imfcodec.framing places its crop; centred when no face is found."""
+    from ..framing import CropTracker, FaceLocator
+    n, h, w, _ = frames.shape
+    track = CropTracker(w, h, min(h, w), window=FACE_SAMPLES)
+    locate = FaceLocator()
+    for i in np.linspace(0, n - 1, min(n, FACE_SAMPLES)).round().astype(int):
+        track.observe(locate(np.asarray(frames[i])))
+    return track.target()
+
+
+def square_frames(frames: np.ndarray, size: int, crop: str = "centre") -> np.ndarray:
+    """Crop (N, H, W, 3) uint8 to a square (centred, or around the face) and resize to
+    size x size."""
+    if crop not in CROPS:
+        raise DataError(f"unknown crop {crop!r}; choose from {', '.join(CROPS)}")
     n, h, w, _ = frames.shape
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
+    if crop == "face" and h != w:
+        x0, y0 = face_origin(frames)
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(0, n, 32):
         x = torch.from_numpy(frames[i:i + 32, y0:y0 + s, x0:x0 + s]).permute(0, 3, 1, 2).float()
@@ -71,10 +92,11 @@ class Clip:
         return np.load(self.path, mmap_mode="r")
 
 
-def _key(video: Path, size: int, max_frames: int | None) -> str:
+def _key(video: Path, size: int, max_frames: int | None, crop: str = "centre") -> str:
     """Cache key from the file's bytes, not its path or mtime: a data folder that is copied
     or mounted afresh (new mtimes) reuses the cache instead of decoding everything again."""
-    h = hashlib.sha1(f"{size}|{max_frames}|v{CACHE_VERSION}|".encode())
+    tag = f"{size}|{max_frames}|v{CACHE_VERSION}|" + ("" if crop == "centre" else f"{crop}|")
+    h = hashlib.sha1(tag.encode())
     with open(video, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -82,10 +104,11 @@ def _key(video: Path, size: int, max_frames: int | None) -> str:
 
 
 def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None,
-                log=print, reader=None) -> list[Clip]:
+                log=print, reader=None, crop: str = "centre") -> list[Clip]:
     """Decode every readable video under ``dirs`` once into ``cache_root``; return the clips.
     ``reader(path, max_frames=...)`` yields a video's RGB frames (default
-    :func:`imfcodec.video.read_frames`).
+    :func:`imfcodec.video.read_frames`). ``crop``: how a non-square clip is squared
+    (:func:`square_frames`).
 
     Unreadable or frameless videos are skipped with a warning naming the file. An empty
     result is a :class:`DataError`.
@@ -94,14 +117,14 @@ def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None
     cache_root.mkdir(parents=True, exist_ok=True)
     clips = []
     for video in list_videos(dirs):
-        out = cache_root / f"{video.stem}-{_key(video, size, max_frames)}.npy"
+        out = cache_root / f"{video.stem}-{_key(video, size, max_frames, crop)}.npy"
         if not out.exists():
             try:
                 frames = np.stack(list((reader or read_frames)(video, max_frames=max_frames)))
             except (VideoError, ValueError) as e:
                 warnings.warn(f"skipping {video}: {e}")
                 continue
-            arr = square_frames(frames, size)
+            arr = square_frames(frames, size, crop)
             atomic_write(out, lambda f: np.save(f, arr))
             log(f"cached {video.name}: {len(arr)} frames -> {out.name}")
         n = np.load(out, mmap_mode="r").shape[0]

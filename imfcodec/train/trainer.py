@@ -366,7 +366,7 @@ def _perceptual_loss(cfg: TrainConfig, device):
 def _sampler(data, cfg: TrainConfig, mcfg: ModelConfig, rank, log, reader) -> PairSampler:
     """The training clips (decoded once into the frame cache) and the pair sampler over them."""
     clips = build_cache(data, mcfg.image_size, frame_cache_root(mcfg.image_size),
-                        log=log if rank == 0 else (lambda *a: None), reader=reader)
+                        log=log if rank == 0 else (lambda *a: None), reader=reader, crop=cfg.data_crop)
     if rank == 0:
         log(f"data: {len(clips)} clips, {sum(c.frames for c in clips)} frames, "
             f"cache {cache_bytes(clips) / 1e9:.2f} GB")
