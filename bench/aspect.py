@@ -33,15 +33,16 @@ import json
 import os
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 os.environ.setdefault("SVT_LOG", "1")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_curve import ANCHORS, AnchorRunner, Metrics, bd_rate, find_videos, test_source  # noqa: E402
+from imfbench.anchors import ANCHORS, AnchorRunner  # noqa: E402
+from imfbench.bdrate import bd_rate  # noqa: E402
+from imfbench.metrics import Metrics  # noqa: E402
+from imfbench.source import find_videos, test_source  # noqa: E402
 
 X264_CRFS = (37, 41, 44, 47, 51)
 AV1_CRFS = (49, 54, 58, 61, 63)
@@ -90,7 +91,7 @@ def resize(frames: np.ndarray, w: int, h: int) -> np.ndarray:
 
 class Scorer:
     def __init__(self, size: int, region: tuple[int, int, int]):
-        self.m = Metrics(size, lambda *a: None, lambda *a: None)
+        self.m = Metrics(size, lambda *a: None, use_dists=False)
         self.top, self.left, self.s = region
 
     def __call__(self, wide_src, dec, square_src=None) -> dict:
