@@ -39,7 +39,9 @@ os.environ.setdefault("SVT_LOG", "1")
 
 import numpy as np
 
+from imfbench import common  # noqa: E402
 from imfbench.anchors import ANCHORS, AnchorRunner  # noqa: E402
+from imfcodec import container  # noqa: E402
 from imfbench.bdrate import bd_rate  # noqa: E402
 from imfbench.metrics import Metrics  # noqa: E402
 from imfbench.source import find_videos, test_source  # noqa: E402
@@ -107,7 +109,7 @@ def imf_point(model, frames, fps, q, framing) -> tuple[float, np.ndarray]:
     import imfcodec
     data, _ = imfcodec.encode_frames(iter(frames), fps, model, quality=q, framing=framing)
     header, it = imfcodec.decode_bytes(data, model)
-    return len(data) * 8 * float(fps) / len(frames) / 1000, np.stack(list(it))
+    return container.kbps(len(data), len(frames), fps), np.stack(list(it))
 
 
 def run_clip(path, args, model, streams, rows, save):
@@ -236,13 +238,8 @@ def speed(args, model) -> dict:
 
 
 def write_csv(path: Path, columns: list, rows: list):
-    import io
-    from imfcodec.fileio import atomic_write
-    buf = io.StringIO()
-    wr = csv.DictWriter(buf, columns)
-    wr.writeheader()
-    wr.writerows(rows)
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    """Rows as dicts (missing keys left empty), written atomically by imfbench's writer."""
+    common.write_csv(path, columns, [[r.get(c, "") for c in columns] for r in rows])
 
 
 def write_text(path: Path, text: str):
