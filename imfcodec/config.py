@@ -64,6 +64,10 @@ class ModelConfig:
     decoder_up_channels: tuple = (128, 64)                 # extra UpConv stages above f^1 size
     decoder_out_shuffle: int = 1          # >1: last stage predicts 3*s*s channels + PixelShuffle(s)
     norm: str = "batch"                   # "batch" | "group" | "none" in E_F/D_F res blocks
+    # base layer (issue 15): D_F also reads a decoded low-resolution picture of the current
+    # frame (any size; resized inside) through zero-initialised stems at the f^1 size and at
+    # each extra up stage. 0: no base-layer input (the paper's token-only decoder).
+    base_channels: int = 0
     # discriminator (two-scale patch GAN)
     disc_channels: tuple = (64, 128, 256, 512)
     disc_scales: int = 2
@@ -87,6 +91,8 @@ class ModelConfig:
         for d, h in zip(self.attn_dim, self.attn_heads):
             if d % h:
                 raise ConfigError(f"attn_dim {d} is not divisible by attn_heads {h}")
+        if self.base_channels < 0:
+            raise ConfigError(f"base_channels must be 0 (no base layer) or more, got {self.base_channels}")
         if self.token_stem not in ("conv", "unshuffle"):
             raise ConfigError(f"token_stem must be 'conv' or 'unshuffle', got {self.token_stem!r}")
         if self.dense_stem not in ("conv7", "unshuffle"):
@@ -179,8 +185,28 @@ class TrainConfig:
     # square of side min(width, height) around the median face centre (imfcodec.framing's
     # locator), the crop face-framed coding gives the model (README, "Non-square video")
     data_crop: str = "centre"
+    # base layer (issue 15; needs a model with base_channels): every training frame comes
+    # with its base picture as the decoder gets it, the frame and the one before it scaled
+    # to a size drawn from base_sizes and coded as a two-picture VP9 base stream
+    # (imfcodec.baselayer.code_chain) at a CRF drawn from base_crf (inclusive). A share
+    # base_dropout of the batches goes without, so the token-only path stays trained.
+    base_sizes: tuple = ()
+    base_crf: tuple = (40, 63)
+    base_dropout: float = 0.0
+    val_base: tuple = ()                   # [size, crf] of validation's base pictures
+    # generator parts that train (e.g. [frame_decoder]); the rest keep their weights and
+    # their batch-norm statistics. Empty: everything trains.
+    train_parts: tuple = ()
 
     def __post_init__(self):
+        if any(s not in (16, 24, 32, 48, 64, 96, 128) for s in self.base_sizes):
+            raise ConfigError(f"base_sizes must come from 16, 24, 32, 48, 64, 96, 128, got {list(self.base_sizes)}")
+        if len(self.base_crf) != 2 or not 0 <= self.base_crf[0] <= self.base_crf[1] <= 63:
+            raise ConfigError(f"base_crf must be [low, high] VP9 CRFs, got {list(self.base_crf)}")
+        if not 0.0 <= self.base_dropout < 1.0:
+            raise ConfigError(f"base_dropout must be in [0, 1), got {self.base_dropout}")
+        if self.val_base and len(self.val_base) != 2:
+            raise ConfigError(f"val_base must be [size, crf], got {list(self.val_base)}")
         if self.data_crop not in ("centre", "face"):
             raise ConfigError(f"data_crop must be centre or face, got {self.data_crop!r}")
         drops = []

@@ -103,10 +103,16 @@ class CodecModel:
         with self.compute():
             return self.generator.prepare_reference(x_r, self.generator.dequantize(q_r, mult))
 
-    def decode(self, q: torch.Tensor, mult: float, ref) -> torch.Tensor:
-        """Frames (B, 3, S, S) float32 from quantized tokens (B, C) and a :meth:`reference`."""
+    @property
+    def has_base_layer(self) -> bool:
+        """Whether D_F can read a base-layer picture (issue 15's models)."""
+        return self.config.base_channels > 0
+
+    def decode(self, q: torch.Tensor, mult: float, ref, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames (B, 3, S, S) float32 from quantized tokens (B, C) and a :meth:`reference`;
+        ``base``: the frames' decoded base-layer pictures (B, 3, b, b) in [0, 1], or None."""
         with self.compute():
-            return self.generator.decode_frame(self.generator.dequantize(q, mult), ref).float()
+            return self.generator.decode_frame(self.generator.dequantize(q, mult), ref, base).float()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

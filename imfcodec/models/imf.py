@@ -239,8 +239,31 @@ class MotionAlignment(nn.Module):
         return out
 
 
+class BaseStem(nn.Module):
+    """Fuses the decoded base-layer picture into D_F's features at one scale: the picture,
+    resized to the features' size, is concatenated with them, and a residual goes back
+    through a 1x1 projection that starts at zero, so a model initialised from token-only
+    weights decodes exactly their frames until training moves it."""
+
+    def __init__(self, feat_ch: int, hidden: int):
+        super().__init__()
+        self.inp = nn.Conv2d(feat_ch + 3, hidden, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+        self.out = nn.Conv2d(hidden, feat_ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, base):                           # base (B, 3, b, b) in [0, 1]
+        b = F.interpolate(base.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            b = b.contiguous(memory_format=torch.channels_last)
+        return x + self.out(self.act(self.inp(torch.cat([x, b * 2 - 1], dim=1))))
+
+
 class FrameDecoder(nn.Module):
-    """D_F: aligned features f_c^1..f_c^L -> frame, coarse to fine, sigmoid output."""
+    """D_F: aligned features f_c^1..f_c^L -> frame, coarse to fine, sigmoid output. With
+    ``base_channels`` it also reads the base-layer picture (:class:`BaseStem`) at the f^1
+    size and after every extra up stage; ``base=None`` skips those stems (token-only)."""
 
     def __init__(self, cfg: ModelConfig, feat_channels):
         super().__init__()
@@ -257,10 +280,15 @@ class FrameDecoder(nn.Module):
                                             *[FeatResBlock(dec[l], cfg.norm)
                                               for _ in range(cfg.decoder_skip_blocks)]))
             c = 2 * dec[l]
+        self.base_stems = nn.ModuleList()
+        if cfg.base_channels:
+            self.base_stems.append(BaseStem(c, cfg.base_channels))
         self.extra = nn.ModuleList()
         for cout in cfg.decoder_up_channels:
             self.extra.append(UpConvBlock(c, cout, 0, cfg.norm))
             c = cout
+            if cfg.base_channels:
+                self.base_stems.append(BaseStem(c, cfg.base_channels))
         s = cfg.decoder_out_shuffle
         self.out = nn.Sequential(nn.Conv2d(c, 3 * s * s, 3, padding=1),
                                  nn.PixelShuffle(s) if s > 1 else nn.Identity())
@@ -270,15 +298,20 @@ class FrameDecoder(nn.Module):
         self.channels_last = on
         return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
-    def forward(self, f_c):
+    def forward(self, f_c, base=None):
         if self.channels_last:     # faster CPU convolutions (oneDNN), same arithmetic
             f_c = [f.contiguous(memory_format=torch.channels_last) for f in f_c]
+        use_base = base is not None and len(self.base_stems) > 0
         x = self.inp(f_c[-1])
         for i, (up, skip) in enumerate(zip(self.ups, self.skips)):
             l = len(f_c) - 2 - i
             x = torch.cat([up(x), skip(f_c[l])], dim=1)
-        for up in self.extra:
+        if use_base:
+            x = self.base_stems[0](x, base)
+        for j, up in enumerate(self.extra):
             x = up(x)
+            if use_base:
+                x = self.base_stems[j + 1](x, base)
         return torch.sigmoid(self.out(x))                 # (B, 3, S, S)
 
 
@@ -330,8 +363,9 @@ class IMFGenerator(nn.Module):
         return q * self.step(mult)
 
     # ---- training --------------------------------------------------------------------
-    def forward(self, x_r, x_c, mult):
-        """x_r, x_c: (B, 3, S, S) in [0, 1]; mult: (B, 1). Returns (x̂_c, bits per frame (B,))."""
+    def forward(self, x_r, x_c, mult, base=None):
+        """x_r, x_c: (B, 3, S, S) in [0, 1]; mult: (B, 1); base: the decoded base-layer
+        pictures of x_c (B, 3, b, b) or None. Returns (x̂_c, bits per frame (B,))."""
         b = x_r.shape[0]
         t = self.token_encoder(torch.cat([x_r, x_c]))        # (2B, d_m)
         step = self.step(mult).repeat(2, 1)
@@ -345,7 +379,7 @@ class IMFGenerator(nn.Module):
         m_r = [None if x is None else x[:b] for x in m]
         m_c = [None if x is None else x[b:] for x in m]
         caches = self.motion_alignment.prepare(m_r, f_r)
-        x_hat = self.frame_decoder(self.motion_alignment(m_c, caches))
+        x_hat = self.frame_decoder(self.motion_alignment(m_c, caches), base)
         return x_hat, bits
 
     # ---- coding-time pieces ------------------------------------------------------------
@@ -362,15 +396,16 @@ class IMFGenerator(nn.Module):
         return ReferenceState(self.motion_alignment.prepare(m_r, f_r))
 
     @torch.no_grad()
-    def decode_frame(self, t_hat_c, ref: ReferenceState):
-        """x̂_c = D_F(IMF_A(IMF_D(t̂_c), cached reference)) for (B, d_m) tokens."""
+    def decode_frame(self, t_hat_c, ref: ReferenceState, base=None):
+        """x̂_c = D_F(IMF_A(IMF_D(t̂_c), cached reference), base) for (B, d_m) tokens and,
+        with a base layer, their decoded base pictures (B, 3, b, b) in [0, 1]."""
         caches = ref.caches
         if t_hat_c.shape[0] != caches[0].f_r.shape[0]:
             caches = [ScaleCache(None if c.k is None else c.k.expand(t_hat_c.shape[0], -1, -1, -1),
                                  None if c.v is None else c.v.expand(t_hat_c.shape[0], -1, -1, -1),
                                  c.f_r.expand(t_hat_c.shape[0], -1, -1, -1)) for c in caches]
         m_c = self.token_decoder(t_hat_c)
-        return self.frame_decoder(self.motion_alignment(m_c, caches))
+        return self.frame_decoder(self.motion_alignment(m_c, caches), base)
 
 
 class PatchDiscriminator(nn.Module):

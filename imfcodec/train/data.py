@@ -154,8 +154,10 @@ class PairSampler:
     """Draws (x_r, x_c) pairs from the same clip with a random gap and shared augmentation."""
 
     def __init__(self, clips, max_gap=60, color_jitter=0.05, scale_jitter=0.05, seed=0,
-                 ref_coding=0.0, ref_crf=(26, 46), ref_coding_start=0):
+                 ref_coding=0.0, ref_crf=(26, 46), ref_coding_start=0,
+                 base_sizes=(), base_crf=(40, 63), base_dropout=0.0):
         self.clips = clips
+        self.base_sizes, self.base_crf, self.base_dropout = tuple(base_sizes), base_crf, base_dropout
         self.ref_coding, self.ref_crf, self.ref_start = ref_coding, ref_crf, ref_coding_start
         self.arrays = [c.array() for c in clips]
         w = np.array([c.frames for c in clips], np.float64)
@@ -163,9 +165,11 @@ class PairSampler:
         self.max_gap, self.cj, self.sj, self.seed = max_gap, color_jitter, scale_jitter, seed
 
     def batch(self, step: int, n: int, rank: int = 0):
-        """(x_r, x_c), each (n, 3, S, S) float in [0, 1], a pure function of (seed, step, rank)."""
+        """(x_r, x_c), each (n, 3, S, S) float in [0, 1], a pure function of (seed, step, rank).
+        With ``base_sizes``: (x_r, x_c, base), base (n, 3, b, b) the coded base pictures of
+        x_c (or None for a token-only batch)."""
         rng = np.random.default_rng([self.seed, step, rank])
-        refs, curs = [], []
+        refs, curs, prevs = [], [], []
         for _ in range(n):
             ci = rng.choice(len(self.clips), p=self.p)
             arr = self.arrays[ci]
@@ -175,17 +179,35 @@ class PairSampler:
             r, c = (i, i + gap) if rng.random() < 0.5 else (i + gap, i)
             refs.append(np.asarray(arr[r]))
             curs.append(np.asarray(arr[c]))
-        x = torch.from_numpy(np.stack(refs + curs)).permute(0, 3, 1, 2).float() / 255.0
+            prevs.append(np.asarray(arr[max(c - 1, 0)]))
+        base = bool(self.base_sizes)
+        x = torch.from_numpy(np.stack(refs + curs + (prevs if base else []))).permute(0, 3, 1, 2).float() / 255.0
         x = self._augment(x, rng, n)
         x_r = x[:n].contiguous()
         if self.ref_coding > 0 and step >= self.ref_start:
             for k in np.flatnonzero(rng.random(n) < self.ref_coding):
                 x_r[k] = code_reference(x_r[k], int(rng.integers(self.ref_crf[0], self.ref_crf[1] + 1)))
-        return x_r, x[n:].contiguous()
+        if not base:
+            return x_r, x[n:2 * n].contiguous()
+        return x_r, x[n:2 * n].contiguous(), self._base(x[n:2 * n], x[2 * n:], rng, n)
+
+    def _base(self, cur, prev, rng, n):
+        """The base pictures of ``cur`` as the decoder gets them: the previous frame and this
+        one coded as a two-picture base stream at one drawn size and per-sample CRFs."""
+        from .. import baselayer
+        size = int(self.base_sizes[rng.integers(len(self.base_sizes))])
+        crfs = rng.integers(self.base_crf[0], self.base_crf[1] + 1, n)
+        if rng.random() < self.base_dropout:
+            return None
+        pc, pp = baselayer.thumbnail(cur, size), baselayer.thumbnail(prev, size)
+        out = [baselayer.code_chain(np.stack([pp[k], pc[k]]), int(crfs[k]))[-1] for k in range(n)]
+        return baselayer.to_tensor(np.stack(out))
 
     def _augment(self, x, rng, n):
-        """Flip, zoom and colour jitter, identical for the two frames of a pair."""
+        """Flip, zoom and colour jitter, identical for the frames drawn together (a pair, and
+        with a base layer the frame before the current one)."""
         b = x.shape[0]
+        k = b // n
         flip = rng.random(n) < 0.5
         zoom = 1.0 + rng.uniform(-self.sj, self.sj, n)
         shift = rng.uniform(-self.sj, self.sj, (n, 2))
@@ -195,11 +217,11 @@ class PairSampler:
         theta[:, 0, 0] = np.where(flip, -1.0, 1.0) / zoom
         theta[:, 1, 1] = 1.0 / zoom
         theta[:, :, 2] = shift
-        theta = torch.from_numpy(np.concatenate([theta, theta]))
+        theta = torch.from_numpy(np.concatenate([theta] * k))
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        g = torch.from_numpy(np.concatenate([gain, gain])).float().view(b, 3, 1, 1)
-        o = torch.from_numpy(np.concatenate([bias, bias])).float().view(b, 1, 1, 1)
+        g = torch.from_numpy(np.concatenate([gain] * k)).float().view(b, 3, 1, 1)
+        o = torch.from_numpy(np.concatenate([bias] * k)).float().view(b, 1, 1, 1)
         return (x * g + o).clamp(0, 1)
 
 

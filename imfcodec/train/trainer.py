@@ -98,15 +98,20 @@ def _unwrap(m):
 
 @torch.no_grad()
 def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch=8, ref_crf=0,
-             ref_coder=code_reference):
+             ref_coder=code_reference, base=()):
     """Reference = first frame (with ``ref_crf`` > 0: ``ref_coder(frame, ref_crf)``, by
     default coded as a VP9 key picture at that CRF, as the codec sends it), every other frame
-    coded at step multiplier 1 (quality 4).
+    coded at step multiplier 1 (quality 4). ``base`` = (size, crf): every frame also gets its
+    base picture, the clip coded as one base stream (imfcodec.baselayer).
     Returns mean PSNR, mean LPIPS (or None) and estimated token kbps (previous-frame deltas)."""
     from ..metrics import psnr
     gen.eval()
     psnrs, lps, bits = [], [], []
     for frames in clips:
+        pics = None
+        if base:
+            from .. import baselayer
+            pics = baselayer.to_tensor(baselayer.code_chain(baselayer.thumbnail(frames, base[0]), base[1])).to(device)
         frames = frames.to(device)
         t = gen.encode_token(frames)
         q = gen.quantize(t, 1.0)
@@ -116,7 +121,7 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
             x_r = ref_coder(x_r[0].cpu(), ref_crf)[None].to(device)
         ref = gen.prepare_reference(x_r, t_hat[:1])
         for i in range(1, len(frames), batch):
-            x_hat = gen.decode_frame(t_hat[i:i + batch], ref)
+            x_hat = gen.decode_frame(t_hat[i:i + batch], ref, None if pics is None else pics[i:i + batch])
             psnrs.append(psnr(x_hat, frames[i:i + batch]))
             if lpips is not None:
                 lps.append(lpips(x_hat, frames[i:i + batch]))
@@ -242,7 +247,12 @@ def _networks(cfg: TrainConfig, mcfg: ModelConfig, device, rank) -> _Run:
         torch.backends.cudnn.benchmark = True
     gen = IMFGenerator(mcfg).to(device)
     disc = MultiScaleDiscriminator(mcfg).to(device)
+    if cfg.base_sizes and not mcfg.base_channels:
+        raise ConfigError(f"base_sizes needs a model with a base-layer input (base_channels > 0); {mcfg.name} has none")
     gen.log_step.requires_grad_(cfg.step_lr != 0)
+    for name, p in gen.named_parameters():
+        if cfg.train_parts and not any(name.startswith(part + ".") for part in cfg.train_parts):
+            p.requires_grad_(False)
     opt_g = torch.optim.Adam(_param_groups(gen, cfg), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     base_lr = [[g["lr"] for g in opt.param_groups] for opt in (opt_g, opt_d)]
@@ -254,6 +264,14 @@ def _networks(cfg: TrainConfig, mcfg: ModelConfig, device, rank) -> _Run:
     return _Run(gen, disc, opt_g, opt_d, base_lr, ema)
 
 
+def _frozen_eval(gen: IMFGenerator, cfg: TrainConfig):
+    """Parts outside ``train_parts`` run in eval mode: their batch-norm statistics stay."""
+    if cfg.train_parts:
+        for name, mod in gen.named_children():
+            if name not in cfg.train_parts:
+                mod.eval()
+
+
 def _param_groups(gen: IMFGenerator, cfg: TrainConfig) -> list:
     """The generator's optimizer groups: plain weights, equalized-lr weights (their own
     rate), the rate model's log_sigma and, unless frozen, the quantizer's log_step."""
@@ -262,11 +280,11 @@ def _param_groups(gen: IMFGenerator, cfg: TrainConfig) -> list:
                  if isinstance(mod, (EqualConv2d, EqualLinear, ModulatedConv2d))
                  for p in mod.parameters(recurse=False)}
     rest = [p for n, p in gen.named_parameters()
-            if n not in ("log_step", "log_sigma") and id(p) not in equalized]
+            if n not in ("log_step", "log_sigma") and id(p) not in equalized and p.requires_grad]
     groups = [{"params": rest},
-              {"params": [p for p in gen.parameters() if id(p) in equalized],
+              {"params": [p for p in gen.parameters() if id(p) in equalized and p.requires_grad],
                "lr": cfg.equalized_lr or cfg.lr},
-              {"params": [gen.log_sigma], "lr": cfg.sigma_lr or cfg.lr}]
+              {"params": [gen.log_sigma] if gen.log_sigma.requires_grad else [], "lr": cfg.sigma_lr or cfg.lr}]
     if cfg.step_lr != 0:
         groups.append({"params": [gen.log_step], "lr": cfg.step_lr or cfg.lr})
     return groups
@@ -333,7 +351,13 @@ def _init_from(run: _Run, init: str, cfg: TrainConfig, mcfg: ModelConfig, log):
         origin = f"{init} (sha256 {m.sha256[:16]})"
     try:    # any model with the same parameters fits (align_mode has none of its own)
         g_state = checkpoint_generator_state(ck) if ck is not None else m.generator.state_dict()
-        gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()})
+        # a token-only model initialises a base-layer one: its new stems keep their zero start
+        res = gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()},
+                                  strict=False)
+        if res.unexpected_keys or any(".base_stems." not in k for k in res.missing_keys):
+            raise RuntimeError("parameters differ")
+        if res.missing_keys:
+            log(f"--init {init}: no base-layer stems in it; they start at zero (its frames exactly)")
         if disc_state is not None:
             disc.load_state_dict({k: v.float() for k, v in disc_state.items()})
     except (RuntimeError, KeyError, AttributeError):
@@ -371,7 +395,8 @@ def _sampler(data, cfg: TrainConfig, mcfg: ModelConfig, rank, log, reader) -> Pa
         log(f"data: {len(clips)} clips, {sum(c.frames for c in clips)} frames, "
             f"cache {cache_bytes(clips) / 1e9:.2f} GB")
     return PairSampler(clips, cfg.max_gap, cfg.color_jitter, cfg.scale_jitter, cfg.seed,
-                       cfg.ref_coding, cfg.ref_crf, cfg.ref_coding_start)
+                       cfg.ref_coding, cfg.ref_crf, cfg.ref_coding_start,
+                       cfg.base_sizes, cfg.base_crf, cfg.base_dropout)
 
 
 def _validation_set(val_data, cfg: TrainConfig, mcfg: ModelConfig, rank, device, log, reader):
@@ -408,6 +433,7 @@ def _loop(run: _Run, sampler, cfg: TrainConfig, mcfg: ModelConfig, out: Path, ra
     per_rank = cfg.batch_size // world
     fetch = _Prefetch(sampler, per_rank, rank, workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
     gen.train(), disc.train()
+    _frozen_eval(gen, cfg)
     lo, hi = math.log(cfg.step_mult_range[0]), math.log(cfg.step_mult_range[1])
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
     t0, n0 = time.time(), run.step
@@ -416,14 +442,15 @@ def _loop(run: _Run, sampler, cfg: TrainConfig, mcfg: ModelConfig, out: Path, ra
         while run.step < cfg.max_steps and not stop:
             step = run.step
             _seed_step(cfg.seed, step, rank)
-            x_r, x_c = fetch(step, cfg.max_steps)
+            x_r, x_c, *base = fetch(step, cfg.max_steps)
             x_r, x_c = x_r.to(device), x_c.to(device)
+            base = base[0].to(device) if base and base[0] is not None else None
             factor = cfg.lr_factor(step)
             for opt, lrs in zip((run.opt_g, run.opt_d), run.base_lr):
                 for group, lr in zip(opt.param_groups, lrs):
                     group["lr"] = lr * factor
             mult = torch.exp(torch.empty(per_rank, 1).uniform_(lo, hi)).to(device)
-            rec = _step(run, gen_t, disc_t, x_r, x_c, mult, cfg, perceptual)
+            rec = _step(run, gen_t, disc_t, x_r, x_c, mult, cfg, perceptual, base)
             run.step = step = step + 1
             if time_limit is not None:
                 stop = _all_agree(time.time() - t0 >= time_limit, world, device)
@@ -448,15 +475,17 @@ def _loop(run: _Run, sampler, cfg: TrainConfig, mcfg: ModelConfig, out: Path, ra
             logf.close()
 
 
-def _step(run: _Run, gen_t, disc_t, x_r, x_c, mult, cfg: TrainConfig, perceptual) -> dict:
+def _step(run: _Run, gen_t, disc_t, x_r, x_c, mult, cfg: TrainConfig, perceptual, base=None) -> dict:
     """One optimizer step of the generator (and of the discriminator once the GAN is on);
     returns the step's log record."""
     step = run.step
-    x_hat, bits = gen_t(x_r, x_c, mult)
+    x_hat, bits = gen_t(x_r, x_c, mult, base) if base is not None else gen_t(x_r, x_c, mult)
     l1 = (x_hat - x_c).abs().mean()
     loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
     rec = {"step": step + 1, "lr": run.opt_g.param_groups[0]["lr"], "l1": l1.item(),
            "bits": bits.mean().item()}
+    if cfg.base_sizes:
+        rec["base"] = 0 if base is None else base.shape[-1]
     if perceptual is not None and step >= cfg.perceptual_start:
         p = perceptual(x_hat, x_c)
         loss = loss + cfg.loss_perceptual * p
@@ -493,10 +522,11 @@ def _validate_and_keep_best(run: _Run, vclips, lpips, device, cfg: TrainConfig, 
     """Validate the weights export would ship (the moving average when kept; the raw weights
     too, for comparison), log it, and save best.pt when the score improved."""
     v = validate(run.gen if run.ema is None else run.ema.module, vclips, lpips=lpips, device=device,
-                 ref_crf=cfg.val_ref_crf)
+                 ref_crf=cfg.val_ref_crf, base=cfg.val_base)
     if run.ema is not None:     # the raw weights, for comparison (best.pt follows the average)
-        raw = validate(run.gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf)
+        raw = validate(run.gen, vclips, lpips=lpips, device=device, ref_crf=cfg.val_ref_crf, base=cfg.val_base)
         v.update({f"raw_{k}": x for k, x in raw.items()}, ema_decay=cfg.ema_decay)
+    _frozen_eval(run.gen, cfg)      # validate() leaves every part in training mode
     v["step"] = run.step
     _log_record(logf, v)
     log(f"validation step {run.step}: " + " ".join(f"{k}={v[k]}" for k in v))
