@@ -19,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .keyframe import KeyframeDecoder, KeyframeEncoder
+from .container import BASE_SIZES
+from .keyframe import KeyframeDecoder, KeyframeEncoder, max_pixels_for
 from .video import to_uint8
 
 CODEC = "vp9"
 # low delay as in the keyframe chain (no lookahead, no alt-ref, one packet per picture)
 OPTIONS: dict = {}
-SIZES = (32, 48, 64, 96)          # the picture sizes a stream may use (the header stores one)
+SIZES = BASE_SIZES                # the picture sizes a stream may use (the header stores one)
 
 
 def thumbnail(x: torch.Tensor, size: int) -> np.ndarray:
@@ -52,9 +53,10 @@ class BaseEncoder:
         self.dec = KeyframeDecoder(CODEC)
         self.n = 0
 
-    def encode(self, pic: np.ndarray) -> tuple[bytes, np.ndarray]:
-        """One uint8 picture (b, b, 3) -> (packet, decoded picture). The first is a key picture."""
-        intra = self.n == 0
+    def encode(self, pic: np.ndarray, key: bool = False) -> tuple[bytes, np.ndarray]:
+        """One uint8 picture (b, b, 3) -> (packet, decoded picture). The first is a key
+        picture, and so is one asked for with ``key``; the rest are predicted."""
+        intra = self.n == 0 or key
         data = self.enc.encode(pic, intra=intra)
         out = self.dec.decode(data, predicted=not intra)
         self.n += 1
@@ -63,16 +65,19 @@ class BaseEncoder:
 
 class BaseDecoder:
     """VP9 base packets -> uint8 pictures; refuses a picture larger than ``size`` squared
-    before FFmpeg allocates it."""
+    (padded to 64-pixel superblocks, as libvpx counts) before FFmpeg allocates it, and any
+    other size after decoding."""
 
     def __init__(self, size: int):
         self.size = int(size)
-        self.dec = KeyframeDecoder(CODEC, max_pixels=self.size * self.size)
+        self.dec = KeyframeDecoder(CODEC, max_pixels=max_pixels_for(self.size, self.size))
         self.n = 0
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, predicted: bool | None = None) -> np.ndarray:
+        """One packet -> its picture (b, b, 3) uint8; ``predicted`` (default: all but the
+        first) as the stream marks the picture."""
         from .keyframe import KeyframeError
-        pic = self.dec.decode(data, predicted=self.n > 0)
+        pic = self.dec.decode(data, predicted=self.n > 0 if predicted is None else predicted)
         if pic.shape[:2] != (self.size, self.size):
             raise KeyframeError(f"base-layer picture is {pic.shape[1]}x{pic.shape[0]}, "
                                 f"the header says {self.size}x{self.size}")

@@ -25,8 +25,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from . import container, keyframe, video
-from .container import Header, KeyframePacket, StreamError, TokenPacket
+from . import baselayer, container, keyframe, video
+from .container import BasePacket, Header, KeyframePacket, StreamError, TokenPacket
 from .entropy import EntropyError
 from .errors import OptionError
 from .fileio import atomic_write, check_output_folder
@@ -47,6 +47,10 @@ DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poorer reference
 # for the frames after it than one taken when it is over.
 DEFAULT_REFRESH_PERSIST = 1
+# the base layer (issue 15; format version 4): auto = wherever the model's D_F reads a base
+# picture and the quality level has a base picture size; on = the same, or one error line
+# where it cannot; off = the paper's token-only codec with the same model
+BASE_LAYER_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -61,6 +65,7 @@ class EncodeStats:
     token_bytes: int = 0
     header_bytes: int = 0
     layer_bytes: int = 0          # crop and frame-layer packets (face framing)
+    base_bytes: int = 0           # base-layer packets (format version 4)
     keyframe_indices: list = field(default_factory=list)
 
 
@@ -70,6 +75,14 @@ def _check_symbols(q: torch.Tensor) -> torch.Tensor:
         raise EntropyError(f"token symbol beyond +-{container.MAX_SYMBOL}: the model's tokens are "
                            "out of range for this input")
     return q
+
+
+def base_layer_mode(value) -> str:
+    """``base_layer`` as given to the API (auto/on/off, True/False, None = auto) -> a mode."""
+    mode = {None: "auto", True: "on", False: "off"}.get(value, value) if isinstance(value, (bool, type(None))) else value
+    if mode not in BASE_LAYER_MODES:
+        raise OptionError(f"base_layer must be auto, on or off, got {value!r}")
+    return mode
 
 
 def _capped_psnr(a, b) -> float:
@@ -95,7 +108,13 @@ class Encoder:
 
     ``keyframe_crf`` replaces the quality level's keyframe CRF and ``keyframe_options`` adds
     encoder options (e.g. ``{"sharpness": "4"}``) to the keyframe codec's own: what a ladder
-    sweep (bench/tune_ladder.py) varies without touching the model's quality table."""
+    sweep (bench/tune_ladder.py) varies without touching the model's quality table.
+
+    ``base_layer`` (auto, on, off; :data:`BASE_LAYER_MODES`) codes a base-layer picture of
+    every frame beside the tokens (format version 4) with a model whose D_F reads one;
+    ``base_size`` and ``base_crf`` replace the level's picture side and VP9 CRF. With the
+    base layer on, the min keyframe interval defaults to the level's
+    ``base_min_keyframe_interval``."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = DEFAULT_KEYFRAME_CODEC,
@@ -103,7 +122,8 @@ class Encoder:
                  max_keyframe_interval: float = DEFAULT_MAX_KEYFRAME_INTERVAL_S,
                  min_keyframe_interval: float | None = None,
                  refresh_persist: int | None = None, keyframe_crf: int | None = None,
-                 keyframe_options: dict | None = None):
+                 keyframe_options: dict | None = None, base_layer="auto", base_size: int | None = None,
+                 base_crf: int | None = None):
         quality = _check_quality(quality)
         if keyframe_codec not in keyframe.ENCODERS:
             raise OptionError(f"unknown keyframe codec {keyframe_codec!r}; choose from "
@@ -123,8 +143,10 @@ class Encoder:
         self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf, keyframe_options)
         self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
         self.refresh_drop = model.refresh_drop(quality) if refresh_drop is None else refresh_drop
+        self.base_layer, self.base_enc = self._base_layer(base_layer, base_size, base_crf)
         if min_keyframe_interval is None:
-            min_keyframe_interval = model.min_keyframe_interval(quality)
+            min_keyframe_interval = (model.min_keyframe_interval(quality) if self.base_layer is None
+                                     else model.base_min_keyframe_interval(quality))
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
         self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
         self.refresh_persist = refresh_persist
@@ -143,9 +165,41 @@ class Encoder:
         # setting without decoding the stream again (bench/tune_ladder.py)
         self.recon: torch.Tensor | None = None
 
+    def _base_layer(self, mode, size, crf):
+        """The stream's base layer (or None) and its encoder, from the options and the ladder."""
+        mode, m, q = base_layer_mode(mode), self.m, self.quality
+        if mode == "off":
+            return None, None
+        if not m.has_base_layer:
+            if mode == "on":
+                raise OptionError(f"--base-layer on needs a model whose decoder reads a base layer; "
+                                  f"model {m.model_id!r} is token-only")
+            return None, None
+        size = m.base_size(q) if size is None else size
+        if size == 0:
+            if mode == "on":
+                raise OptionError(f"quality {q} is a token-only level of model {m.model_id!r} (no base "
+                                  "picture size in its ladder); use --base-layer auto or another quality")
+            return None, None
+        if size not in container.BASE_SIZES:
+            raise OptionError(f"base picture size must be one of {', '.join(map(str, container.BASE_SIZES))}, "
+                              f"got {size!r}")
+        crf = m.base_crf(q) if crf is None else crf
+        if not (isinstance(crf, int) and 0 <= crf <= 63):
+            raise OptionError(f"base-layer CRF must be an integer 0..63, got {crf!r}")
+        return container.BaseLayer(size), baselayer.BaseEncoder(crf)
+
     def header(self, frame_count: int) -> Header:
         return Header(self.m.model_id, self.m.hash8, self.width, self.height, self.size, self.fps,
-                      frame_count, self.quality, self.codec, self.m.config.token_dim, self.packet_frames)
+                      frame_count, self.quality, self.codec, self.m.config.token_dim, self.packet_frames,
+                      base_layer=self.base_layer)
+
+    def _base_picture(self, x, key: bool):
+        """Code frame x's base picture; returns its packet and the picture the decoder will
+        get (1, 3, b, b) in [0, 1], which D_F reads in the closed loop."""
+        key = key or self.base_enc.n == 0
+        data, pic = self.base_enc.encode(baselayer.thumbnail(x, self.base_layer.size)[0], key=key)
+        return BasePacket(self.index, data, predicted=not key), baselayer.to_tensor(pic).to(self.m.device)
 
     def _token_packet(self) -> list:
         if not self.pending:
@@ -155,9 +209,10 @@ class Encoder:
         self.pending = []
         return [p]
 
-    def _keyframe(self, x, intra: bool) -> list:
+    def _keyframe(self, x, intra: bool, base=None) -> list:
         """Code x as a keyframe: an intra picture, or (``intra=False`` with a chained keyframe
-        codec) a picture predicted from the previous keyframe."""
+        codec) a picture predicted from the previous keyframe. ``base``: x's decoded base
+        picture (the refresh rule's level is measured with it)."""
         out = self._token_packet()
         rgb = video.to_uint8(x)[0]
         predicted = not intra and self.kf_enc.chained
@@ -167,7 +222,7 @@ class Encoder:
         self.ref = self.m.reference(x_r, q_r, self.mult)
         self.prev_q = q_r[0]
         self.since_key = 0
-        self.base_psnr = self._base_psnr(x, q_r)
+        self.base_psnr = self._base_psnr(x, q_r, base)
         self.low_run = 0
         self.stats.keyframes += 1
         self.stats.keyframe_indices.append(self.index)
@@ -176,12 +231,12 @@ class Encoder:
         out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data, predicted))
         return out
 
-    def _base_psnr(self, x, q_r) -> float:
+    def _base_psnr(self, x, q_r, base=None) -> float:
         """PSNR of the model's reconstruction of the keyframe's own frame from its own token:
         what it does on this content with no motion, the level later drops are measured from.
         (Measured from the first predicted frame instead, a keyframe whose predictions start
         poor, taken mid-motion, was never replaced.)"""
-        return _capped_psnr(self.m.decode(q_r, self.mult, self.ref), x)
+        return _capped_psnr(self.m.decode(q_r, self.mult, self.ref, base), x)
 
     @torch.no_grad()
     def push(self, frame: np.ndarray, force_keyframe: bool = False) -> list:
@@ -192,19 +247,23 @@ class Encoder:
             raise video.VideoError(f"frame {self.index} has shape {frame.shape}, expected "
                                    f"({self.height}, {self.width}, 3)")
         x = video.to_model(frame, self.size).to(self.m.device)
-        out = []
-        if self.ref is None or self.since_key + 1 >= self.max_interval:
-            out = self._keyframe(x, intra=True)        # a random-access point
+        intra = self.ref is None or self.since_key + 1 >= self.max_interval
+        out, base = [], None
+        if self.base_layer is not None:     # every frame's base picture, before its frame's packet
+            bp, base = self._base_picture(x, key=intra)
+            out.append(bp)
+        if intra:
+            out += self._keyframe(x, intra=True, base=base)        # a random-access point
         elif force_keyframe:
-            out = self._keyframe(x, intra=False)
+            out += self._keyframe(x, intra=False, base=base)
         else:
             q = _check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
-            x_hat = self.m.decode(q[None], self.mult, self.ref)
+            x_hat = self.m.decode(q[None], self.mult, self.ref, base)
             p = _capped_psnr(x_hat, x)
             low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
             self.low_run = self.low_run + 1 if low else 0
             if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:
-                out = self._keyframe(x, intra=False)
+                out += self._keyframe(x, intra=False, base=base)
             else:
                 if not self.pending:
                     self.pending_first = self.index
@@ -214,7 +273,7 @@ class Encoder:
                 self._psnr_sum += p
                 self.recon = x_hat
                 if len(self.pending) == self.packet_frames:
-                    out = self._token_packet()
+                    out += self._token_packet()
         self.index += 1
         self.stats.frames = self.index
         return out
@@ -238,6 +297,12 @@ class Decoder:
         self.prev_q = None
         self.next_index = 0
         self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec, header.coded_size ** 2)
+        # base layer (version 4): pictures decoded in stream order, held (at most
+        # packet_frames of them) until the packet that carries their frame decodes
+        bl = header.base_layer
+        self.base_dec = None if bl is None else baselayer.BaseDecoder(bl.size)
+        self.base_next = 0
+        self.base_pics: dict[int, tuple[torch.Tensor, bool]] = {}
 
     def _out(self, x):
         # one frame at a time: the output size is bounded per frame (container.MAX_PIXELS)
@@ -245,13 +310,39 @@ class Decoder:
 
     @torch.no_grad()
     def push(self, packet) -> list[np.ndarray]:
+        if isinstance(packet, BasePacket):
+            self._base(packet)
+            return []
         if isinstance(packet, KeyframePacket):
             return self._out(self._keyframe(packet))
+        base = self._take_base(packet.first_frame, packet.count)
         q = self._symbols(packet)
         frames = []
         for i in range(0, packet.count, 8):
-            frames += self._out(self.m.decode(q[i:i + 8], self.mult, self.ref))
+            b = None if base is None else base[i:i + 8]
+            frames += self._out(self.m.decode(q[i:i + 8], self.mult, self.ref, b))
         return frames
+
+    def _base(self, packet: BasePacket):
+        """Decode a base-layer picture and hold it for its frame."""
+        if self.base_dec is None:
+            raise StreamError("base-layer packet in a stream without a base layer")
+        container.check_base_packet(self.h, packet, self.base_next, self.next_index)
+        try:
+            pic = self.base_dec.decode(packet.payload, packet.predicted)
+        except keyframe.KeyframeError as e:
+            raise StreamError(f"base-layer picture of frame {packet.frame_index}: {e}") from None
+        self.base_pics[packet.frame_index] = (baselayer.to_tensor(pic).to(self.m.device), not packet.predicted)
+        self.base_next += 1
+
+    def _take_base(self, first: int, count: int, keyframe_packet: KeyframePacket | None = None):
+        """The held base pictures (count, 3, b, b) of frames first.. about to decode, or None
+        without a base layer (or when the packet is out of order, which the caller refuses)."""
+        if self.base_dec is None or first != self.next_index:
+            return None
+        container.check_base_covers(first, count, self.base_next, keyframe_packet,
+                                    self.base_pics.get(first, (None, False))[1])
+        return torch.cat([self.base_pics.pop(i)[0] for i in range(first, first + count)])
 
     # the two halves of push, shared with imfcodec.multi.MultiDecoder (which batches the
     # frame networks over streams instead of running them here)
@@ -261,6 +352,7 @@ class Decoder:
         picture (1, 3, S, S)."""
         if packet.frame_index != self.next_index:
             raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
+        self._take_base(packet.frame_index, 1, packet)   # a keyframe's frame is its own picture
         rgb = self.kf_dec.decode(packet.payload, packet.predicted)
         if rgb.shape[:2] != (self.h.coded_size, self.h.coded_size):
             raise StreamError("keyframe picture has the wrong size for this stream")
@@ -294,6 +386,8 @@ def check_model(model: CodecModel, header: Header):
                          f"{model.model_id!r} (hash {model.hash8.hex()})")
     if header.token_dim != model.config.token_dim or header.coded_size != model.config.image_size:
         raise ModelError("stream and model disagree on token size or coded size")
+    if header.base_layer is not None and not model.has_base_layer:
+        raise ModelError(f"this stream has a base layer, but model {model.model_id!r} is token-only")
 
 
 # ---- whole streams ----------------------------------------------------------------------
@@ -303,7 +397,10 @@ def make_encoder(model: CodecModel, width: int, height: int, fps, quality=DEFAUL
     crop plus frame layer encoder (imfcodec/framing.py; format version 3)."""
     from . import framing as fr
     if fr.use_face(width, height, framing):
-        return fr.FaceEncoder(model, width, height, fps, quality, **opts)
+        if base_layer_mode(opts.get("base_layer")) == "on":
+            raise OptionError("the base layer does not combine with face framing (format version 3); "
+                              "use --framing stretch with --base-layer on")
+        return fr.FaceEncoder(model, width, height, fps, quality, **{**opts, "base_layer": "off"})
     return Encoder(model, width, height, fps, quality, **opts)
 
 
@@ -318,7 +415,8 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
                   progress: Callable | None = None, framing: str = "auto", **opts) -> tuple[bytes, EncodeStats]:
     """Code RGB frames (an iterable of (H, W, 3) uint8) into .imf bytes. ``framing``: auto
     (face crop plus frame layer at an aspect of 4:3 or wider, else as below), face, or
-    stretch (the whole frame scaled to the model's square)."""
+    stretch (the whole frame scaled to the model's square). ``base_layer`` (auto, on,
+    off) and the other options: :class:`Encoder`'s."""
     t0 = time.time()
     it = iter(frames)
     try:
@@ -342,6 +440,7 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality=
     st.keyframe_bytes, st.token_bytes = sizes.of("keyframe"), sizes.of("tokens")
     st.kbps = header.kbps(st.bytes)
     st.layer_bytes = sizes.of("crop") + sizes.of("layer")
+    st.base_bytes = sizes.of("base")
     st.seconds = time.time() - t0
     st.psnr_model_res = enc.mean_psnr
     return data, st

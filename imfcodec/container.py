@@ -16,12 +16,14 @@ from .errors import IMFCodecError
 MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
 FRAMED_VERSION = 3          # 3 = 2 plus framing (a face crop coded by IMF + a frame layer)
-READS_VERSIONS = (1, 2, 3)  # a version-1 file is a version-2 file without either
+BASE_VERSION = 4           # 4 = 2 plus a base layer (one small VP9 picture per frame)
+READS_VERSIONS = (1, 2, 3, 4)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
 PKT_KEYFRAME = 0x4B   # 'K'
 PKT_PREDICTED_KEYFRAME = 0x50   # 'P': keyframe picture predicted from the previous keyframe
 PKT_TOKENS = 0x54     # 'T'
 PKT_CROP = 0x43       # 'C': where the IMF crop lies in the frame from the next keyframe on (v3)
 PKT_LAYER = 0x46      # 'F': one frame-layer picture (v3)
+PKT_BASE = 0x42       # 'B': one base-layer picture (v4)
 FRAMINGS = {1: "face"}
 FRAMING_IDS = {v: k for k, v in FRAMINGS.items()}
 MAX_LAYER_SIDE = 4096       # frame-layer picture width/height
@@ -47,6 +49,8 @@ MAX_PACKET_FRAMES = 256
 QUALITIES = range(1, 9)
 MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep CompressAI's escapes defined
 MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
+BASE_SIZES = (32, 48, 64, 96)       # a base picture's side (imfcodec.baselayer.SIZES)
+MAX_BASE_PAYLOAD = 1 << 16          # 64 KiB: one base picture (96x96 raw 4:2:0 is 13.5 KiB)
 TOKEN_PAYLOAD_FIXED, TOKEN_PAYLOAD_PER_SYMBOL = 64, 8
 
 
@@ -129,6 +133,7 @@ class Header:
     token_dim: int
     packet_frames: int            # token frames per token packet (last may be shorter)
     framing: "Framing | None" = None   # None: the whole frame is coded (versions 1, 2)
+    base_layer: "BaseLayer | None" = None   # None: tokens only (versions 1-3)
 
     def __post_init__(self):
         check_header(self)
@@ -142,11 +147,17 @@ class Header:
                     self.width, self.height, self.coded_size, self.fps.numerator, self.fps.denominator,
                     self.frame_count, self.quality, KEYFRAME_CODEC_IDS[self.keyframe_codec],
                     self.token_dim, self.packet_frames)))
-        version = VERSION
         if self.framing is not None:
-            version = FRAMED_VERSION
             body += self.framing.to_bytes(self)
-        return MAGIC + bytes([version]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
+        if self.base_layer is not None:
+            body += self.base_layer.to_bytes()
+        return MAGIC + bytes([self.version]) + put_uvarint(len(body)) + body + struct.pack(">I", zlib.crc32(body))
+
+    @property
+    def version(self) -> int:
+        """The format version this header is written as: the lowest that holds it."""
+        return BASE_VERSION if self.base_layer is not None else (
+            FRAMED_VERSION if self.framing is not None else VERSION)
 
     def kbps(self, nbytes: int) -> float:
         """The rate of ``nbytes`` spread over this stream's duration (:func:`kbps`)."""
@@ -188,6 +199,27 @@ def check_header(h: Header):
     _bound(1 <= h.token_dim <= MAX_TOKEN_DIM, f"token size {h.token_dim} outside 1..{MAX_TOKEN_DIM}")
     _bound(1 <= h.packet_frames <= MAX_PACKET_FRAMES,
            f"packet frames {h.packet_frames} outside 1..{MAX_PACKET_FRAMES}")
+    if h.base_layer is not None:
+        _bound(h.framing is None, "a base layer with face framing")
+        h.base_layer.check()
+
+
+@dataclass(frozen=True)
+class BaseLayer:
+    """Version 4: every frame also has a small picture (``size`` x ``size``) in one
+    low-delay stream of ``codec`` beside the tokens, which D_F reads (imfcodec/baselayer.py).
+    Field bounds: docs/bitstream.md."""
+    size: int                     # base picture side, one of BASE_SIZES
+    codec: str = "vp9"            # chained (key picture, then inter pictures)
+
+    def check(self):
+        _bound(self.codec in CHAINED_CODECS, f"base-layer codec {self.codec!r} is not a chained codec")
+        _bound(self.size in BASE_SIZES, f"base picture size {self.size} not one of "
+                                        f"{', '.join(map(str, BASE_SIZES))}")
+
+    def to_bytes(self) -> bytes:
+        self.check()
+        return put_uvarint(KEYFRAME_CODEC_IDS[self.codec]) + put_uvarint(self.size)
 
 
 @dataclass(frozen=True)
@@ -236,6 +268,13 @@ class LayerPacket:
 
 
 @dataclass(frozen=True)
+class BasePacket:
+    frame_index: int              # the frame whose base picture this is (one per frame)
+    payload: bytes                # one picture of the base layer's chained stream
+    predicted: bool = True        # an inter picture (needs the previous base picture)
+
+
+@dataclass(frozen=True)
 class KeyframePacket:
     frame_index: int
     ref_symbols: tuple            # the keyframe's quantized token, integers (token_dim)
@@ -250,14 +289,14 @@ class TokenPacket:
     payload: bytes                # rANS string of symbol differences (imfcodec.entropy)
 
 
-Packet = Union[KeyframePacket, TokenPacket, CropPacket, LayerPacket]
+Packet = Union[KeyframePacket, TokenPacket, CropPacket, LayerPacket, BasePacket]
 
 
 def packet_to_bytes(p: Packet) -> bytes:
     if isinstance(p, CropPacket):
         typ, body = PKT_CROP, b"".join(put_uvarint(v) for v in (p.frame_index, p.x, p.y, p.side))
-    elif isinstance(p, LayerPacket):
-        typ = PKT_LAYER
+    elif isinstance(p, (LayerPacket, BasePacket)):
+        typ = PKT_LAYER if isinstance(p, LayerPacket) else PKT_BASE
         body = put_uvarint(p.frame_index) + bytes([int(p.predicted)]) + p.payload
     elif isinstance(p, KeyframePacket):
         typ = PKT_PREDICTED_KEYFRAME if p.predicted else PKT_KEYFRAME
@@ -277,7 +316,8 @@ class StreamSizes:
     total: int
 
     def of(self, kind: str) -> int:
-        """Bytes of all ``"keyframe"`` or all ``"tokens"`` packets."""
+        """Bytes of all packets of one kind: ``"keyframe"``, ``"tokens"``, ``"base"``
+        (base-layer pictures), ``"crop"`` or ``"layer"`` (face framing)."""
         return sum(n for k, _, _, n in self.packets if k == kind)
 
 
@@ -294,6 +334,8 @@ def assemble(header: Header, packets: list[Packet]) -> tuple[bytes, StreamSizes]
 def _describe(p: Packet) -> tuple:
     if isinstance(p, KeyframePacket):
         return "keyframe", p.frame_index, 1
+    if isinstance(p, BasePacket):
+        return "base", p.frame_index, 0
     if isinstance(p, (CropPacket, LayerPacket)):
         return ("crop" if isinstance(p, CropPacket) else "layer"), p.frame_index, 0
     return "tokens", p.first_frame, p.count
@@ -324,9 +366,19 @@ def _parse_header(r: _Reader) -> Header:
     if not (1 <= fn <= MAX_FPS_TERM and 1 <= fd <= MAX_FPS_TERM):
         raise StreamError(f"malformed header (frame rate {fn}/{fd})")
     framing = _parse_framing(h, w, hh) if version == FRAMED_VERSION else None
+    base = _parse_base_layer(h) if version == BASE_VERSION else None
     if not h.done():
         raise StreamError("malformed header (trailing bytes)")
-    return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf, framing)
+    return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf, framing, base)
+
+
+def _parse_base_layer(h: _Reader) -> BaseLayer:
+    codec, size = h.uvarint(), h.uvarint()
+    if codec not in KEYFRAME_CODECS:
+        raise StreamError(f"malformed header (unknown base-layer codec id {codec})")
+    b = BaseLayer(size, KEYFRAME_CODECS[codec])
+    b.check()
+    return b
 
 
 def _parse_framing(h: _Reader, width: int, height: int) -> Framing:
@@ -343,13 +395,16 @@ def _max_body(typ: int, header: Header) -> int:
     bound plus its varints (10 bytes each at most; a symbol within MAX_SYMBOL takes 5)."""
     if typ == PKT_TOKENS:
         return 20 + header.max_token_payload
+    if typ == PKT_BASE:
+        return 11 + MAX_BASE_PAYLOAD
     return 20 + 5 * header.token_dim + MAX_KEYFRAME_PAYLOAD
 
 
 def _parse_packet(r: _Reader, header: Header) -> Packet:
     typ = r.take(1)[0]
     framed = (PKT_CROP, PKT_LAYER) if header.framing is not None else ()
-    if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS) + framed:
+    based = (PKT_BASE,) if header.base_layer is not None else ()
+    if typ not in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME, PKT_TOKENS) + framed + based:
         raise StreamError(f"malformed packet at byte {r.pos - 1} (unknown type 0x{typ:02x})")
     n = r.uvarint()
     if n > _max_body(typ, header):
@@ -360,6 +415,14 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     if binascii.crc_hqx(body, 0xFFFF) != crc:
         raise StreamError(f"corrupt packet ending at byte {r.pos} (checksum mismatch)")
     b = _Reader(body, "packet")
+    if typ == PKT_BASE:
+        idx = b.uvarint()
+        kind = b.take(1)[0]
+        if kind > 1:
+            raise StreamError("malformed base-layer packet (picture kind)")
+        if b.done():
+            raise StreamError("malformed base-layer packet (no picture)")
+        return BasePacket(idx, body[b.pos:], bool(kind))
     if typ in (PKT_CROP, PKT_LAYER):
         return _parse_framing_packet(typ, b, body, header)
     if typ in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME):
@@ -421,8 +484,11 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
     nxt = 0
     seen_key = False
     framing = _FramingOrder() if header.framing is not None else None
+    base = _BaseOrder(header) if header.base_layer is not None else None
     for p in packets:
-        if isinstance(p, (CropPacket, LayerPacket)):
+        if isinstance(p, BasePacket):
+            base.check(p, nxt)
+        elif isinstance(p, (CropPacket, LayerPacket)):
             framing.check(p, nxt, header.frame_count or MAX_FRAME_COUNT)
         elif isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
@@ -431,6 +497,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
                 raise StreamError("malformed stream (the first keyframe is a predicted one)")
             if framing is not None:
                 framing.keyframe(p)
+            if base is not None:
+                base.covers(nxt, 1, p)
             seen_key = True
             nxt += 1
         else:
@@ -440,6 +508,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
                 raise StreamError("malformed stream (token packet before the first keyframe)")
             if p.first_frame != nxt:
                 raise StreamError(f"malformed stream (tokens for frame {p.first_frame}, expected {nxt})")
+            if base is not None:
+                base.covers(nxt, p.count)
             nxt += p.count
         if nxt > (header.frame_count or MAX_FRAME_COUNT):
             raise StreamError("malformed stream (more frames than the header's "
@@ -448,6 +518,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
         raise StreamError("empty stream (a header and no frames)")
     if header.frame_count and nxt != header.frame_count:
         raise StreamError(f"truncated stream: {nxt} of {header.frame_count} frames present")
+    if base is not None and base.next != nxt:
+        raise StreamError(f"malformed stream (base-layer picture for frame {nxt} without its frame)")
     return nxt
 
 
@@ -493,6 +565,55 @@ class _FramingOrder:
                               "key picture)" if not p.predicted else
                               f"malformed stream (keyframe {p.frame_index} without its frame-layer picture)")
         self.crop_pending = False
+
+
+class _BaseOrder:
+    """Version 4 packet order: one base-layer packet per frame, in frame order, each before
+    the packet that carries its frame and at most packet_frames - 1 frames ahead of the
+    first frame not yet carried; the first is a key picture, and so is every intra (K)
+    keyframe's (so decoding can start there). The same rules as codec.Decoder applies to a
+    live stream."""
+
+    def __init__(self, header: Header):
+        self.header = header
+        self.next = 0                 # the frame the next base packet must be for
+        self.key = {}                 # frame -> key picture, for frames not yet carried
+
+    def check(self, p: BasePacket, nxt: int):
+        check_base_packet(self.header, p, self.next, nxt)
+        self.key[p.frame_index] = not p.predicted
+        self.next += 1
+
+    def covers(self, first: int, count: int, keyframe: KeyframePacket | None = None):
+        check_base_covers(first, count, self.next, keyframe, self.key.get(first, False))
+        for i in range(first, first + count):
+            self.key.pop(i, None)
+
+
+def check_base_packet(header: Header, p: BasePacket, expected: int, nxt: int):
+    """A base-layer packet in order (docs/bitstream.md, version 4), or one StreamError.
+    ``expected``: the frame the next base picture must be for; ``nxt``: the first frame no
+    keyframe or token packet has carried yet."""
+    if p.frame_index != expected:
+        raise StreamError(f"malformed stream (base-layer picture for frame {p.frame_index}, expected {expected})")
+    if p.frame_index >= (header.frame_count or MAX_FRAME_COUNT):
+        raise StreamError("malformed base-layer packet (frame index beyond the frame count)")
+    if p.frame_index - nxt >= header.packet_frames:
+        raise StreamError(f"malformed stream (base-layer picture for frame {p.frame_index} more than "
+                          f"{header.packet_frames - 1} frames ahead of frame {nxt})")
+    if p.frame_index == 0 and p.predicted:
+        raise StreamError("malformed stream (the first base-layer picture is a predicted one)")
+
+
+def check_base_covers(first: int, count: int, base_next: int, keyframe: KeyframePacket | None = None,
+                      key_picture: bool = False):
+    """Frames first..first+count-1, about to be carried, each have their base picture; an
+    intra keyframe's is a key picture."""
+    if base_next < first + count:
+        raise StreamError(f"malformed stream (no base-layer picture for frame {base_next} before "
+                          "the packet that carries it)")
+    if keyframe is not None and not keyframe.predicted and not key_picture:
+        raise StreamError(f"malformed stream (keyframe {first} without a base-layer key picture)")
 
 
 class StreamReader:

@@ -15,8 +15,8 @@ import torch
 from .entropy import TokenEntropyModel
 from .errors import OptionError
 from .fileio import atomic_write
-from .model import (DEFAULT_QUALITY_TABLE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
-                    build_entropy, generator_from_checkpoint, load_torch_file)
+from .model import (MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, build_entropy,
+                    generator_from_checkpoint, load_torch_file, quality_table_for)
 from .config import to_dict
 from .models.imf import IMFGenerator
 from .train.checkpoint import is_training_checkpoint
@@ -51,7 +51,7 @@ def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
              for k, v in gen.state_dict().items()}
     blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
             "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
-            "quality_table": quality_table or DEFAULT_QUALITY_TABLE, "meta": meta or {}}
+            "quality_table": quality_table or quality_table_for(gen.cfg), "meta": meta or {}}
     buf = io.BytesIO()
     torch.save(blob, buf)
     data = buf.getvalue()
@@ -77,7 +77,7 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
     cfg = gen.cfg
     clips = calibration_clips(calib_videos, cfg.image_size, calib_clips, calib_frames) if calib_videos else None
     std = token_delta_std(gen, clips) if clips else None
-    table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in DEFAULT_QUALITY_TABLE]
+    table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in quality_table_for(cfg)]
     ent = build_entropy(gen, table, std)
     m = {"train_step": ck["step"], "train_config": ck["train_config"],
          "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),

@@ -307,8 +307,7 @@ class _FaceDecoding:
         self.h, f = header, header.framing
         # FFmpeg refuses a picture beyond the layer's size (in 64-pixel superblocks: its
         # check counts the padded size) before allocating it
-        pad = lambda n: -(-n // 64) * 64       # noqa: E731
-        self.layer_dec = keyframe.KeyframeDecoder(f.layer_codec, pad(f.layer_width) * pad(f.layer_height))
+        self.layer_dec = keyframe.KeyframeDecoder(f.layer_codec, keyframe.max_pixels_for(f.layer_width, f.layer_height))
         self.compose = Compositor(header.width, header.height, f.feather)
         self.layers: list[tuple[int, np.ndarray]] = []    # decoded, not yet passed frame-layer pictures
         self.next_crop = None

@@ -120,6 +120,13 @@ class KeyframeEncoder:
         return bytes(packets[0])
 
 
+def max_pixels_for(width: int, height: int) -> int:
+    """The ``max_pixels`` bound of a chained decoder for width x height pictures: libvpx's
+    check counts the size padded to 64-pixel superblocks."""
+    pad = lambda n: -(-n // 64) * 64       # noqa: E731
+    return pad(width) * pad(height)
+
+
 class KeyframeDecoder:
     """Bitstream packets -> RGB pictures; keeps the reference picture of a chained codec.
     ``max_pixels``: FFmpeg's decoders refuse a picture larger than this before allocating

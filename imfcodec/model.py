@@ -51,6 +51,31 @@ DEFAULT_QUALITY_TABLE = [
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
+# The base layer's ladder (issue 15), for models whose D_F reads a base picture
+# (config.base_channels > 0): per level the base picture's side (0: a token-only level) and
+# its VP9 CRF, and the refresh rule's min keyframe interval when the base layer is on (the
+# base layer holds the picture between keyframes, so refreshes can be rarer; with
+# ``--base-layer off`` the level's token-only `min_keyframe_interval` applies). Export writes
+# these keys into the quality table of a model with base_channels; a model file without them
+# is token-only at every level. Provisional values: retune with measurements.
+BASE_LADDER_SIZE = (0, 32, 48, 48, 64, 64, 96, 96)
+BASE_LADDER_CRF = (63, 63, 63, 56, 56, 48, 48, 40)
+BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = 4.0
+DEFAULT_BASE_LADDER = [
+    {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
+     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S}
+    for q in range(1, QUALITY_LEVELS + 1)
+]
+
+
+def quality_table_for(config: ModelConfig, table=None) -> list:
+    """The quality table a model file of ``config`` gets: ``table`` (default
+    DEFAULT_QUALITY_TABLE) plus DEFAULT_BASE_LADDER's keys when D_F reads a base picture."""
+    table = [dict(r) for r in (table or DEFAULT_QUALITY_TABLE)]
+    if config.base_channels:
+        table = [{**b, **r} for r, b in zip(table, DEFAULT_BASE_LADDER)]
+    return table
+
 
 class ModelError(IMFCodecError, ValueError):
     """A model file that cannot be used (missing, not a model, wrong model for a stream)."""
@@ -88,6 +113,19 @@ class CodecModel:
 
     def min_keyframe_interval(self, quality: int) -> float:
         return float(self._ladder(quality, "min_keyframe_interval"))
+
+    def base_size(self, quality: int) -> int:
+        """The base picture's side at this level; 0 (also for files without the key): the
+        level is token-only."""
+        return int(self.quality_table[quality - 1].get("base_size", 0)) if self.has_base_layer else 0
+
+    def base_crf(self, quality: int) -> int:
+        return int(self.quality_table[quality - 1].get("base_crf", DEFAULT_BASE_LADDER[quality - 1]["base_crf"]))
+
+    def base_min_keyframe_interval(self, quality: int) -> float:
+        """The refresh rule's min keyframe interval when the base layer is on."""
+        return float(self.quality_table[quality - 1].get(
+            "base_min_keyframe_interval", DEFAULT_BASE_LADDER[quality - 1]["base_min_keyframe_interval"]))
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
@@ -274,9 +312,10 @@ def random_model(config: ModelConfig, seed: int = 0, device="cpu", precision="au
     """An untrained model (for tests and speed benchmarks), entropy tables from its init."""
     torch.manual_seed(seed)
     gen = IMFGenerator(config).eval().requires_grad_(False)
-    ent = build_entropy(gen, DEFAULT_QUALITY_TABLE)
+    table = quality_table_for(config)
+    ent = build_entropy(gen, table)
     if torch.device(device).type == "cpu":
         gen.frame_decoder.use_channels_last()
     return CodecModel(config.name, hashlib.sha256(f"random-{config.name}-{seed}".encode()).hexdigest(),
-                      config, gen.to(device), ent, list(DEFAULT_QUALITY_TABLE), torch.device(device), {},
+                      config, gen.to(device), ent, table, torch.device(device), {},
                       resolve_precision(precision, torch.device(device)))

@@ -19,6 +19,9 @@ ref)) runs once for all. A stream whose keyframe arrives does its reference work
 next token frame joins the batch with the new reference. Token frames already queued keep
 the reference they were coded against.
 
+Token-only streams only: a base-layer stream (format version 4) is refused with one line
+(decode it with :class:`imfcodec.codec.Decoder`).
+
 All streams share the one model (a header naming another model is refused with
 :class:`~imfcodec.model.ModelError`). Networks are per-sample (no batch statistics at
 inference), so a stream's frames equal its lone Decoder's up to the arithmetic a different
@@ -87,6 +90,9 @@ class MultiDecoder:
         if header.framing is not None:
             raise StreamError("MultiDecoder takes whole-frame streams (format version 2); decode a "
                               "face-framed one (version 3) with imfcodec.make_decoder")
+        if header.base_layer is not None:
+            raise StreamError("MultiDecoder takes token-only streams (format version 2); decode a "
+                              "base-layer one (version 4) with imfcodec.make_decoder")
         dec = Decoder(self.m, header)           # refuses another model with a ModelError
         sid = next(self._ids)
         self._streams[sid] = _Stream(dec)
