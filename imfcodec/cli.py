@@ -62,7 +62,8 @@ def cmd_encode(args):
                                packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
                                max_keyframe_interval=args.max_keyframe_interval,
                                min_keyframe_interval=args.min_keyframe_interval,
-                               refresh_persist=args.refresh_persist, framing=args.framing)
+                               refresh_persist=args.refresh_persist, framing=args.framing,
+                               base_layer=args.base_layer)
     finally:
         close()
     _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
@@ -100,11 +101,14 @@ def cmd_info(args):
     if d["framing"] != "stretch":
         print(f"  {d['framing']} framing: frame layer {d['layer_size']} every {d['layer_interval']} "
               f"frames, {d['layer_bytes']} bytes with the crop packets ({d['layer_kbps']:.2f} kbps)")
+    if d["base_layer"] != "off":
+        print(f"  base layer {d['base_layer']}: {d['base_bytes']} bytes ({d['base_kbps']:.2f} kbps)")
     if args.packets:
         for p in d["packets"]:
             print(f"  {p['type']:8s} frame {p['frame']:6d} +{p['frames']:<3d} {p['bytes']:6d} bytes")
     print(f"  total {d['bytes']} bytes = {d['kbps']:.2f} kbps "
-          f"(keyframes {d['keyframe_kbps']:.2f}, tokens {d['token_kbps']:.2f})")
+          f"(keyframes {d['keyframe_kbps']:.2f}, tokens {d['token_kbps']:.2f}"
+          + (f", base layer {d['base_kbps']:.2f}" if d["base_layer"] != "off" else "") + ")")
 
 
 def cmd_train(args):
@@ -187,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame as a small VP9 layer; stretch: scale the whole frame to the model's "
                         "square; auto (default): face at an aspect of 4:3 or wider and a short side "
                         "of 128 px or more, else stretch")
+    e.add_argument("--base-layer", default="auto", choices=["auto", "on", "off"],
+                   help="a small VP9 picture of every frame beside the tokens, read by the frame "
+                        "decoder (format version 4): auto (default) where the model and the quality "
+                        "level have one; on: the same, or an error where they do not; off: the "
+                        "paper's token-only codec")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
     e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
     common(e)

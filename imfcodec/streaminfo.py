@@ -23,9 +23,10 @@ def stream_info(path) -> dict:
     def rate(nbytes):
         return round(container.kbps(nbytes, frames, header.fps), 3)
     fl, fr = sizes.of("crop") + sizes.of("layer"), header.framing
+    bl, base = sizes.of("base"), header.base_layer
     return {
         "file": str(path), "bytes": size,
-        "format_version": container.VERSION if fr is None else container.FRAMED_VERSION,
+        "format_version": header.version,
         "model_id": header.model_id, "model_hash": header.model_hash.hex(),
         "width": header.width, "height": header.height, "coded_size": header.coded_size,
         "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": frames,
@@ -34,11 +35,13 @@ def stream_info(path) -> dict:
         "keyframe_codec": header.keyframe_codec,
         "token_dim": header.token_dim, "packet_frames": header.packet_frames,
         "keyframes": sum(p["type"] == "keyframe" for p in pk),
-        "header_bytes": size - kf - tk - fl, "keyframe_bytes": kf, "token_bytes": tk,
+        "header_bytes": size - kf - tk - fl - bl, "keyframe_bytes": kf, "token_bytes": tk,
         "kbps": rate(size), "keyframe_kbps": rate(kf), "token_kbps": rate(tk),
         "framing": "stretch" if fr is None else fr.mode,
         **({} if fr is None else {
             "layer_size": f"{fr.layer_width}x{fr.layer_height}", "layer_interval": fr.layer_interval,
             "feather": fr.feather, "layer_bytes": fl, "layer_kbps": rate(fl)}),
+        "base_layer": "off" if base is None else f"{base.size}x{base.size} {base.codec}",
+        "base_bytes": bl, "base_kbps": rate(bl),
         "packets": pk,
     }

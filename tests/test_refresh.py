@@ -27,7 +27,7 @@ def keyframes_for(model, monkeypatch, psnrs, base=30.0, **opts):
         return torch.tensor(float(next(script))) if predicted and predicted.pop() else real_psnr(a, b)
 
     monkeypatch.setattr(codec, "psnr", fake_psnr)
-    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r: float(base))
+    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: float(base))
     monkeypatch.setattr(model.generator, "decode_frame", decode_frame)
     _, st = codec.encode_frames(moving_pattern(n=len(psnrs) + 1), Fraction(25), model, 4, **opts)
     return st.keyframe_indices
@@ -102,7 +102,7 @@ def test_encoder_recon_is_what_the_decoder_rebuilds(tiny_model, monkeypatch):
     import itertools
     script = itertools.cycle([29.0, 29.0, 20.0])       # every third prediction refreshes
     monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
-    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r: 30.0)
+    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
     size = tiny_model.config.image_size
     frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=14)]
     enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4, refresh_drop=3.0,

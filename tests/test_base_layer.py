@@ -1,0 +1,334 @@
+"""The base layer (issue 15, format version 4): a small VP9 picture of every frame beside the
+tokens, read by D_F. Codec round trips, the zero-stem identity, the ladder and options,
+the container's rules for base packets, and the CLI's one-line errors."""
+import dataclasses
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, moving_pattern
+from imfcodec import cli, codec, container as C, video
+from imfcodec.errors import OptionError
+from imfcodec.multi import MultiDecoder
+
+
+def _base_model(tmp_path_factory, stems: str, name: str):
+    from imfcodec.config import load_model_config
+    from imfcodec.export import save_model
+    from imfcodec.model import load_model, random_model
+    cfg = dataclasses.replace(load_model_config(REPO / "configs/model/tiny.yaml"), base_channels=8)
+    m = random_model(cfg, seed=3)
+    if stems == "perturbed":            # trained-like: the base picture changes the frames
+        g = torch.Generator().manual_seed(0)
+        for st in m.generator.frame_decoder.base_stems:
+            st.out.weight.copy_(torch.randn(st.out.weight.shape, generator=g) * 0.3)
+    path = tmp_path_factory.mktemp("base") / f"{name}.pt"
+    save_model(path, m.generator, m.entropy, name, quality_table=m.quality_table)
+    return path, load_model(path, "cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def base_model_file(tmp_path_factory):
+    return _base_model(tmp_path_factory, "perturbed", "tinybase")
+
+
+@pytest.fixture(scope="module")
+def base_model(base_model_file):
+    return base_model_file[1]
+
+
+@pytest.fixture(scope="module")
+def zero_stem_model(tmp_path_factory):
+    return _base_model(tmp_path_factory, "zero", "tinybase0")[1]
+
+
+def _frames(model, n=14):
+    size = model.config.image_size
+    return [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=n)]
+
+
+def _encode(model, frames, **opts):
+    size = model.config.image_size
+    enc = codec.Encoder(model, size, size, Fraction(25), opts.pop("quality", 4), **opts)
+    packets, recon = [], []
+    for f in frames:
+        packets += enc.push(f)
+        recon.append(video.to_uint8(enc.recon)[0])
+    packets += enc.flush()
+    return enc, packets, recon
+
+
+def test_round_trip_decodes_what_the_closed_loop_saw(base_model, monkeypatch):
+    """Refreshes (predicted keyframes) and a forced intra keyframe mid-stream included; every
+    frame has one base packet before the packet that carries it."""
+    script = itertools.cycle([29.0] * 9 + [20.0])
+    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
+    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
+    frames = _frames(base_model, 16)
+    enc, packets, recon = _encode(base_model, frames, refresh_drop=3.0, min_keyframe_interval=0.0,
+                                  max_keyframe_interval=0.24)
+    keys = [p for p in packets if isinstance(p, C.KeyframePacket)]
+    assert any(p.predicted for p in keys) and sum(not p.predicted for p in keys) >= 2
+    bases = [p for p in packets if isinstance(p, C.BasePacket)]
+    assert [p.frame_index for p in bases] == list(range(len(frames)))
+    assert {p.frame_index for p in keys if not p.predicted} <= {p.frame_index for p in bases if not p.predicted}
+    header = enc.header(len(frames))
+    assert header.base_layer == C.BaseLayer(base_model.base_size(4)) and header.version == 4
+    data, sizes = C.assemble(header, packets)
+    assert data[4] == C.BASE_VERSION and sizes.of("base") == sum(len(C.packet_to_bytes(p)) for p in bases)
+    assert C.parse(data) == (header, packets)
+    _, out = codec.decode_bytes(data, base_model)
+    out = list(out)
+    assert len(out) == len(frames)
+    for a, b in zip(recon, out):
+        assert abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_the_base_picture_changes_the_frames(base_model):
+    """With trained (here perturbed) stems D_F reads the picture: decoding the same tokens
+    without it gives other frames (so the round trip above tests the base path)."""
+    frames = _frames(base_model, 6)
+    enc, packets, _ = _encode(base_model, frames)
+    header = enc.header(len(frames))
+    dec = codec.Decoder(base_model, header)
+    with_base = [f for p in packets for f in dec.push(p)]
+    plain = dataclasses.replace(header, base_layer=None)
+    dec = codec.Decoder(base_model, plain)
+    without = [f for p in packets if not isinstance(p, C.BasePacket) for f in dec.push(p)]
+    assert max(abs(a.astype(int) - b.astype(int)).max() for a, b in zip(with_base[1:], without[1:])) > 8
+
+
+def test_zero_stems_decode_the_token_only_frames(zero_stem_model):
+    """A model whose base stems are zero (as initialised from token-only weights) codes the
+    same keyframes and tokens and decodes the same frames with and without a base layer."""
+    frames = _frames(zero_stem_model, 12)
+    on, st_on = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="on")
+    off, st_off = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="off")
+    assert on[4] == 4 and off[4] == C.VERSION == 2 and st_on.base_bytes > 0 == st_off.base_bytes
+    h_on, p_on = C.parse(on)
+    h_off, p_off = C.parse(off)
+    assert [p for p in p_on if not isinstance(p, C.BasePacket)] == p_off
+    a = list(codec.decode_bytes(on, zero_stem_model)[1])
+    b = list(codec.decode_bytes(off, zero_stem_model)[1])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 12
+
+
+def test_token_only_models_and_levels_write_version_2(tiny_model, base_model):
+    frames = _frames(tiny_model, 3)
+    assert codec.encode_frames(frames, 25, tiny_model, 4)[0][4] == 2          # auto, token-only model
+    assert base_model.base_size(1) == 0
+    assert codec.encode_frames(frames, 25, base_model, 1)[0][4] == 2          # token-only level
+    with pytest.raises(OptionError, match="token-only level"):
+        codec.encode_frames(frames, 25, base_model, 1, base_layer="on")
+    with pytest.raises(OptionError, match="token-only"):
+        codec.encode_frames(frames, 25, tiny_model, 4, base_layer="on")
+    with pytest.raises(OptionError, match="auto, on or off"):
+        codec.encode_frames(frames, 25, base_model, 4, base_layer="yes")
+    with pytest.raises(OptionError, match="base picture size"):
+        codec.encode_frames(frames, 25, base_model, 4, base_size=40)
+    with pytest.raises(OptionError, match="CRF"):
+        codec.encode_frames(frames, 25, base_model, 4, base_crf=64)
+
+
+def test_ladder_and_overrides(base_model, tiny_model):
+    from imfcodec.model import BASE_LADDER_SIZE, DEFAULT_BASE_LADDER
+    assert [base_model.base_size(q) for q in range(1, 9)] == list(BASE_LADDER_SIZE)
+    assert [tiny_model.base_size(q) for q in range(1, 9)] == [0] * 8        # a file without the keys
+    assert "base_size" not in tiny_model.quality_table[0]
+    size = base_model.config.image_size
+    enc = codec.Encoder(base_model, size, size, Fraction(25), 4, base_size=32, base_crf=50)
+    assert enc.base_layer.size == 32 and enc.base_enc.crf == 50
+    assert enc.min_interval == round(DEFAULT_BASE_LADDER[3]["base_min_keyframe_interval"] * 25)
+    off = codec.Encoder(base_model, size, size, Fraction(25), 4, base_layer=False)
+    assert off.base_layer is None and off.min_interval == round(base_model.min_keyframe_interval(4) * 25)
+
+
+def test_face_framing_goes_token_only_or_refuses_on(base_model):
+    frames = [np.zeros((144, 256, 3), np.uint8)] * 2
+    assert codec.encode_frames(frames, 25, base_model, 4, framing="face")[0][4] == C.FRAMED_VERSION
+    with pytest.raises(OptionError, match="face framing"):
+        codec.encode_frames(frames, 25, base_model, 4, framing="face", base_layer="on")
+
+
+def test_multidecoder_refuses_base_layer_streams(base_model):
+    data, _ = codec.encode_frames(_frames(base_model, 2), 25, base_model, 4)
+    with pytest.raises(C.StreamError, match="MultiDecoder takes token-only streams"):
+        MultiDecoder(base_model).add(C.parse(data)[0])
+
+
+def test_token_only_model_refuses_a_base_layer_stream(base_model, tiny_model):
+    from imfcodec.model import ModelError
+    data, _ = codec.encode_frames(_frames(base_model, 2), 25, base_model, 4)
+    h = dataclasses.replace(C.parse(data)[0], model_id=tiny_model.model_id, model_hash=tiny_model.hash8,
+                            token_dim=tiny_model.config.token_dim)
+    with pytest.raises(ModelError, match="token-only"):
+        codec.Decoder(tiny_model, h)
+
+
+def test_live_decoder_checks_base_packets_itself(base_model):
+    """A live stream is not checked as a whole file: the Decoder refuses a token packet
+    whose frames have no base picture, and base pictures out of order."""
+    frames = _frames(base_model, 6)
+    enc, packets, _ = _encode(base_model, frames)
+    h = enc.header(0)
+    dec = codec.Decoder(base_model, h)
+    with pytest.raises(C.StreamError, match="base-layer picture for frame 1, expected 0"):
+        dec.push(C.BasePacket(1, packets[0].payload))
+    dec = codec.Decoder(base_model, h)
+    missing = [p for p in packets if not (isinstance(p, C.BasePacket) and p.frame_index == 3)]
+    with pytest.raises(C.StreamError):
+        for p in missing:
+            dec.push(p)
+
+
+def test_wrong_size_base_picture_is_refused(base_model):
+    frames = _frames(base_model, 3)
+    data, _ = codec.encode_frames(frames, 25, base_model, 4, base_size=48)
+    h, ps = C.parse(data)
+    lied, _ = C.assemble(dataclasses.replace(h, base_layer=C.BaseLayer(32)), ps)
+    with pytest.raises(C.StreamError, match="base-layer picture of frame 0.*48x48, the header says 32x32"):
+        list(codec.decode_bytes(lied, base_model)[1])
+
+
+def test_damaged_base_picture_is_one_stream_error(base_model):
+    frames = _frames(base_model, 4)
+    data, _ = codec.encode_frames(frames, 25, base_model, 4)
+    h, ps = C.parse(data)
+    for cut in (1, 5):
+        bad = [dataclasses.replace(p, payload=p.payload[:cut]) if isinstance(p, C.BasePacket) and p.frame_index == 0
+               else p for p in ps]
+        with pytest.raises(C.StreamError, match="base-layer picture of frame 0"):
+            list(codec.decode_bytes(C.assemble(h, bad)[0], base_model)[1])
+
+
+# ---- container ------------------------------------------------------------------------
+def _header(frames=4, pf=2, base=C.BaseLayer(48)):
+    return C.Header("imf-cpu", bytes(range(8)), 64, 64, 64, Fraction(25), frames, 4, "vp9", 4, pf,
+                    base_layer=base)
+
+
+def _packets():
+    return [C.BasePacket(0, b"key0", predicted=False), C.KeyframePacket(0, (1, 2, 3, 4), b"pic"),
+            C.BasePacket(1, b"b1"), C.BasePacket(2, b"b2"), C.TokenPacket(1, 2, b"tok1"),
+            C.BasePacket(3, b"b3"), C.KeyframePacket(3, (0, 0, 0, 0), b"p2", predicted=True)]
+
+
+def _bytes(packets, header=None):
+    return (header or _header()).to_bytes() + b"".join(C.packet_to_bytes(p) for p in packets)
+
+
+def test_container_round_trip_truncation_and_bit_flips():
+    data = _bytes(_packets())
+    assert C.parse(data) == (_header(), _packets()) and data[4] == 4
+    for cut in range(len(data)):
+        with pytest.raises(C.StreamError):
+            C.parse(data[:cut])
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x04
+        with pytest.raises(C.StreamError):
+            C.parse(bytes(bad))
+    r = C.StreamReader()
+    got = []
+    for b in data:
+        r.feed(bytes([b]))
+        got += list(r.packets())
+    assert got == _packets()
+
+
+def _swap(ps, i, j):
+    ps = list(ps)
+    ps[i], ps[j] = ps[j], ps[i]
+    return ps
+
+
+@pytest.mark.parametrize("packets,message", [
+    ([p for p in _packets() if p != C.BasePacket(1, b"b1")], "base-layer picture for frame 2, expected 1"),
+    (_swap(_packets(), 0, 1), "no base-layer picture for frame 0"),
+    ([C.BasePacket(0, b"key0")] + _packets()[1:], "first base-layer picture is a predicted one"),
+    (_swap(_packets(), 3, 4), "no base-layer picture for frame 2"),
+    (_packets()[:5] + [C.BasePacket(3, b"b3"), C.KeyframePacket(3, (0, 0, 0, 0), b"p2")],
+     "keyframe 3 without a base-layer key picture"),
+    (_packets()[:4] + [C.BasePacket(3, b"b3"), C.TokenPacket(1, 2, b"tok1")], "more than 1 frames ahead"),
+    (_packets() + [C.BasePacket(4, b"b4")], "beyond the frame count"),
+])
+def test_base_packet_order_is_checked(packets, message):
+    with pytest.raises(C.StreamError, match=message):
+        C.parse(_bytes(packets))
+
+
+def test_dangling_base_picture_in_a_live_recording_is_refused():
+    with pytest.raises(C.StreamError, match="without its frame"):
+        C.parse(_bytes(_packets() + [C.BasePacket(4, b"b4")], _header(frames=0)))
+
+
+def _packet(typ, body):
+    import binascii
+    import struct
+    return bytes([typ]) + C.put_uvarint(len(body)) + body + struct.pack(">H", binascii.crc_hqx(body, 0xFFFF))
+
+
+def test_crafted_base_packets_and_header_fields():
+    head = _header().to_bytes()
+    with pytest.raises(C.StreamError, match="picture kind"):
+        C.parse(head + _packet(C.PKT_BASE, b"\x00\x02pic"))
+    with pytest.raises(C.StreamError, match="no picture"):
+        C.parse(head + _packet(C.PKT_BASE, b"\x00\x00"))
+    big = C.put_uvarint(12 + C.MAX_BASE_PAYLOAD)
+    with pytest.raises(C.StreamError, match="over the limit"):
+        C.parse(head + bytes([C.PKT_BASE]) + big + b"\x00" * 64)
+    # a base packet in a token-only stream is an unknown packet type
+    with pytest.raises(C.StreamError, match="unknown type 0x42"):
+        C.parse(_bytes(_packets(), _header(base=None)))
+    for size, codec_id, msg in [(40, 3, "base picture size 40"), (0, 3, "base picture size 0"),
+                                (48, 0, "not a chained codec"), (48, 9, "unknown base-layer codec id 9")]:
+        good = _header()
+        body = good.to_bytes()[6:-4]
+        crafted = body[:-2] + C.put_uvarint(codec_id) + C.put_uvarint(size)
+        import struct
+        import zlib
+        data = C.MAGIC + bytes([4]) + C.put_uvarint(len(crafted)) + crafted + struct.pack(">I", zlib.crc32(crafted))
+        with pytest.raises(C.StreamError, match=msg):
+            C.parse(data)
+    with pytest.raises(C.StreamError, match="base layer with face framing"):
+        dataclasses.replace(_header(), framing=C.Framing(32, 32, 10, 4))
+
+
+# ---- CLI ------------------------------------------------------------------------------
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_base_layer(tmp_path, capsys, base_model_file, tiny_model_file):
+    from conftest import write_clip
+    path, _ = base_model_file
+    clip = write_clip(tmp_path / "sq.mp4", moving_pattern(n=6, h=64, w=64))
+    imf = tmp_path / "a.imf"
+    code, out, err = run(capsys, "encode", clip, imf, "--model", path, "--base-layer", "on", "-q")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", imf)
+    assert code == 0 and "v4" in out and "base layer 48x48 vp9" in out
+    code, out, _ = run(capsys, "info", imf, "--json")
+    import json
+    d = json.loads(out)
+    assert d["base_layer"] == "48x48 vp9" and d["base_bytes"] > 0 and d["format_version"] == 4
+    assert d["header_bytes"] + d["keyframe_bytes"] + d["token_bytes"] + d["base_bytes"] == d["bytes"]
+    code, out, err = run(capsys, "decode", imf, tmp_path / "a.y4m", "-q", "--model", path)
+    assert code == 0, err
+    # one line each: on with a token-only model; a damaged base picture (CRC recomputed)
+    code, _, err = run(capsys, "encode", clip, tmp_path / "b.imf", "--model", tiny_model_file,
+                       "--base-layer", "on", "-q")
+    assert code == 1 and err.count("\n") == 1 and "token-only" in err
+    h, ps = C.parse(imf.read_bytes())
+    ps = [dataclasses.replace(p, payload=bytes(len(p.payload))) if isinstance(p, C.BasePacket) and p.frame_index == 2
+          else p for p in ps]
+    bad = tmp_path / "bad.imf"
+    bad.write_bytes(C.assemble(h, ps)[0])
+    code, _, err = run(capsys, "decode", bad, tmp_path / "bad.y4m", "-q", "--model", path)
+    assert code == 1 and err.count("\n") == 1 and "base-layer picture of frame 2" in err, err
+    assert not (tmp_path / "bad.y4m").exists()
