@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="imfcodec's network arithmetic (default auto: bf16 on a CPU with native bf16)")
+    p.add_argument("--base-layer", default="auto", choices=["auto", "on", "off"],
+                   help="imfcodec's base layer (imfcodec encode --base-layer): with a base-layer "
+                        "model, off gives rows labelled imf-tokens (default auto)")
     p.add_argument("--imf-keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="imfcodec's keyframe codec (default: the codec's default)")
     p.add_argument("--size", type=int, default=None,

@@ -575,3 +575,32 @@ def test_compare_rd_known_answer(tmp_path, capsys):
     assert cmp.main([str(tmp_path / "old.csv"), str(tmp_path / "junk.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an rd_curve.py rd.csv" in err
+
+
+def test_base_layer_rows_and_cache_keys(bench_files, tmp_path, capsys):
+    """--base-layer off with a base-layer model gives imf-tokens rows; the setting is in the
+    row cache key (auto after off measures again, off again comes from the cache); on with a
+    token-only model skips imf with one reason."""
+    import dataclasses
+    from imfcodec.config import load_model_config
+    from imfcodec.export import save_model
+    from imfcodec.model import random_model
+    cfg = dataclasses.replace(load_model_config(REPO / "configs/model/tiny.yaml"), base_channels=8)
+    m = random_model(cfg)
+    save_model(tmp_path / "tinybase.pt", m.generator, m.entropy, "tinybase", quality_table=m.quality_table)
+    out = tmp_path / "out"
+
+    def bench(model, mode):
+        return rd.main(["--videos", str(bench_files / "talk.mp4"), "--out", str(out), "--fast", "--codecs", "imf",
+                        "--model", str(model), "--base-layer", mode, "--qualities", "4", "-q"])
+    assert bench(tmp_path / "tinybase.pt", "off") == 0
+    assert {r["codec"] for r in _rows(out / "rd.csv")} == {"imf-tokens"}
+    assert "1 streams (1 measured, 0 from the cache" in capsys.readouterr().out
+    assert bench(tmp_path / "tinybase.pt", "auto") == 0
+    assert {r["codec"] for r in _rows(out / "rd.csv")} == {"imf"}
+    assert "1 streams (1 measured, 0 from the cache" in capsys.readouterr().out
+    assert "base layer" in _rows(out / "streams.csv")[0]["note"]
+    assert bench(tmp_path / "tinybase.pt", "off") == 0
+    assert "1 streams (0 measured, 1 from the cache" in capsys.readouterr().out
+    assert bench(bench_files / "tiny.pt", "on") == 1
+    assert any(s["item"] == "imf" and "token-only" in s["reason"] for s in _rows(out / "skipped.csv"))

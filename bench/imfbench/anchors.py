@@ -235,12 +235,19 @@ class AnchorRunner:
 
 
 class ImfRunner:
-    """imfcodec through its public API; one .imf file per quality in DIR/streams."""
+    """imfcodec through its public API; one .imf file per quality in DIR/streams.
+    ``base_layer``: imfcodec's --base-layer; a base-layer model coded with it off gives rows
+    labelled ``imf-tokens`` (common.IMF_ROWS), everything else ``imf``."""
 
-    def __init__(self, model, streams: Path, keyframe_codec: str | None = None):
-        from imfcodec.codec import DEFAULT_KEYFRAME_CODEC
+    def __init__(self, model, streams: Path, keyframe_codec: str | None = None, base_layer: str = "auto"):
+        from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, base_layer_mode
         self.model, self.streams = model, streams
         self.keyframe_codec = keyframe_codec or DEFAULT_KEYFRAME_CODEC
+        self.base_layer = base_layer_mode(base_layer)
+        self.label = "imf-tokens" if self.base_layer == "off" and model.has_base_layer else "imf"
+
+    def _opts(self) -> dict:
+        return {"keyframe_codec": self.keyframe_codec, "base_layer": self.base_layer}
 
     def settings(self, qualities):
         return [(f"q{q}", q, q) for q in qualities]          # (label, value, order)
@@ -248,7 +255,7 @@ class ImfRunner:
     def warm_up(self, src, fps, first, size=None):
         import imfcodec
         data, _ = imfcodec.encode_frames(iter(src[:WARMUP_FRAMES]), fps, self.model, quality=first,
-                                         keyframe_codec=self.keyframe_codec)
+                                         **self._opts())
         _, it = imfcodec.decode_bytes(data, self.model)
         list(it)
 
@@ -256,10 +263,9 @@ class ImfRunner:
         import imfcodec
         n = len(src)
         t0 = time.perf_counter()
-        data, st = imfcodec.encode_frames(iter(src), fps, self.model, quality=q,
-                                          keyframe_codec=self.keyframe_codec)
+        data, st = imfcodec.encode_frames(iter(src), fps, self.model, quality=q, **self._opts())
         t_enc = time.perf_counter() - t0
-        path = self.streams / f"{vname}_imf_q{q}.imf"
+        path = self.streams / f"{vname}_{self.label}_q{q}.imf"
         path.write_bytes(data)
         nbytes = os.path.getsize(path)                       # every byte of the file
         back = path.read_bytes()
@@ -271,13 +277,13 @@ class ImfRunner:
             raise BenchError(f"decoded {len(dec)} frames, expected {n}")
         _, packets = imfcodec.parse(back)
         keys = [p.frame_index for p in packets if isinstance(p, imfcodec.KeyframePacket)]
-        r = Result(vname, "imf", f"q{q}", q, n, fps, nbytes, nbytes, kbps_of(nbytes, fps, n),
+        r = Result(vname, self.label, f"q{q}", q, n, fps, nbytes, nbytes, kbps_of(nbytes, fps, n),
                    n / t_enc, n / t_dec, len(keys), size=src.shape[1], keyframe_index=keys,
                    stream=str(path),
-                   options={"quality": q, "keyframe_codec": self.keyframe_codec,
+                   options={"quality": q, **self._opts(), "base_layer_bytes": st.base_bytes,
                             "model_id": self.model.model_id, "model_sha256": self.model.sha256})
         r.note = (f"header {st.header_bytes} B, keyframes {st.keyframe_bytes} B, "
-                  f"tokens {st.token_bytes} B")
+                  f"tokens {st.token_bytes} B" + (f", base layer {st.base_bytes} B" if st.base_bytes else ""))
         return r, np.stack(dec)
 
     def decode_middle(self, r: Result, test_size: int) -> np.ndarray:

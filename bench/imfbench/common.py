@@ -20,11 +20,21 @@ class BenchError(Exception):
     """A problem with one item (video, codec, setting): it is skipped and reported."""
 
 
+# imfcodec's row labels: "imf" as it codes by default (with the model's base layer where the
+# model and level have one), "imf-tokens" for a base-layer model coded token-only
+# (--base-layer off). One bench run has one imf runner, so at most one of them.
+IMF_ROWS = ("imf", "imf-tokens")
+
+
+def is_imf(codec: str) -> bool:
+    return codec in IMF_ROWS
+
+
 @dataclass
 class Result:
     """One coded stream of one clip and its per-frame measurements."""
     video: str
-    codec: str                  # "imf", "x264" (test size) or "x264@128" (coded at 128x128)
+    codec: str                  # "imf", "imf-tokens", "x264" (test size) or "x264@128" (coded at 128x128)
     setting: str                # "q4", "crf41"
     order: int                  # sort key: quality rises with it
     frames: int

@@ -13,7 +13,7 @@ import numpy as np
 
 from imfbench.anchors import ANCHORS
 from imfbench.bdrate import bd_rate, best_size
-from imfbench.common import Result, fmt_num, write_csv
+from imfbench.common import Result, fmt_num, is_imf, write_csv
 from imfcodec.fileio import atomic_write
 from imfbench.metrics import HIGHER_IS_BETTER, METRIC_LABEL, METRICS, summary
 
@@ -55,7 +55,7 @@ def hull_rows(results: list[Result]) -> list:
 def anchor_curves(results: list[Result], video: str) -> dict:
     """anchor name -> (metric -> list of Results): each coded size, and each family's
     best-size curve (which depends on the metric)."""
-    rs = [r for r in results if r.video == video and r.codec != "imf"]
+    rs = [r for r in results if r.video == video and not is_imf(r.codec)]
     curves = {}
     for fam in families(rs):
         mine = [r for r in rs if r.family == fam]
@@ -69,7 +69,7 @@ def anchor_curves(results: list[Result], video: str) -> dict:
 def bdrate_table(results: list[Result]) -> tuple[list, list]:
     rows, per = [], {}
     for v in dict.fromkeys(r.video for r in results):
-        imf = [r for r in results if r.video == v and r.codec == "imf"]
+        imf = [r for r in results if r.video == v and is_imf(r.codec)]
         if not imf:
             continue
         for an, by_metric in anchor_curves(results, v).items():
@@ -123,7 +123,7 @@ def _plt():
     return plt
 
 
-COLORS = {"imf": "k", "x264": "tab:blue", "x265": "tab:orange", "av1": "tab:green", "vp9": "tab:red"}
+COLORS = {"imf": "k", "imf-tokens": "k", "x264": "tab:blue", "x265": "tab:orange", "av1": "tab:green", "vp9": "tab:red"}
 
 
 def plot_rd(results: list[Result], out: Path, log) -> list[str]:
@@ -140,10 +140,10 @@ def plot_rd(results: list[Result], out: Path, log) -> list[str]:
         nrow = math.ceil(len(videos) / ncol)
         fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4.2 * nrow), squeeze=False)
         for ax, v in zip(axes.flat, videos):
-            imf = sorted((r for r in results if r.video == v and r.codec == "imf"), key=lambda r: r.order)
+            imf = sorted((r for r in results if r.video == v and is_imf(r.codec)), key=lambda r: r.order)
             if imf:
                 ax.plot([r.kbps for r in imf], [r.mean(m) for r in imf], "o-", ms=3, color="k", lw=2,
-                        label="imf")
+                        label=imf[0].codec)
             for an, by_m in anchor_curves(results, v).items():
                 rs = sorted(by_m[m], key=lambda r: r.kbps)
                 fam = an.split("@")[0]
@@ -192,7 +192,7 @@ def plot_detail(results: list[Result], video: str, out: Path, log) -> list[str]:
     plt = _plt()
     made = []
     rs = [r for r in results if r.video == video]
-    imf = sorted((r for r in rs if r.codec == "imf"), key=lambda r: r.order)
+    imf = sorted((r for r in rs if is_imf(r.codec)), key=lambda r: r.order)
     if imf:
         ref = imf[len(imf) // 2]
         picks = [ref] + matched_picks(results, video, ref.kbps)
@@ -334,11 +334,11 @@ def summary_md(results: list[Result], complete: bool) -> str:
     lines += ["", "Temporal quality at matched rates: imfcodec at each quality level and, per clip, each "
               "anchor's LPIPS best-size stream closest in rate; means over clips.", "",
               "| imf quality | codec | kbps | LPIPS | DISTS | pulse | flicker |", "|---|---|---|---|---|---|---|"]
-    quals = sorted({r.setting for r in results if r.codec == "imf"}, key=lambda s: int(s[1:]))
+    quals = sorted({r.setting for r in results if is_imf(r.codec)}, key=lambda s: int(s[1:]))
     for q in quals:
         acc = {}
         for v in videos:
-            ref = next((r for r in results if r.video == v and r.codec == "imf" and r.setting == q), None)
+            ref = next((r for r in results if r.video == v and is_imf(r.codec) and r.setting == q), None)
             if ref is None:
                 continue
             for p in [ref] + matched_picks(results, v, ref.kbps):
@@ -346,6 +346,6 @@ def summary_md(results: list[Result], complete: bool) -> str:
                 acc.setdefault(p.family, []).append([p.kbps, s["lpips"], s["dists"], s["pulse"], s["flicker"]])
         for fam, vals in acc.items():
             m = np.nanmean(np.array(vals, dtype=float), axis=0)
-            lines.append(f"| {q} | {fam}{'' if fam == 'imf' else '@best'} | {m[0]:.2f} | {m[1]:.4f} | "
+            lines.append(f"| {q} | {fam}{'' if is_imf(fam) else '@best'} | {m[0]:.2f} | {m[1]:.4f} | "
                          f"{m[2]:.4f} | {m[3]:.4f} | {m[4]:.3f} |")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 from imfbench.anchors import ANCHORS, CODECS, THREAD_TYPE, VP9_CPU_USED, WARMUP_FRAMES, AnchorRunner, \
     ImfRunner, codec_name
 from imfbench.cache import RowCache, source_digest
-from imfbench.common import BenchError, fmt_num, parse_int_list, safe_name
+from imfbench.common import BenchError, fmt_num, is_imf, parse_int_list, safe_name
 from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics, summary
 from imfbench.report import codec_versions, machine_info, plot_detail, plot_rd, write_tables
 from imfbench.source import find_videos, test_source
@@ -83,6 +83,10 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         except imfcodec.IMFCodecError as e:
             skip("imf", "codec", f"model not loaded: {e}")
             codecs.remove("imf")
+        if model is not None and args.base_layer == "on" and not model.has_base_layer:
+            skip("imf", "codec", f"--base-layer on needs a model with a base layer; {model.model_id} is token-only")
+            codecs.remove("imf")
+            model = None
     size = args.size or (model.config.image_size if model is not None else 256)
     if model is not None and size != model.config.image_size:
         log(f"note: test size {size} differs from the model's coded size {model.config.image_size}")
@@ -104,7 +108,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         reuse = RowCache(Path(args.reuse), writable=False)
     runners = {}
     if model is not None:
-        runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec)
+        runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer)
         kc = runners["imf"].keyframe_codec
         log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s "
             + ", ".join(f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/"
@@ -127,6 +131,8 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         if c == "imf":
             k.update(model=model.sha256, precision=str(model.dtype), device=str(model.device),
                      keyframe_codec=runners["imf"].keyframe_codec)
+            if model.has_base_layer:    # a token-only model codes alike under every setting: old keys hold
+                k.update(base_layer=runners["imf"].base_layer)
         else:
             a = ANCHORS[c]
             k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
@@ -162,7 +168,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 "model_id": model.model_id, "sha256": model.sha256, "image_size": model.config.image_size,
                 "token_dim": model.config.token_dim, "device": str(model.device),
                 "precision": str(model.dtype).replace("torch.", ""), "qualities": qualities,
-                "model_arg": args.model, "imfcodec_version": __import__("imfcodec").__version__},
+                "model_arg": args.model, "base_layer": args.base_layer, "imfcodec_version": __import__("imfcodec").__version__},
             "anchors": {c: {"ladder": ladders[c], "reduced_size_ladder": small[c], "coded_sizes": sizes,
                             "options": ANCHORS[c].options("<crf>", "<frames+1>"),
                             "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,
@@ -244,7 +250,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         ok = 0
         for c, s, settings in plan:
             runner = runners[c]
-            cname = c if c == "imf" else codec_name(c, s, size)
+            cname = runner.label if c == "imf" else codec_name(c, s, size)
             todo, group = [], {}
             for label, value, order in settings:
                 key = key_of(c, s, label, n, digest)
@@ -283,7 +289,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 for r in results:
                     if r.video == detail:
                         r.mid_frame_src = detail_frames[detail]
-                        r.mid_frame = runners[r.family].decode_middle(r, size)
+                        r.mid_frame = runners["imf" if is_imf(r.family) else r.family].decode_middle(r, size)
                 made += plot_detail(results, detail, out, log)
         except Exception as e:   # a plot must never cost the numbers
             skip("plots", "output", f"plotting failed: {type(e).__name__}: {e}")
