@@ -27,7 +27,7 @@ def __getattr__(name):
     if name in {"load_model", "CodecModel", "ModelError", "DEFAULT_MODEL", "shipped_models"}:
         from . import model
         return getattr(model, name)
-    if name in {"Header", "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse",
+    if name in {"Header", "KeyframePacket", "TokenPacket", "BasePacket", "StreamError", "StreamReader", "parse",
                 "packet_to_bytes"}:
         from . import container
         return getattr(container, name)
@@ -36,5 +36,5 @@ def __getattr__(name):
 
 __all__ = ["Encoder", "Decoder", "MultiDecoder", "make_encoder", "make_decoder", "encode_file", "decode_file", "encode_frames", "decode_bytes",
            "EncodeStats", "DecodeStats", "load_model", "CodecModel", "ModelError", "Header",
-           "KeyframePacket", "TokenPacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
+           "KeyframePacket", "TokenPacket", "BasePacket", "StreamError", "StreamReader", "parse", "packet_to_bytes",
            "IMFCodecError", "OptionError", "__version__"]

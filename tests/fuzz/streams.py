@@ -148,6 +148,16 @@ def packet(d, t: Target, codec: str, frame: int, packet_frames: int, token_dim: 
     return bytes([typ]) + C.put_uvarint(n) + body + struct.pack(">H", crc), covers
 
 
+def base_packet(d, t: Target, frame: int) -> bytes:
+    """A base-layer packet (version 4) for ``frame``: mostly in order and of the right kind,
+    its picture a real VP9 picture (of the coded size: the wrong size), a mutated one or bytes."""
+    kind = int(frame > 0) if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, 255)
+    pic = _pick(d, t.pictures.get("vp9") or [b"\0"])
+    if d.ConsumeIntInRange(0, 1):
+        pic = _mutate(d, pic) if d.ConsumeBool() else d.ConsumeBytes(d.ConsumeIntInRange(0, 32))
+    return raw_packet(C.PKT_BASE, C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + bytes([kind]) + pic)
+
+
 def stream(d, t: Target) -> bytes:
     """A whole stream drawn field by field; mostly well formed, so that the draws reach the
     decoder, with each field now and then at or beyond its limit."""
@@ -156,14 +166,26 @@ def stream(d, t: Target) -> bytes:
     packets, frame = [], 0
     for _ in range(d.ConsumeIntInRange(0, 6)):
         p, covers = packet(d, t, C.KEYFRAME_CODECS[codec_id], frame, packet_frames, t.token_dim)
-        packets.append(p)
+        packets.append((p, frame, covers))
         frame += covers
     frame_count = frame if d.ConsumeIntInRange(0, 3) else _pick(d, [0, frame + 1, max(frame - 1, 0)])
     body = header_body(d, t, packet_frames, frame_count, codec_id)
     version = C.VERSION if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 255)
     hlen = len(body) if d.ConsumeIntInRange(0, 63) else _number(d, len(body), C.MAX_HEADER_BYTES)
     crc = zlib.crc32(body) if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 0xFFFFFFFF)
-    return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)] + packets)
+    # one stream in 8 becomes a version-4 stream (a base picture before each frame's packet);
+    # drawn last, so the draws of the others are what they were before version 4
+    if d.ConsumeIntInRange(0, 7) == 0:
+        based = body + C.put_uvarint(_number(d, 3, 3)) + C.put_uvarint(
+            _pick(d, list(C.BASE_SIZES) if d.ConsumeIntInRange(0, 7) else [0, 40, 97, 1 << 40]))
+        version = C.BASE_VERSION if version == C.VERSION else version
+        hlen = len(based) if hlen == len(body) else hlen
+        crc = zlib.crc32(based) if crc == zlib.crc32(body) else crc
+        body = based
+        packets = [(b"".join(base_packet(d, t, i) for i in range(f, f + min(n, 8))) + p, f, n)
+                   for p, f, n in packets]
+    return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)]
+                    + [p for p, _, _ in packets])
 
 
 def fix_crcs(data: bytes) -> bytes:
