@@ -79,10 +79,11 @@ def _check_symbols(q: torch.Tensor) -> torch.Tensor:
 
 def base_layer_mode(value) -> str:
     """``base_layer`` as given to the API (auto/on/off, True/False, None = auto) -> a mode."""
-    mode = {None: "auto", True: "on", False: "off"}.get(value, value) if isinstance(value, (bool, type(None))) else value
-    if mode not in BASE_LAYER_MODES:
+    if value is None or isinstance(value, bool):
+        return {None: "auto", True: "on", False: "off"}[value]
+    if value not in BASE_LAYER_MODES:
         raise OptionError(f"base_layer must be auto, on or off, got {value!r}")
-    return mode
+    return value
 
 
 def _capped_psnr(a, b) -> float:

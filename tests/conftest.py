@@ -85,3 +85,24 @@ def odd_clip(tmp_path_factory):
     frames = moving_pattern(9, 47, 63, seed=2)
     return write_clip(tmp_path_factory.mktemp("clips") / "odd.mkv", frames, Fraction(30000, 1001),
                       pix_fmt="yuv444p")
+
+
+def assert_stream_checked(data: bytes, flip: int = 0x10):
+    """A well-formed stream: StreamReader fed byte by byte gives the packets parse does, and
+    every truncation and a bit flip at every byte is a StreamError."""
+    import pytest
+    from imfcodec import container as C
+    r = C.StreamReader()
+    got = []
+    for b in data:
+        r.feed(bytes([b]))
+        got += list(r.packets())
+    assert got == C.parse(data)[1]
+    for cut in range(len(data)):
+        with pytest.raises(C.StreamError):
+            C.parse(data[:cut])
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= flip
+        with pytest.raises(C.StreamError):
+            C.parse(bytes(bad))

@@ -29,6 +29,8 @@ def test_bitstream_spec_magic_and_version():
     assert f"format version {container.VERSION}" in spec
     assert " ".join(f"{b:02X}" for b in container.MAGIC) in spec
     assert f"0x{container.PKT_KEYFRAME:02X}" in spec and f"0x{container.PKT_TOKENS:02X}" in spec
+    assert f"0x{container.PKT_BASE:02X} 'B'" in spec and f"## Version {container.BASE_VERSION}: base layer" in spec
+    assert ", ".join(map(str, container.BASE_SIZES[:-1])) + f" or {container.BASE_SIZES[-1]}" in spec
 
 
 def test_readme_streaming_example_runs(capsys):
