@@ -19,8 +19,9 @@ ref)) runs once for all. A stream whose keyframe arrives does its reference work
 next token frame joins the batch with the new reference. Token frames already queued keep
 the reference they were coded against.
 
-Token-only streams only: a base-layer stream (format version 4) is refused with one line
-(decode it with :class:`imfcodec.codec.Decoder`).
+Base-layer streams (format version 4) decode here too: a stream's base pictures are decoded
+when their packets are pushed and ride with their token frames; a step whose streams differ
+in base picture size (or mix base-layer and token-only streams) runs one pass per size.
 
 All streams share the one model (a header naming another model is refused with
 :class:`~imfcodec.model.ModelError`). Networks are per-sample (no batch statistics at
@@ -38,7 +39,7 @@ import torch
 
 from . import video
 from .codec import Decoder
-from .container import Header, KeyframePacket, StreamError
+from .container import BasePacket, Header, KeyframePacket, StreamError
 from .model import CodecModel, ModelError
 from .models.imf import ReferenceState, ScaleCache
 
@@ -46,7 +47,8 @@ from .models.imf import ReferenceState, ScaleCache
 @dataclass
 class _Stream:
     dec: Decoder
-    # in display order: np.ndarray (a keyframe picture, ready) or (symbols (C,), reference)
+    # in display order: np.ndarray (a keyframe picture, ready) or (symbols (C,), reference,
+    # base picture (1, 3, b, b) or None)
     queue: deque = field(default_factory=deque)
 
 
@@ -90,9 +92,6 @@ class MultiDecoder:
         if header.framing is not None:
             raise StreamError("MultiDecoder takes whole-frame streams (format version 2); decode a "
                               "face-framed one (version 3) with imfcodec.make_decoder")
-        if header.base_layer is not None:
-            raise StreamError("MultiDecoder takes token-only streams (format version 2); decode a "
-                              "base-layer one (version 4) with imfcodec.make_decoder")
         dec = Decoder(self.m, header)           # refuses another model with a ModelError
         sid = next(self._ids)
         self._streams[sid] = _Stream(dec)
@@ -130,12 +129,15 @@ class MultiDecoder:
         reference built now; a token packet is entropy-decoded and its frames queued.
         Returns the stream's pending frame count."""
         st = self._get(sid)
-        if isinstance(packet, KeyframePacket):
+        if isinstance(packet, BasePacket):
+            st.dec._base(packet)
+        elif isinstance(packet, KeyframePacket):
             x_r = st.dec._keyframe(packet)
             st.queue.append(st.dec._out(x_r)[0])
         else:
+            base = st.dec._take_base(packet.first_frame, packet.count)
             q = st.dec._symbols(packet)
-            st.queue.extend((row, st.dec.ref) for row in q)
+            st.queue.extend((row, st.dec.ref, None if base is None else base[i:i + 1]) for i, row in enumerate(q))
         return len(st.queue)
 
     # ---- frames out ------------------------------------------------------------------
@@ -145,18 +147,17 @@ class MultiDecoder:
         forward pass. Returns {stream id: frames, in order} for the streams that gave
         frames: the decoded one, with any keyframe pictures queued just before or after it."""
         out: dict[int, list[np.ndarray]] = {}
-        batch = []                                      # (sid, symbols (C,), reference)
+        batch = []                                      # (sid, symbols (C,), reference, base)
         for sid, st in self._streams.items():
             ready = self._ready(st)
             if ready:
                 out[sid] = ready
             if st.queue:
-                q, ref = st.queue.popleft()
-                batch.append((sid, q, ref))
+                batch.append((sid, *st.queue.popleft()))
         if not batch:
             return out
         x = self._decode(batch).cpu()                    # (B, 3, S, S): one copy off the device
-        for (sid, _, _), x_i in zip(batch, x):
+        for (sid, *_), x_i in zip(batch, x):
             st = self._streams[sid]
             frame = video.from_model(x_i[None], st.dec.h.width, st.dec.h.height)[0]
             out.setdefault(sid, []).append(frame)
@@ -176,13 +177,29 @@ class MultiDecoder:
         return frames
 
     def _decode(self, batch) -> torch.Tensor:
+        """Frames (B, 3, S, S) of the batch, in its order: one pass (or max_batch-sized
+        passes) per base picture size, token-only frames being one more group."""
+        groups: dict = {}
+        for i, b in enumerate(batch):
+            groups.setdefault(None if b[3] is None else b[3].shape[-1], []).append(i)
+        if len(groups) == 1:
+            return self._decode_group(batch, cache=True)
+        out = [None] * len(batch)
+        for idx in groups.values():
+            for i, x in zip(idx, self._decode_group([batch[i] for i in idx], cache=False)):
+                out[i] = x
+        return torch.stack(out)
+
+    def _decode_group(self, batch, cache: bool) -> torch.Tensor:
         q = torch.stack([b[1] for b in batch])          # (B, C) integer symbols
         mult = torch.tensor([[self._streams[b[0]].dec.mult] for b in batch],
                             dtype=torch.float32, device=q.device)      # (B, 1): per-stream step
         refs = [b[2] for b in batch]
-        ref = self._stack(refs)
+        ref = self._stack(refs) if cache else stack_references(refs)
+        base = None if batch[0][3] is None else torch.cat([b[3] for b in batch])    # (B, 3, b, b)
         n = self.max_batch or len(batch)
-        return torch.cat([self.m.decode(q[i:i + n], mult[i:i + n], _slice(ref, i, i + n))
+        return torch.cat([self.m.decode(q[i:i + n], mult[i:i + n], _slice(ref, i, i + n),
+                                        None if base is None else base[i:i + n])
                           for i in range(0, len(batch), n)])
 
     def _stack(self, refs: list[ReferenceState]) -> ReferenceState:

@@ -153,10 +153,29 @@ def test_face_framing_goes_token_only_or_refuses_on(base_model):
         codec.encode_frames(frames, 25, base_model, 4, framing="face", base_layer="on")
 
 
-def test_multidecoder_refuses_base_layer_streams(base_model):
-    data, _ = codec.encode_frames(_frames(base_model, 2), 25, base_model, 4)
-    with pytest.raises(C.StreamError, match="MultiDecoder takes token-only streams"):
-        MultiDecoder(base_model).add(C.parse(data)[0])
+def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
+    """Streams with base pictures of two sizes and a token-only stream of the same model, in
+    one MultiDecoder: each stream's frames are its lone Decoder's."""
+    frames = _frames(base_model, 12)
+    datas = [codec.encode_frames(frames[k:], 25, base_model, 4, **opts)[0]
+             for k, opts in enumerate([{}, {"base_size": 32}, {"base_layer": "off"}])]
+    assert [d[4] for d in datas] == [4, 4, 2]
+    md = MultiDecoder(base_model)
+    want, sids = {}, []
+    for data in datas:
+        h, packets = C.parse(data)
+        sid = md.add(h)
+        sids.append(sid)
+        for p in packets:
+            md.push(sid, p)
+        want[sid] = list(codec.decode_bytes(data, base_model)[1])
+    got = {sid: [] for sid in sids}
+    for out in md.drain():
+        for sid, fs in out.items():
+            got[sid] += fs
+    for sid in sids:
+        assert len(got[sid]) == len(want[sid])
+        assert max(abs(a.astype(int) - b.astype(int)).max() for a, b in zip(got[sid], want[sid])) <= 1
 
 
 def test_token_only_model_refuses_a_base_layer_stream(base_model, tiny_model):

@@ -53,9 +53,9 @@ class _CountDecode:
         self.batches = []
         real = model.decode
 
-        def decode(q, mult, ref):
+        def decode(q, mult, ref, base=None):
             self.batches.append(q.shape[0])
-            return real(q, mult, ref)
+            return real(q, mult, ref, base)
         monkeypatch.setattr(model, "decode", decode)
 
 
