@@ -194,7 +194,7 @@ class TrainConfig:
     base_crf: tuple = (40, 63)
     base_dropout: float = 0.0
     val_base: tuple = ()                   # [size, crf] of validation's base pictures
-    # generator parts that train (e.g. [frame_decoder]); the rest keep their weights and
+    # generator parts that train (module paths, e.g. [frame_decoder.base_stems]); the rest keep their weights and
     # their batch-norm statistics. Empty: everything trains.
     train_parts: tuple = ()
 

@@ -406,3 +406,53 @@ def test_prefetched_batches_are_the_batches(tmp_path, data):
             assert all(torch.equal(g, w) for g, w in zip(got, want)), step
     finally:
         fetch.close()
+
+
+def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tiny_model_file, capsys):
+    """Issue 15: a token-only model initialises a base-layer model (its stems start at
+    zero: the same frames), the sampler adds coded base pictures, and with train_parts only
+    the stems move; the frozen parts keep their weights and batch-norm statistics."""
+    import yaml
+    from imfcodec.models.imf import IMFGenerator
+    from imfcodec.model import load_model
+    from imfcodec.train.data import PairSampler, build_cache
+    mpath = tmp_path / "tiny-base.yaml"
+    mpath.write_text((REPO / "configs/model/tiny.yaml").read_text().replace("name: tiny", "name: tiny-base")
+                     + "\nbase_channels: 8\n")
+    # the sampler: same pairs as without a base layer, plus (n, 3, b, b) coded pictures
+    clips = build_cache([data / "a.mp4", data / "b.mp4"], 64, tmp_path / "cache", log=lambda *a: None)
+    plain = PairSampler(clips, seed=1)
+    based = PairSampler(clips, seed=1, base_sizes=(16,), base_crf=(50, 50))
+    (r0, c0), (r1, c1, b1) = plain.batch(2, 3), based.batch(2, 3)
+    assert torch.equal(r0, r1) and torch.equal(c0, c1) and b1.shape == (3, 3, 16, 16)
+    small = torch.nn.functional.interpolate(c1, size=(16, 16), mode="bilinear", antialias=True)
+    assert 0 < (b1 - small).abs().mean() < 0.1                 # coded, not replaced
+    assert torch.equal(based.batch(2, 3)[2], b1)                # a pure function of the step
+    # zero stems: the base-layer model decodes the token-only model's frames exactly
+    tok = load_model(other_tiny_model_file, "cpu").generator.eval()
+    gen = IMFGenerator(load_model_config(mpath)).eval()
+    gen.load_state_dict(tok.state_dict(), strict=False)
+    x_r, x_c = r1[:1], c1[:1]
+    with torch.no_grad():
+        mult = torch.ones(1, 1)
+        out, ref = gen(x_r, x_c, mult, b1[:1])[0], gen(x_r, x_c, mult)[0]
+        assert torch.equal(out, ref) and torch.allclose(ref, tok(x_r, x_c, mult)[0], atol=1e-6)
+    # training: only the stems move
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(model=str(mpath), base_sizes=[16], base_crf=[40, 60], val_base=[16, 50],
+               train_parts=["frame_decoder.base_stems"], loss_gan=0.0, lr=0.01)
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--data", str(data), "--val", str(data / "a.mp4"),
+                     "--out", str(run), "--max-steps", "3", "--init", str(other_tiny_model_file)]) == 0
+    assert "they start at zero" in capsys.readouterr().err
+    after = torch.load(run / "last.pt", weights_only=True)["generator"]
+    init = tok.state_dict()
+    moved = [k for k in after if k not in init or not torch.equal(after[k].float(), init[k].float())]
+    assert moved and all(".base_stems." in k for k in moved), moved
+    # refused: a base recipe on a model without stems, and a part that does not exist
+    for bad in (dict(cfg, model=str(REPO / "configs/model/tiny.yaml")), dict(cfg, train_parts=["nope"])):
+        path.write_text(yaml.safe_dump(bad))
+        assert cli.main(["train", "--config", str(path), "--data", str(data), "--out",
+                         str(tmp_path / "bad"), "--max-steps", "1", "-q"]) == 1

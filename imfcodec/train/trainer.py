@@ -250,6 +250,11 @@ def _networks(cfg: TrainConfig, mcfg: ModelConfig, device, rank) -> _Run:
     if cfg.base_sizes and not mcfg.base_channels:
         raise ConfigError(f"base_sizes needs a model with a base-layer input (base_channels > 0); {mcfg.name} has none")
     gen.log_step.requires_grad_(cfg.step_lr != 0)
+    for part in cfg.train_parts:
+        try:
+            gen.get_submodule(part)
+        except AttributeError:
+            raise ConfigError(f"train_parts: the generator has no part {part!r}") from None
     for name, p in gen.named_parameters():
         if cfg.train_parts and not any(name.startswith(part + ".") for part in cfg.train_parts):
             p.requires_grad_(False)
@@ -267,9 +272,9 @@ def _networks(cfg: TrainConfig, mcfg: ModelConfig, device, rank) -> _Run:
 def _frozen_eval(gen: IMFGenerator, cfg: TrainConfig):
     """Parts outside ``train_parts`` run in eval mode: their batch-norm statistics stay."""
     if cfg.train_parts:
-        for name, mod in gen.named_children():
-            if name not in cfg.train_parts:
-                mod.eval()
+        gen.eval()
+        for part in cfg.train_parts:
+            gen.get_submodule(part).train()
 
 
 def _param_groups(gen: IMFGenerator, cfg: TrainConfig) -> list:
@@ -496,10 +501,11 @@ def _step(run: _Run, gen_t, disc_t, x_r, x_c, mult, cfg: TrainConfig, perceptual
         loss = loss + cfg.loss_gan * g_adv
         rec["g_adv"] = g_adv.item()
     run.opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(run.gen.parameters(), cfg.grad_clip)
-    run.opt_g.step()
+    if loss.requires_grad:      # not when only the base stems train and the batch has no base
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.gen.parameters(), cfg.grad_clip)
+        run.opt_g.step()
     if run.ema is not None:
         run.ema.update_parameters(run.gen)
     if use_gan:
