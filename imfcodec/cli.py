@@ -125,7 +125,7 @@ def cmd_export(args):
     from .export import export_checkpoint
     sha = export_checkpoint(args.checkpoint, args.output, args.calib, args.model_id,
                             step_scale=args.step_scale, calib_clips=args.calib_clips,
-                            calib_frames=args.calib_frames)
+                            calib_frames=args.calib_frames, parent=args.parent)
     print(f"{args.output}: sha256 {sha}")
 
 
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--step-scale", type=float, default=1.0,
                    help="multiply every quality level's token step_mult (a coarser step that "
                         "costs no quality on training clips saves token bits)")
+    x.add_argument("--parent", default=None, metavar="MODEL",
+                   help="the model (name or file) the checkpoint was trained from with its token "
+                        "path frozen: write only the tensors that differ (e.g. base-layer stems)")
     x.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plot", help="plot a run's log.jsonl to PNG")

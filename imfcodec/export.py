@@ -45,13 +45,21 @@ def calibration_clips(videos, image_size: int, clips: int = 32, frames: int = 64
 
 
 def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
-               quality_table=None, meta=None, half=True) -> str:
-    """Write a model file atomically; returns its sha256 (also written to PATH.sha256)."""
+               quality_table=None, meta=None, half=True, parent=None) -> str:
+    """Write a model file atomically; returns its sha256 (also written to PATH.sha256).
+    ``parent``: a loaded CodecModel this one extends; the file then holds only the tensors
+    that differ from the parent's (``imfcodec.model`` fills in the rest on load)."""
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
              for k, v in gen.state_dict().items()}
     blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
             "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
             "quality_table": quality_table or quality_table_for(gen.cfg), "meta": meta or {}}
+                if parent is not None:
+        pstate = {k: (v.half() if half and v.is_floating_point() else v)
+                  for k, v in parent.generator.state_dict().items()}
+        blob["generator"] = {k: v for k, v in state.items()
+                             if k not in pstate or pstate[k].shape != v.shape or not torch.equal(pstate[k].cpu(), v)}
+        blob["parent"] = {"model_id": parent.model_id, "sha256": parent.sha256}
     buf = io.BytesIO()
     torch.save(blob, buf)
     data = buf.getvalue()
@@ -63,11 +71,15 @@ def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
 
 
 def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, meta=None,
-                      step_scale: float = 1.0, calib_clips: int = 32, calib_frames: int = 64) -> str:
+                      step_scale: float = 1.0, calib_clips: int = 32, calib_frames: int = 64,
+                      parent=None) -> str:
     """Training checkpoint -> shippable model file (generator + entropy tables + config).
     ``calib_videos``: folders or files whose frame-to-frame token differences the tables are
     built for (:func:`calibration_clips`; None: the trained rate model). ``step_scale``
-    multiplies every quality level's token step_mult. Returns the file's sha256."""
+    multiplies every quality level's token step_mult. ``parent``: a model (name or file)
+    whose token path the checkpoint kept frozen (``train_parts``); the file then extends it:
+    only the changed tensors, the parent's entropy tables and token steps, so with the base
+    layer off it codes exactly the parent's streams. Returns the file's sha256."""
     if not step_scale > 0:        # before the calibration, which takes a while
         raise OptionError(f"--step-scale must be > 0, got {step_scale}")
     ck = load_torch_file(ckpt_path, what="an imfcodec training checkpoint")
@@ -75,6 +87,8 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
     gen = generator_from_checkpoint(ck, ckpt_path)
     cfg = gen.cfg
+    if parent is not None:
+        return _export_extension(ck, gen, out_path, parent, model_id, meta)
     clips = calibration_clips(calib_videos, cfg.image_size, calib_clips, calib_frames) if calib_videos else None
     std = token_delta_std(gen, clips) if clips else None
     table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in quality_table_for(cfg)]
@@ -85,3 +99,24 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
                                  else "trained rate model"), "step_scale": step_scale}
     m.update(meta or {})
     return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)
+
+
+def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta) -> str:
+    from .model import load_model
+    par = load_model(parent, "cpu", "fp32")
+    if par.config.image_size != gen.cfg.image_size or par.config.token_dim != gen.cfg.token_dim:
+        raise ModelError(f"--parent {parent}: its sizes differ from the checkpoint's")
+    pstate = {k: v.half() if v.is_floating_point() else v for k, v in par.generator.state_dict().items()}
+    mine = {k: v.half() if v.is_floating_point() else v for k, v in gen.state_dict().items()}
+    changed = [k for k in pstate if k not in mine or not torch.equal(pstate[k], mine[k])]
+    token_path = [k for k in changed if not k.startswith("frame_decoder.")]
+    if token_path:
+        raise ModelError(f"--parent {parent}: the checkpoint changed the parent's token path or "
+                         f"encoders ({', '.join(token_path[:3])}...), so its tokens would not be the parent's")
+    table = quality_table_for(gen.cfg, par.quality_table)
+    m = {"train_step": ck["step"], "train_config": ck["train_config"],
+         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
+         "entropy_calibration": f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"}
+    m.update(meta or {})
+    return save_model(out_path, gen, par.entropy, model_id or gen.cfg.name, quality_table=table, meta=m,
+                      parent=par)

@@ -50,7 +50,6 @@ DEFAULT_QUALITY_TABLE = [
      "min_keyframe_interval": LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
-
 # The base layer's ladder (issue 15), for models whose D_F reads a base picture
 # (config.base_channels > 0): per level the base picture's side (0: a token-only level) and
 # its VP9 CRF, and the refresh rule's min keyframe interval when the base layer is on (the
@@ -262,10 +261,11 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
         raise ModelError(f"{path}: model format version {blob.get('version')} is not supported")
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
+    state = _generator_state(path, blob)
     try:
         cfg = from_dict(ModelConfig, blob["config"], where=str(path))
         gen = IMFGenerator(cfg)
-        gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["generator"].items()})
+        gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         ent = TokenEntropyModel(cfg.token_dim)
         resize_buffers_for(ent, blob["entropy"])
         ent.load_state_dict(blob["entropy"])
@@ -277,6 +277,32 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
         gen.frame_decoder.use_channels_last()
     return CodecModel(blob["model_id"], sha, cfg, gen, ent, list(blob["quality_table"]), dev,
                       dict(blob.get("meta", {})), dtype)
+
+
+def _generator_state(path: Path, blob: dict) -> dict:
+    """The generator's tensors. An extension model file (``blob["parent"]``: the model_id
+    and sha256 of another model file) holds only the tensors it adds or changes, e.g. the
+    base-layer stems trained on a frozen imf-cpu: the rest come from the parent, found
+    beside the file or among the shipped models and checked against its sha256. One level
+    only: a parent that is itself an extension is refused."""
+    parent = blob.get("parent")
+    if parent is None:
+        return blob.get("generator", {})
+    try:
+        pid, psha = str(parent["model_id"]), str(parent["sha256"])
+    except (KeyError, TypeError):
+        raise ModelError(f"{path}: model file is damaged (bad parent record)") from None
+    candidates = [path.parent / f"{pid}.pt"] + ([shipped_models()[pid]] if pid in shipped_models() else [])
+    for cand in candidates:
+        if cand.is_file():
+            data = cand.read_bytes()
+            if hashlib.sha256(data).hexdigest() == psha:
+                pblob = load_torch_file(cand, data)
+                if not _is_model_blob(pblob) or pblob.get("parent") is not None:
+                    raise ModelError(f"{path}: its parent {cand} is not a plain imfcodec model file")
+                return {**pblob.get("generator", {}), **blob.get("generator", {})}
+    raise ModelError(f"{path}: extends model {pid!r} (sha256 {psha[:16]}), which is neither beside it "
+                     f"nor shipped with this imfcodec")
 
 
 def _is_model_blob(blob) -> bool:

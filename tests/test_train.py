@@ -456,3 +456,45 @@ def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tin
         path.write_text(yaml.safe_dump(bad))
         assert cli.main(["train", "--config", str(path), "--data", str(data), "--out",
                          str(tmp_path / "bad"), "--max-steps", "1", "-q"]) == 1
+
+
+def test_export_an_extension_of_the_parent_model(tmp_path, data, other_tiny_model_file, capsys):
+    """A checkpoint that only trained base stems exports as an extension file: the stems
+    and the parent's hash; it loads to the full model, and refuses a missing or changed parent."""
+    import shutil
+    import yaml
+    from imfcodec.model import ModelError, load_model
+    mpath = tmp_path / "tiny-base.yaml"
+    mpath.write_text((REPO / "configs/model/tiny.yaml").read_text().replace("name: tiny", "name: tiny-base")
+                     + "\nbase_channels: 8\n")
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(model=str(mpath), base_sizes=[16], train_parts=["frame_decoder.base_stems"], loss_gan=0.0)
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--data", str(data), "--out", str(run),
+                     "--max-steps", "2", "--init", str(other_tiny_model_file), "-q"]) == 0
+    models = tmp_path / "models"
+    models.mkdir()
+    parent = models / "tiny.pt"
+    shutil.copy(other_tiny_model_file, parent)
+    ext = models / "tiny-base.pt"
+    assert cli.main(["export", str(run / "last.pt"), str(ext), "--parent", str(parent)]) == 0
+    m, p = load_model(ext, "cpu", "fp32"), load_model(parent, "cpu", "fp32")
+    assert m.has_base_layer and not p.has_base_layer
+    ms, ps = m.generator.state_dict(), p.generator.state_dict()
+    assert all(torch.equal(ms[k], ps[k]) for k in ps) and any(".base_stems." in k for k in ms)
+    assert m.quality_table[3]["step_mult"] == p.quality_table[3]["step_mult"] and "base_size" in m.quality_table[3]
+    assert ext.stat().st_size < parent.stat().st_size
+    parent.write_bytes(parent.read_bytes() + b"x")           # not the parent it was made from
+    with pytest.raises(ModelError, match="extends model"):
+        load_model(ext, "cpu")
+    # a checkpoint whose token path moved cannot extend the parent
+    full = dict(cfg, train_parts=[])
+    path.write_text(yaml.safe_dump(full))
+    assert cli.main(["train", "--config", str(path), "--data", str(data), "--out", str(tmp_path / "full"),
+                     "--max-steps", "1", "--init", str(other_tiny_model_file), "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", str(tmp_path / "full/last.pt"), str(tmp_path / "x.pt"), "--parent",
+                     str(other_tiny_model_file)]) == 1
+    assert "token path" in capsys.readouterr().err
