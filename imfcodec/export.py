@@ -54,7 +54,7 @@ def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
     blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
             "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
             "quality_table": quality_table or quality_table_for(gen.cfg), "meta": meta or {}}
-                if parent is not None:
+    if parent is not None:
         pstate = {k: (v.half() if half and v.is_floating_point() else v)
                   for k, v in parent.generator.state_dict().items()}
         blob["generator"] = {k: v for k, v in state.items()
