@@ -124,6 +124,11 @@ class TrainConfig:
     perceptual_size: int = 256              # frames are resized to this before VGG
     perceptual_scales: int = 4              # the frame and 3 successive /2 downsamplings
     perceptual_start: int = 0               # step at which the VGG term switches on
+    # the perceptual term's network: "vgg" (the paper's multi-scale VGG16 feature L1) or
+    # "lpips-alex" (LPIPS v0.1 on AlexNet at the frame's size, ~20x cheaper on a CPU; it is
+    # also the bench's headline metric, so a model trained with it must be judged on DISTS
+    # and PSNR as well)
+    perceptual_net: str = "vgg"
     gan_start: int = 0                      # step at which the GAN terms switch on
     rate_lambda: float = 0.01               # weight of estimated token bits per frame
     rate_start: int = 0                     # step at which the rate term switches on
@@ -207,6 +212,8 @@ class TrainConfig:
             raise ConfigError(f"base_dropout must be in [0, 1), got {self.base_dropout}")
         if self.val_base and len(self.val_base) != 2:
             raise ConfigError(f"val_base must be [size, crf], got {list(self.val_base)}")
+        if self.perceptual_net not in ("vgg", "lpips-alex"):
+            raise ConfigError(f"perceptual_net must be vgg or lpips-alex, got {self.perceptual_net!r}")
         if self.data_crop not in ("centre", "face"):
             raise ConfigError(f"data_crop must be centre or face, got {self.data_crop!r}")
         drops = []

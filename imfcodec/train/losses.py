@@ -42,6 +42,18 @@ class PerceptualLoss(nn.Module):
         return loss
 
 
+class LPIPSLoss(nn.Module):
+    """Mean LPIPS v0.1 (AlexNet, genuine weights) between the frames, differentiable in x_hat."""
+
+    def __init__(self):
+        super().__init__()
+        from ..metrics.lpips import LPIPS
+        self.lpips = LPIPS("alex")
+
+    def forward(self, x_hat, x):
+        return self.lpips(x_hat, x).mean()
+
+
 def hinge_d_loss(real_logits, fake_logits):
     return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits))
 

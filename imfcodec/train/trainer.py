@@ -26,7 +26,7 @@ from ..entropy import symbol_likelihood
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator
 from .checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
 from .data import PairSampler, build_cache, cache_bytes, code_reference, frame_cache_root, val_frames
-from .losses import PerceptualLoss, hinge_d_loss, hinge_g_loss
+from .losses import LPIPSLoss, PerceptualLoss, hinge_d_loss, hinge_g_loss
 
 
 class TrainError(IMFCodecError, RuntimeError):
@@ -387,9 +387,11 @@ def _perceptual_loss(cfg: TrainConfig, device):
         return None
     from ..assets import MissingWeightsError
     try:
+        if cfg.perceptual_net == "lpips-alex":
+            return LPIPSLoss().to(device)
         return PerceptualLoss(cfg.perceptual_size, cfg.perceptual_scales).to(device)
     except MissingWeightsError as e:
-        raise TrainError(f"the VGG perceptual loss needs ImageNet VGG16 weights: {e}") from None
+        raise TrainError(f"the {cfg.perceptual_net} perceptual loss needs its ImageNet weights: {e}") from None
 
 
 def _sampler(data, cfg: TrainConfig, mcfg: ModelConfig, rank, log, reader) -> PairSampler:
