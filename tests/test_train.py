@@ -141,10 +141,13 @@ def test_bad_training_inputs(tmp_path, data, capsys):
     assert (run / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-base", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
 def test_train_configs_validate(name):
     cfg = load_train_config(REPO / f"configs/train/{name}.yaml")
     load_model_config(cfg.model)
+    import dataclasses
+    with pytest.raises(ConfigError, match="perceptual_net"):
+        dataclasses.replace(cfg, perceptual_net="vgg19")
 
 
 def test_torchrun_two_processes_agree(tmp_path, data):
