@@ -4,6 +4,7 @@
     python bench/aspect.py --videos ../shared/data/faces/val --aspect 16:9 --out DIR
         [--frames 80] [--qualities 2,4,6] [--sizes 456x256,320x180,228x128] [--clips N]
         [--codecs imf-square,imf-face,imf-stretch,x264,av1]
+        [--layer-short N] [--layer-interval S] [--layer-crf-offset K] [--feather F]
     python bench/aspect.py --speed [--sizes 1280x720,640x360] [--frames 50]
 
 Test source: each val clip's first N frames stretched to S x S (S = the model's coded size;
@@ -44,7 +45,7 @@ from imfbench.anchors import ANCHORS, AnchorRunner  # noqa: E402
 from imfcodec import container  # noqa: E402
 from imfbench.bdrate import bd_rate  # noqa: E402
 from imfbench.metrics import Metrics  # noqa: E402
-from imfbench.source import find_videos, test_source  # noqa: E402
+from imfbench.source import find_videos, parse_aspect, test_source, widen  # noqa: E402
 
 X264_CRFS = (37, 41, 44, 47, 51)
 AV1_CRFS = (49, 54, 58, 61, 63)
@@ -52,34 +53,11 @@ CODECS = ["imf-square", "imf-face", "imf-stretch", "x264", "av1"]
 COLUMNS = ["video", "codec", "size", "setting", "kbps", "face_psnr", "face_lpips", "psnr", "lpips"]
 
 
-def parse_aspect(text: str) -> float:
-    try:
-        a, b = (float(v) for v in text.split(":"))
-        if a > 0 and b > 0:
-            return a / b
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"aspect must look like 16:9, got {text!r}")
-
-
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     try:
         return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
     except ValueError:
         raise argparse.ArgumentTypeError(f"sizes must look like 456x256,320x180, got {text!r}") from None
-
-
-def widen(frames: np.ndarray, aspect: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad (N, S, S, 3) to the aspect (width / height) by repeating edge columns (rows for
-    aspect < 1), even sizes. Returns the frames and the face region's (top, left)."""
-    n, s = frames.shape[:2]
-    if aspect >= 1:
-        w = max(s, 2 * round(s * aspect / 2))
-        left = (w - s) // 2
-        return np.pad(frames, ((0, 0), (0, 0), (left, w - s - left), (0, 0)), mode="edge"), (0, left)
-    h = max(s, 2 * round(s / aspect / 2))
-    top = (h - s) // 2
-    return np.pad(frames, ((0, 0), (top, h - s - top), (0, 0), (0, 0)), mode="edge"), (top, 0)
 
 
 def resize(frames: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -105,9 +83,9 @@ class Scorer:
                 "face_psnr": face["psnr"].mean(), "face_lpips": face["lpips"].mean()}
 
 
-def imf_point(model, frames, fps, q, framing) -> tuple[float, np.ndarray]:
+def imf_point(model, frames, fps, q, framing, **opts) -> tuple[float, np.ndarray]:
     import imfcodec
-    data, _ = imfcodec.encode_frames(iter(frames), fps, model, quality=q, framing=framing)
+    data, _ = imfcodec.encode_frames(iter(frames), fps, model, quality=q, framing=framing, **opts)
     header, it = imfcodec.decode_bytes(data, model)
     return container.kbps(len(data), len(frames), fps), np.stack(list(it))
 
@@ -133,7 +111,7 @@ def run_clip(path, args, model, streams, rows, save):
             add("imf-square", f"{S}x{S}", f"q{q}", kbps, square_score(sq, dec))
         for framing in ("face", "stretch"):
             if f"imf-{framing}" in args.codecs:
-                kbps, dec = imf_point(model, wide, fps, q, framing)
+                kbps, dec = imf_point(model, wide, fps, q, framing, **(args.layer_opts if framing == "face" else {}))
                 add(f"imf-{framing}", f"{W}x{H}", f"q{q}", kbps, score(wide, dec, sq))
     for name, crfs in (("x264", X264_CRFS), ("av1", AV1_CRFS)):
         if name not in args.codecs:
@@ -174,8 +152,10 @@ def bd_tables(rows) -> list[dict]:
 
 
 def summary(rows, bds, args) -> str:
+    opts = getattr(args, "layer_opts", {})
     lines = [f"# bench/aspect.py, aspect {args.aspect_text}, {args.frames} frames, "
-             f"qualities {','.join(map(str, args.qualities))}", "",
+             f"qualities {','.join(map(str, args.qualities))}"
+             + "".join(f", {k} {v:g}" for k, v in opts.items()), "",
              "## imfcodec per quality, mean over clips", "",
              "| codec | q | kbps | face LPIPS | face PSNR | whole LPIPS | whole PSNR |", "|---|---|---|---|---|---|---|"]
     for codec in ("imf-square", "imf-face", "imf-stretch"):
@@ -258,6 +238,11 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=None, help="the first N clips only")
     ap.add_argument("--codecs", default=",".join(CODECS), help=f"a subset of {','.join(CODECS)}")
     ap.add_argument("--model", default=None)
+    for opt, kind, what in (("layer-short", int, "frame-layer short side in pixels"),
+                            ("layer-interval", float, "a frame-layer picture every this many seconds"),
+                            ("layer-crf-offset", int, "frame-layer VP9 CRF above the keyframe CRF"),
+                            ("feather", float, "crop edge fade as a fraction of its side")):
+        ap.add_argument(f"--{opt}", type=kind, default=None, help=f"imf-face: {what} (default: imfcodec.framing's)")
     ap.add_argument("--summarize", default=None, metavar="CSV",
                     help="only recompute bdrate.csv and summary.md in --out from an aspect.csv")
     ap.add_argument("--speed", action="store_true")
@@ -278,6 +263,9 @@ def main(argv=None) -> int:
         write_text(out / "speed.json", json.dumps(res, indent=1) + "\n")
         return 0
     args.aspect_text, args.aspect = args.aspect, parse_aspect(args.aspect)
+    names = {"layer_short": "layer_short", "layer_interval": "layer_interval",
+             "layer_crf_offset": "layer_crf_offset", "feather": "feather_fraction"}
+    args.layer_opts = {kw: getattr(args, a) for a, kw in names.items() if getattr(args, a) is not None}
     args.qualities = [int(q) for q in args.qualities.split(",")]
     if args.summarize:
         with open(args.summarize, newline="") as f:

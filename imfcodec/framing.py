@@ -16,12 +16,15 @@ two parts (format version 3, docs/bitstream.md):
 
 Where the crop lies: :class:`FaceLocator` (OpenCV's frontal-face Haar cascade, shipped in
 the ``opencv-python-headless`` wheel, no download) finds the largest face every few
-frames; :class:`CropTracker` keeps the median of recent face centres and moves the crop
-only at a keyframe it forces, when that median has left a dead band around the crop's
-centre or the face sticks out of the crop, at most once per ``min_move_interval``
-seconds. A move costs a new IMF reference (a predicted VP9 keyframe), so it is rare.
-No face seen yet: the centred crop. A face lost: the crop holds where it was until a
-face is seen again.
+frames; :class:`CropTracker` keeps the median of recent face boxes. The first crop is the
+frame-centred one, moved only as far as it takes to hold that box with a margin (1/8 of
+the side) on every side; later the crop moves only at a keyframe it forces, when the face
+has come within half that margin of its edge or sticks out of it, at most once per
+``min_move_interval`` seconds, and then only as far as it takes to restore the margin. A
+move costs a new IMF reference (a predicted VP9 keyframe), and every pixel of the face the
+crop gives up is coded by the blurry frame layer, so it moves rarely and by little
+(bench/results/aspect/probe). No face seen yet: the centred crop. A face lost: the crop
+holds where it was until a face is seen again.
 """
 from __future__ import annotations
 
@@ -44,10 +47,10 @@ FACE_MIN_SIDE = 128
 LAYER_SHORT_SIDE = 64           # frame-layer short side in pixels (bench/aspect.py --layer-short)
 LAYER_CRF_OFFSET = 4            # frame-layer VP9 CRF = the keyframe VP9 CRF + this
 LAYER_INTERVAL_S = 0.4          # a frame-layer picture every this many seconds
-FEATHER_FRACTION = 1 / 16       # crop edge fade, as a fraction of the crop side
+FEATHER_FRACTION = 1 / 32       # crop edge fade, as a fraction of the crop side
 DETECT_EVERY = 3                # run the face locator on every this many-th frame
-TRACK_WINDOW = 9                # detections whose median centre is the face position
-DEAD_BAND = 0.125               # move only when the face centre is this far (x side) off
+TRACK_WINDOW = 9                # detections whose median box is the face
+FACE_MARGIN = 0.125             # room kept around the face box inside the crop (x side)
 MIN_MOVE_INTERVAL_S = 1.0
 
 
@@ -108,45 +111,64 @@ class FaceLocator:
 
 class CropTracker:
     """Where the square crop of side ``side`` lies in a width x height frame. Face boxes go
-    in through :meth:`observe`; :meth:`target` is the crop centred on the median of the last
-    ``window`` face centres (the centred crop before any face); :meth:`should_move` says
-    whether a crop at ``(x, y)`` is off the face by more than the dead band."""
+    in through :meth:`observe`; the face is the per-edge median of the last ``window`` boxes.
+    :meth:`target` places the crop as close as it can to a given crop (the frame-centred one
+    when none is given) while holding that face with ``margin`` x side to spare on every side
+    the frame allows; :meth:`should_move` says whether a crop has let the face come within
+    ``margin`` / 2 of its edge (or the latest box stick out of it). A crop that follows the
+    face only this far moves rarely and by little: each move costs a new reference, and every
+    pixel it gives up is coded by the blurry frame layer."""
 
     def __init__(self, width: int, height: int, side: int, window: int = TRACK_WINDOW,
-                 dead_band: float = DEAD_BAND):
+                 margin: float = FACE_MARGIN):
         self.width, self.height, self.side = width, height, side
-        self.window, self.dead_band = window, dead_band
-        self.centres: list[tuple[float, float]] = []
+        self.window, self.margin = window, margin
+        self.boxes: list[tuple[float, float, float, float]] = []    # (x0, y0, x1, y1)
         self.last_box = None
 
     def observe(self, box):
         if box is None:
             return                 # a lost face: keep the last position
         x, y, w, h = box
-        self.last_box = box
-        self.centres = (self.centres + [(x + w / 2, y + h / 2)])[-self.window:]
+        self.last_box = (x, y, x + w, y + h)
+        self.boxes = (self.boxes + [self.last_box])[-self.window:]
 
-    def _origin(self, cx: float, cy: float) -> tuple[int, int]:
+    def face(self):
+        """The median face box (x0, y0, x1, y1), or None before any face."""
+        return tuple(float(v) for v in np.median(np.array(self.boxes), axis=0)) if self.boxes else None
+
+    def _hold(self, at: float, lo: float, hi: float, size: int, margin: float) -> int:
+        """The crop origin on one axis nearest ``at`` that holds [lo, hi] with ``margin``
+        inside a crop of side ``side`` (centred on it when it does not fit), within the frame."""
         s = self.side
-        return (int(min(max(round(cx - s / 2), 0), self.width - s)),
-                int(min(max(round(cy - s / 2), 0), self.height - s)))
+        if hi - lo + 2 * margin > s:
+            at = (lo + hi - s) / 2
+        else:
+            at = min(max(at, hi + margin - s), lo - margin)
+        return int(min(max(round(at), 0), size - s))
 
-    def target(self) -> tuple[int, int]:
-        if not self.centres:
-            return self._origin(self.width / 2, self.height / 2)
-        c = np.median(np.array(self.centres), axis=0)
-        return self._origin(float(c[0]), float(c[1]))
+    def target(self, crop: tuple[int, int] | None = None) -> tuple[int, int]:
+        s = self.side
+        if crop is None:
+            crop = ((self.width - s) / 2, (self.height - s) / 2)
+        box = self.face()
+        if box is None:
+            return (int(min(max(round(crop[0]), 0), self.width - s)),
+                    int(min(max(round(crop[1]), 0), self.height - s)))
+        m = self.margin * s
+        return (self._hold(crop[0], box[0], box[2], self.width, m),
+                self._hold(crop[1], box[1], box[3], self.height, m))
 
     def should_move(self, crop: tuple[int, int]) -> bool:
-        if not self.centres:
+        if not self.boxes:
             return False
-        tx, ty = self.target()
-        if max(abs(tx - crop[0]), abs(ty - crop[1])) > self.dead_band * self.side:
-            return True
-        x, y, w, h = self.last_box     # the face sticking out of the crop, where it can move
-        s = self.side
-        out = x < crop[0] or y < crop[1] or x + w > crop[0] + s or y + h > crop[1] + s
-        return out and (tx, ty) != tuple(crop)
+        s, m = self.side, self.margin * self.side / 2
+        x0, y0, x1, y1 = self.face()
+        near = (x0 - crop[0] < m and crop[0] > 0) or (crop[0] + s - x1 < m and crop[0] + s < self.width) or \
+               (y0 - crop[1] < m and crop[1] > 0) or (crop[1] + s - y1 < m and crop[1] + s < self.height)
+        x0, y0, x1, y1 = self.last_box     # the latest face sticking out of the crop
+        out = x0 < crop[0] or y0 < crop[1] or x1 > crop[0] + s or y1 > crop[1] + s
+        return (near or out) and self.target(crop) != tuple(crop)
 
 
 # ---- compositing ---------------------------------------------------------------------------------
@@ -204,7 +226,7 @@ class FaceEncoder:
     def __init__(self, model, width: int, height: int, fps: Fraction, quality: int = 4,
                  layer_short: int = LAYER_SHORT_SIDE, layer_interval: float = LAYER_INTERVAL_S,
                  layer_crf_offset: int = LAYER_CRF_OFFSET, min_move_interval: float = MIN_MOVE_INTERVAL_S,
-                 locator=None, **opts):
+                 feather_fraction: float = FEATHER_FRACTION, locator=None, **opts):
         from .codec import Encoder
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.side = min(width, height)
@@ -215,7 +237,7 @@ class FaceEncoder:
         self.track = CropTracker(width, height, self.side)
         lw, lh = layer_size(width, height, layer_short)
         self.framing = Framing(lw, lh, max(1, min(250, round(layer_interval * float(self.fps)))),
-                               max(1, round(self.side * FEATHER_FRACTION)))    # bounds: container
+                               max(1, round(self.side * feather_fraction)))    # bounds: container
         crf = min(63, model.keyframe_crf(quality, "vp9") + layer_crf_offset)
         self.layer_enc = keyframe.KeyframeEncoder("vp9", crf)
         self.min_move = max(1, round(min_move_interval * float(self.fps)))
@@ -264,7 +286,7 @@ class FaceEncoder:
         if self.crop is None:
             self.crop = self.track.target()
         elif self.since_move >= self.min_move and self.track.should_move(self.crop):
-            self.crop, move = self.track.target(), True
+            self.crop, move = self.track.target(self.crop), True
             self.moves += 1
         x, y = self.crop
         s = self.side

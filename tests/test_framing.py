@@ -34,14 +34,18 @@ def test_locator_finds_the_carphone_face_and_nothing_in_a_gradient():
     assert framing.FaceLocator()(moving_pattern(1, 144, 176)[0]) is None
 
 
-def test_locator_in_a_padded_wide_frame_centres_the_crop_on_the_face():
+def test_locator_in_a_padded_wide_frame_places_the_crop_around_the_face():
     frame = carphone_frames(1)[0]
     wide = np.pad(frame, ((0, 0), (80, 200), (0, 0)), mode="edge")       # face moved right by 80
     t = framing.CropTracker(wide.shape[1], wide.shape[0], 144)
-    t.observe(framing.FaceLocator()(wide))
+    box = framing.FaceLocator()(wide)
+    t.observe(box)
     x, y = t.target()
-    face_cx = framing.FaceLocator()(frame)[0] + 30 + 80
-    assert y == 0 and abs(x + 72 - face_cx) < 12
+    m = framing.FACE_MARGIN * 144
+    assert abs(box[0] - framing.FaceLocator()(frame)[0] - 80) < 8          # the same face, found
+    assert y == 0 and x + m <= box[0] + 0.5 and box[0] + box[2] <= x + 144 - m + 0.5
+    # the least move from the frame-centred crop: the face's left margin exactly
+    assert x == min((wide.shape[1] - 144) // 2, round(box[0] - m))
 
 
 def test_tracker_no_face_leaving_and_reentering():
@@ -53,19 +57,25 @@ def test_tracker_no_face_leaving_and_reentering():
     assert t.target() == (0, 0) and t.should_move((100, 0))
     for _ in range(10):
         t.observe(None)                                 # the face leaves: hold
-    assert t.target() == (0, 0) and not t.should_move((0, 0))
+    assert t.target((0, 0)) == (0, 0) and not t.should_move((0, 0))
     t.observe((330, 60, 100, 100))                      # re-enters at the right
-    assert t.target() == (0, 0)                         # one detection is not enough (median)
+    assert t.target((0, 0)) == (0, 0)                   # one detection is not enough (median)
+    assert not t.should_move((0, 0))
     t.observe((330, 60, 100, 100))
-    assert t.target() == (200, 0) and t.should_move((0, 0))
+    assert t.should_move((0, 0)) and t.target((0, 0)) == (200, 0)   # clamped at the frame edge
 
 
-def test_tracker_dead_band():
-    t = framing.CropTracker(456, 256, 256, window=1)
-    t.observe((160, 60, 100, 100))                      # centre 210: crop at 82
-    assert t.target() == (82, 0)
-    assert not t.should_move((100, 0))                  # 18 px off, inside the face: hold
-    assert t.should_move((82 + 40, 0))                  # 40 px > 0.125 * 256
+def test_tracker_holds_a_margin_and_moves_as_little_as_possible():
+    t = framing.CropTracker(456, 256, 256, window=1, margin=0.125)  # margin 32 px
+    t.observe((160, 60, 100, 100))                      # face 160..260: the centred crop holds it
+    assert t.target() == (100, 0) and not t.should_move((100, 0))
+    assert not t.should_move((140, 0))                  # 20 px of room left: more than 16
+    assert t.should_move((150, 0))                      # 10 px left: within half the margin
+    assert t.target((150, 0)) == (128, 0)               # back only to the full margin
+    t.observe((300, 60, 100, 100))                      # face 300..400
+    assert t.target((100, 0)) == (176, 0)               # 400 + 32 - 256
+    t.observe((50, 0, 250, 250))                        # wider than side - 2 margins: centred on it
+    assert t.target((100, 0)) == (47, 0)
 
 
 def test_use_face_keeps_square_and_small_frames_on_the_stretch_path():
@@ -274,7 +284,8 @@ def test_training_cache_face_crop(tmp_path):
     frames = np.stack([wide] * 4)
     x, y, w, _ = framing.FaceLocator()(frame)
     x0, y0 = face_origin(frames)
-    assert y0 == 0 and abs(x0 + 72 - (x + w / 2 + 150)) < 4 and x0 != 96        # not the centre crop
+    m = framing.FACE_MARGIN * 144                  # the face held with the margin, as the codec's first crop
+    assert y0 == 0 and x0 != 96 and x0 + m - 4 <= x + 150 and x + w + 150 <= x0 + 144 - m + 4
     face = square_frames(frames, 64, "face")
     assert np.array_equal(face, square_frames(np.ascontiguousarray(frames[:, :, x0:x0 + 144]), 64))
     with pytest.raises(DataError, match="unknown crop"):

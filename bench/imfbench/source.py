@@ -2,6 +2,7 @@
 reduced-resolution sender and its receiver do."""
 from __future__ import annotations
 
+import argparse
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,3 +62,26 @@ def upscale(frames, size: int) -> np.ndarray:
     """uint8 frames -> (N, size, size, 3) with Lanczos (PIL, a = 3); what the receiver shows."""
     from PIL import Image
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.LANCZOS)) for f in frames])
+
+
+def widen(frames: np.ndarray, aspect: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad (N, S, S, 3) to the aspect (width / height) by repeating edge columns (rows for
+    aspect < 1), even sizes. Returns the frames and the face region's (top, left)."""
+    n, s = frames.shape[:2]
+    if aspect >= 1:
+        w = max(s, 2 * round(s * aspect / 2))
+        left = (w - s) // 2
+        return np.pad(frames, ((0, 0), (0, 0), (left, w - s - left), (0, 0)), mode="edge"), (0, left)
+    h = max(s, 2 * round(s / aspect / 2))
+    top = (h - s) // 2
+    return np.pad(frames, ((0, 0), (top, h - s - top), (0, 0), (0, 0)), mode="edge"), (top, 0)
+
+
+def parse_aspect(text: str) -> float:
+    try:
+        a, b = (float(v) for v in text.split(":"))
+        if a > 0 and b > 0:
+            return a / b
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"aspect must look like 16:9, got {text!r}")

@@ -53,8 +53,9 @@ FACE_SAMPLES = 16           # frames of a clip the face is looked for in (evenly
 
 
 def face_origin(frames: np.ndarray) -> tuple[int, int]:
-    """Top-left corner of the square of side min(H, W) around the median face centre of
-    (N, H, W, 3) frames, as imfcodec.framing places its crop; centred when no face is found."""
+    """Top-left corner of the square of side min(H, W) that imfcodec.framing's first crop
+    would be for the median face box of (N, H, W, 3) frames: the centred square, moved only
+    as far as it takes to hold the face with a margin; centred when no face is found."""
     from ..framing import CropTracker, FaceLocator
     n, h, w, _ = frames.shape
     track = CropTracker(w, h, min(h, w), window=FACE_SAMPLES)
@@ -95,7 +96,8 @@ class Clip:
 def _key(video: Path, size: int, max_frames: int | None, crop: str = "centre") -> str:
     """Cache key from the file's bytes, not its path or mtime: a data folder that is copied
     or mounted afresh (new mtimes) reuses the cache instead of decoding everything again."""
-    tag = f"{size}|{max_frames}|v{CACHE_VERSION}|" + ("" if crop == "centre" else f"{crop}|")
+    # "face2": the face crop's placement of issue 19's fix (the least move that holds the face)
+    tag = f"{size}|{max_frames}|v{CACHE_VERSION}|" + ("" if crop == "centre" else f"{crop}2|")
     h = hashlib.sha1(tag.encode())
     with open(video, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
