@@ -232,6 +232,8 @@ class FaceEncoder:
         self.side = min(width, height)
         if self.side < 16:
             raise FramingError(f"face framing needs frames of at least 16 pixels a side, got {width}x{height}")
+        if not 0 < feather_fraction <= 0.5:
+            raise FramingError(f"feather_fraction must be in (0, 0.5], got {feather_fraction}")
         self.inner = Encoder(model, self.side, self.side, fps, quality, **opts)
         self.locate = locator or FaceLocator()
         self.track = CropTracker(width, height, self.side)

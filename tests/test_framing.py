@@ -240,6 +240,17 @@ def test_auto_framing_on_square_and_thumbnail_input_is_todays_path(tiny_model):
         assert auto == stretch and auto[4] == C.VERSION == 2
 
 
+def test_feather_is_a_fraction_of_the_crop_side(tiny_model):
+    frames = wide_clip(2)                                        # 170x96: side 96
+    data, _ = codec.encode_frames(frames, 25, tiny_model, 4, framing="face")
+    assert C.parse(data)[0].framing.feather == round(96 * framing.FEATHER_FRACTION) == 3
+    data, _ = codec.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=0.25)
+    assert C.parse(data)[0].framing.feather == 24
+    for bad in (0, 0.6):
+        with pytest.raises(framing.FramingError, match="feather_fraction"):
+            codec.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=bad)
+
+
 def test_crop_moves_only_at_forced_keyframes_when_the_face_moves(tiny_model):
     frames = wide_clip(60)
     frames = [np.full_like(f, 10 + 40 * (i >= 30)) for i, f in enumerate(frames)]   # tells the locator the time
