@@ -315,14 +315,20 @@ def test_train_config_data_crop():
 
 
 # ---- bench/aspect.py's test source ---------------------------------------------------------------
-def test_bench_aspect_widens_by_repeating_edges():
-    import argparse
+def aspect_bench():
+    """bench/aspect.py as a module (it is a script, not part of a package)."""
     import sys
     from conftest import REPO
     spec = importlib.util.spec_from_file_location("aspect_bench", REPO / "bench" / "aspect.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_aspect_widens_by_repeating_edges():
+    import argparse
+    mod = aspect_bench()
     sq = np.stack(moving_pattern(2, 64, 64))
     wide, (top, left) = mod.widen(sq, 16 / 9)
     assert wide.shape == (2, 64, 114, 3) and (top, left) == (0, 25)
@@ -333,3 +339,24 @@ def test_bench_aspect_widens_by_repeating_edges():
     assert mod.parse_aspect("4:3") == pytest.approx(4 / 3)
     with pytest.raises(argparse.ArgumentTypeError):
         mod.parse_aspect("wide")
+
+
+def test_bench_aspect_best_size_is_the_anchors_most_favourable_overlapping_size():
+    mod = aspect_bench()
+    bd = lambda v, size, x: {"video": v, "test": "imf-face", "metric": "lpips", "anchor": "av1",  # noqa: E731
+                             "size": size, "bd_rate_pct": x}
+    table = mod.best_size_table([bd("a", "456x256", -40.0), bd("a", "228x128", -10.0),
+                                 bd("b", "456x256", float("nan")), bd("b", "228x128", 20.0),
+                                 bd("c", "456x256", float("nan"))])
+    assert table[-1] == "| imf-face | lpips | av1 | -10.0 (228x128) | +20.0 (228x128) | n/a | +5.0 (2/3) |"
+
+
+def test_framing_probe_splits_the_face_region_into_interior_feather_and_layer():
+    from framing_probe import column_parts
+    # frame 20 wide, face region 8 columns from x = 6; crop side 8, feather 2
+    parts = column_parts([6, 4, 0], left=6, side=8, width=20, feather=2)
+    assert parts[0].tolist() == [1, 1, 0, 0, 0, 0, 1, 1]          # crop on the region
+    assert parts[1].tolist() == [0, 0, 0, 0, 1, 1, 2, 2]          # 2 px left: 2 columns layer only
+    assert parts[2].tolist() == [1, 1, 2, 2, 2, 2, 2, 2]          # 6 px left
+    edge = column_parts([0], left=0, side=8, width=20, feather=2)  # at the frame edge: no fade there
+    assert edge[0].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
