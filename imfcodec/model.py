@@ -52,17 +52,23 @@ DEFAULT_QUALITY_TABLE = [
 ]
 # The base layer's ladder (issue 15), for models whose D_F reads a base picture
 # (config.base_channels > 0): per level the base picture's side (0: a token-only level) and
-# its VP9 CRF, and the refresh rule's min keyframe interval when the base layer is on (the
-# base layer holds the picture between keyframes, so refreshes can be rarer; with
+# its VP9 CRF, and the refresh rule's min keyframe interval when the base layer is on (with
 # ``--base-layer off`` the level's token-only `min_keyframe_interval` applies). Export writes
 # these keys into the quality table of a model with base_channels; a model file without them
-# is token-only at every level. Provisional values: retune with measurements.
-BASE_LADDER_SIZE = (0, 32, 48, 48, 64, 64, 96, 96)
-BASE_LADDER_CRF = (63, 63, 63, 56, 56, 48, 48, 40)
-BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = 4.0
+# is token-only at every level. Chosen on 4 training clips (eamm_fear, liveportrait_d10,
+# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; imf-cpu-base after 450 steps;
+# docs/MODEL_CARD.md "Base layer"):
+#  - the bottom two levels stay token-only: at 9-10 kbps a base layer (>= 4.25 kbps of it)
+#    bought no LPIPS over spending the bits on tokens and keyframes;
+#  - longer refresh intervals (2 or 4 s) do not hold the picture on fast clips (LPIPS
+#    0.096 -> 0.130 / 0.134 at q4), so the token-only intervals stay;
+#  - a 96-px picture below CRF 40 buys nothing more (q8: 0.0839 at CRF 40 and at CRF 30).
+BASE_LADDER_SIZE = (0, 0, 48, 48, 64, 64, 96, 96)
+BASE_LADDER_CRF = (63, 63, 56, 56, 50, 44, 44, 40)
+BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = LADDER_MIN_KEYFRAME_INTERVAL_S
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
-     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S}
+     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
