@@ -240,13 +240,16 @@ def main(argv=None):
     params = {k: sum(p.numel() for p in getattr(gen, k).parameters())
               for k in ("token_encoder", "dense_encoder", "token_decoder", "motion_alignment", "frame_decoder")}
     gen.requires_grad_(False)
-    cost = {"decode_frame": gmacs(lambda: gen.decode_frame(t, ref)),
+    # a base-layer model decodes its default level with a base picture (issue 15)
+    bsize = m.base_size(4) if m.has_base_layer else 0
+    base = torch.rand(1, 3, bsize, bsize, device=x.device) if bsize else None
+    cost = {"decode_frame": gmacs(lambda: gen.decode_frame(t, ref, base)),
             "token_encoder": gmacs(lambda: gen.encode_token(x)),
             "prepare_reference": gmacs(lambda: gen.prepare_reference(x, t))}
     n = args.frames
     with m.compute():                  # as the codec runs them (bf16 autocast or nothing)
         ref = gen.prepare_reference(x, t)
-        dec_med, dec_mean = timeit(lambda: gen.decode_frame(t, ref), n)
+        dec_med, dec_mean = timeit(lambda: gen.decode_frame(t, ref, base), n)
         ref_med, _ = timeit(lambda: gen.prepare_reference(x, t), max(5, n // 10))
     tok_med, _ = timeit(lambda: gen.encode_token(x), n)
     rgb = video.to_uint8(x)[0]
@@ -269,6 +272,7 @@ def main(argv=None):
         "precision": str(m.dtype).replace("torch.", ""),
         "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "base_picture": bsize,
         "params_M": {k: round(v / 1e6, 3) for k, v in params.items()},
         "params_total_M": round(sum(params.values()) / 1e6, 3),
         "gmacs": {k: round(v, 3) for k, v in cost.items()},
