@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .container import BASE_SIZES
-from .keyframe import KeyframeDecoder, KeyframeEncoder, max_pixels_for
+from .keyframe import KeyframeDecoder, KeyframeEncoder, KeyframeError, max_pixels_for
 from .video import to_uint8
 
 CODEC = "vp9"
@@ -76,7 +76,6 @@ class BaseDecoder:
     def decode(self, data: bytes, predicted: bool | None = None) -> np.ndarray:
         """One packet -> its picture (b, b, 3) uint8; ``predicted`` (default: all but the
         first) as the stream marks the picture."""
-        from .keyframe import KeyframeError
         pic = self.dec.decode(data, predicted=self.n > 0 if predicted is None else predicted)
         if pic.shape[:2] != (self.size, self.size):
             raise KeyframeError(f"base-layer picture is {pic.shape[1]}x{pic.shape[0]}, "

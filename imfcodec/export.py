@@ -44,21 +44,34 @@ def calibration_clips(videos, image_size: int, clips: int = 32, frames: int = 64
     return val_frames(found[::step][:clips], frames)
 
 
+def _stored_state(gen: IMFGenerator, half: bool = True) -> dict:
+    """The generator's tensors as a model file stores them (float16 unless ``half`` is off)."""
+    return {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+            for k, v in gen.state_dict().items()}
+
+
+def _changed(state: dict, pstate: dict) -> list:
+    """Keys of ``state`` whose tensor the parent's stored ``pstate`` lacks or holds otherwise."""
+    return [k for k, v in state.items()
+            if k not in pstate or pstate[k].shape != v.shape or not torch.equal(pstate[k].cpu(), v.cpu())]
+
+
+def _checkpoint_meta(ck: dict) -> dict:
+    return {"train_step": ck["step"], "train_config": ck["train_config"],
+            "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw")}
+
+
 def save_model(path, gen: IMFGenerator, ent: TokenEntropyModel, model_id: str,
                quality_table=None, meta=None, half=True, parent=None) -> str:
     """Write a model file atomically; returns its sha256 (also written to PATH.sha256).
     ``parent``: a loaded CodecModel this one extends; the file then holds only the tensors
     that differ from the parent's (``imfcodec.model`` fills in the rest on load)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
-             for k, v in gen.state_dict().items()}
+    state = _stored_state(gen, half)
     blob = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "model_id": model_id,
             "config": to_dict(gen.cfg), "generator": state, "entropy": ent.state_dict(),
             "quality_table": quality_table or quality_table_for(gen.cfg), "meta": meta or {}}
     if parent is not None:
-        pstate = {k: (v.half() if half and v.is_floating_point() else v)
-                  for k, v in parent.generator.state_dict().items()}
-        blob["generator"] = {k: v for k, v in state.items()
-                             if k not in pstate or pstate[k].shape != v.shape or not torch.equal(pstate[k].cpu(), v)}
+        blob["generator"] = {k: state[k] for k in _changed(state, _stored_state(parent.generator, half))}
         blob["parent"] = {"model_id": parent.model_id, "sha256": parent.sha256}
     buf = io.BytesIO()
     torch.save(blob, buf)
@@ -93,8 +106,7 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
     std = token_delta_std(gen, clips) if clips else None
     table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in quality_table_for(cfg)]
     ent = build_entropy(gen, table, std)
-    m = {"train_step": ck["step"], "train_config": ck["train_config"],
-         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
+    m = {**_checkpoint_meta(ck),
          "entropy_calibration": (f"token-delta std measured on {len(clips)} clips" if std is not None
                                  else "trained rate model"), "step_scale": step_scale}
     m.update(meta or {})
@@ -106,17 +118,14 @@ def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta) -
     par = load_model(parent, "cpu", "fp32")
     if par.config.image_size != gen.cfg.image_size or par.config.token_dim != gen.cfg.token_dim:
         raise ModelError(f"--parent {parent}: its sizes differ from the checkpoint's")
-    pstate = {k: v.half() if v.is_floating_point() else v for k, v in par.generator.state_dict().items()}
-    mine = {k: v.half() if v.is_floating_point() else v for k, v in gen.state_dict().items()}
-    changed = [k for k in pstate if k not in mine or not torch.equal(pstate[k], mine[k])]
-    token_path = [k for k in changed if not k.startswith("frame_decoder.")]
+    pstate, mine = _stored_state(par.generator), _stored_state(gen)
+    # the parent's tensors the checkpoint lost or changed (new stems are allowed)
+    token_path = [k for k in _changed(pstate, mine) if not k.startswith("frame_decoder.")]
     if token_path:
         raise ModelError(f"--parent {parent}: the checkpoint changed the parent's token path or "
                          f"encoders ({', '.join(token_path[:3])}...), so its tokens would not be the parent's")
     table = quality_table_for(gen.cfg, par.quality_table)
-    m = {"train_step": ck["step"], "train_config": ck["train_config"],
-         "weights": (f"moving average over {ck['ema_updates']} steps" if "generator_ema" in ck else "raw"),
-         "entropy_calibration": f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"}
+    m = {**_checkpoint_meta(ck), "entropy_calibration": f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"}
     m.update(meta or {})
     return save_model(out_path, gen, par.entropy, model_id or gen.cfg.name, quality_table=table, meta=m,
                       parent=par)

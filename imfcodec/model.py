@@ -105,10 +105,11 @@ class CodecModel:
     def step_mult(self, quality: int) -> float:
         return float(self.quality_table[quality - 1]["step_mult"])
 
-    def _ladder(self, quality: int, key: str):
+    def _ladder(self, quality: int, key: str, defaults: list = DEFAULT_QUALITY_TABLE):
         """The model's value of a quality-table key; older files lack the ladder keys
-        (crf_vp9, refresh_drop, min_keyframe_interval) and take DEFAULT_QUALITY_TABLE's."""
-        return self.quality_table[quality - 1].get(key, DEFAULT_QUALITY_TABLE[quality - 1][key])
+        (crf_vp9, refresh_drop, min_keyframe_interval) and take ``defaults``' (the base-layer
+        keys: DEFAULT_BASE_LADDER's)."""
+        return self.quality_table[quality - 1].get(key, defaults[quality - 1][key])
 
     def keyframe_crf(self, quality: int, codec: str) -> int:
         return int(self._ladder(quality, CRF_KEYS[codec]))
@@ -125,12 +126,11 @@ class CodecModel:
         return int(self.quality_table[quality - 1].get("base_size", 0)) if self.has_base_layer else 0
 
     def base_crf(self, quality: int) -> int:
-        return int(self.quality_table[quality - 1].get("base_crf", DEFAULT_BASE_LADDER[quality - 1]["base_crf"]))
+        return int(self._ladder(quality, "base_crf", DEFAULT_BASE_LADDER))
 
     def base_min_keyframe_interval(self, quality: int) -> float:
         """The refresh rule's min keyframe interval when the base layer is on."""
-        return float(self.quality_table[quality - 1].get(
-            "base_min_keyframe_interval", DEFAULT_BASE_LADDER[quality - 1]["base_min_keyframe_interval"]))
+        return float(self._ladder(quality, "base_min_keyframe_interval", DEFAULT_BASE_LADDER))
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
@@ -298,7 +298,8 @@ def _generator_state(path: Path, blob: dict) -> dict:
         pid, psha = str(parent["model_id"]), str(parent["sha256"])
     except (KeyError, TypeError):
         raise ModelError(f"{path}: model file is damaged (bad parent record)") from None
-    candidates = [path.parent / f"{pid}.pt"] + ([shipped_models()[pid]] if pid in shipped_models() else [])
+    shipped = shipped_models()
+    candidates = [path.parent / f"{pid}.pt"] + ([shipped[pid]] if pid in shipped else [])
     for cand in candidates:
         if cand.is_file():
             data = cand.read_bytes()

@@ -181,9 +181,10 @@ class PairSampler:
             r, c = (i, i + gap) if rng.random() < 0.5 else (i + gap, i)
             refs.append(np.asarray(arr[r]))
             curs.append(np.asarray(arr[c]))
-            prevs.append(np.asarray(arr[max(c - 1, 0)]))
+            if self.base_sizes:
+                prevs.append(np.asarray(arr[max(c - 1, 0)]))
         base = bool(self.base_sizes)
-        x = torch.from_numpy(np.stack(refs + curs + (prevs if base else []))).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.stack(refs + curs + prevs)).permute(0, 3, 1, 2).float() / 255.0
         x = self._augment(x, rng, n)
         x_r = x[:n].contiguous()
         if self.ref_coding > 0 and step >= self.ref_start:

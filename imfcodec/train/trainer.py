@@ -486,7 +486,7 @@ def _step(run: _Run, gen_t, disc_t, x_r, x_c, mult, cfg: TrainConfig, perceptual
     """One optimizer step of the generator (and of the discriminator once the GAN is on);
     returns the step's log record."""
     step = run.step
-    x_hat, bits = gen_t(x_r, x_c, mult, base) if base is not None else gen_t(x_r, x_c, mult)
+    x_hat, bits = gen_t(x_r, x_c, mult, base)
     l1 = (x_hat - x_c).abs().mean()
     loss = cfg.loss_l1 * l1 + (cfg.rate_lambda if step >= cfg.rate_start else 0.0) * bits.mean()
     rec = {"step": step + 1, "lr": run.opt_g.param_groups[0]["lr"], "l1": l1.item(),
