@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def features_template(net: str) -> torch.nn.Sequential:
@@ -71,3 +71,17 @@ def tap_channels(feats: torch.nn.Sequential, net: str) -> list[int]:
         conv = [m for m in list(feats)[:tap] if isinstance(m, torch.nn.Conv2d)][-1]
         chans.append(conv.out_channels)
     return chans
+
+
+class FixedMetric(nn.Module):
+    """Base of the metric networks (LPIPS, DISTS): frozen weights, always in eval mode
+    (a training loop's ``model.train()`` cannot switch their layers to training)."""
+
+    def freeze(self):
+        """Call at the end of ``__init__``."""
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        """A fixed metric: it stays in eval mode whatever ``mode`` is."""
+        return super().train(False)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imfcodec import assets
-from imfcodec.metrics.backbones import build_features, run_taps
+from imfcodec.metrics.backbones import FixedMetric, build_features, run_taps
 
 __all__ = ["DISTS", "ALPHA_BETA_SHA256"]
 
@@ -73,7 +73,7 @@ def load_alpha_beta(path: Path = ALPHA_BETA_FILE) -> tuple[Tensor, Tensor]:
     return w["alpha"].float(), w["beta"].float()
 
 
-class DISTS(nn.Module):
+class DISTS(FixedMetric):
     """DISTS between two batches of RGB images ``(B, 3, H, W)`` in [0, 1]; returns ``(B,)``.
 
     Frozen and in eval mode. Raises :class:`imfcodec.assets.MissingWeightsError` when the
@@ -93,12 +93,7 @@ class DISTS(nn.Module):
         self.register_buffer("beta", beta, persistent=False)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> "DISTS":
-        """A fixed metric: it stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
+        self.freeze()
 
     def stats(self, x: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per stage (input + 5), the features and their per-channel means and variances."""

@@ -41,7 +41,7 @@ def _unit_normalize(x: Tensor) -> Tensor:
     return x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + _EPS)
 
 
-class LPIPS(nn.Module):
+class LPIPS(backbones.FixedMetric):
     """LPIPS v0.1 distance, ``net`` in ``{'alex', 'vgg'}``; parameters frozen, always eval.
 
     ``forward(a, b)`` takes RGB tensors ``(B, 3, H, W)`` in [0, 1] and returns the ``(B,)``
@@ -66,12 +66,7 @@ class LPIPS(nn.Module):
             conv.weight.data.copy_(state[f"lin.{k}.weight"])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> "LPIPS":
-        """LPIPS is a fixed metric: it stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
+        self.freeze()
 
     def _taps(self, x: Tensor) -> list[Tensor]:
         return backbones.run_taps(self.features, self.taps, x)
