@@ -51,7 +51,8 @@ def run_clip(model, path: Path, qualities, frames: int, metrics: Metrics, log) -
             if mode == "on":      # the same base stream, alone and upscaled
                 from imfcodec.baselayer import BaseDecoder
                 bd = BaseDecoder(header.base_layer.size)
-                pics = np.stack([bd.decode(p.payload) for p in packets if isinstance(p, container.BasePacket)])
+                pics = np.stack([bd.decode(x) for p in packets if isinstance(p, container.BasePacket)
+                                 for x in p.pictures])
                 up = upscale(pics, src.shape[1])
                 rows.append(_row(path.stem, q, "base-only", header.kbps(base_bytes), header.kbps(base_bytes),
                                  0, metrics(src, up)))

@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "of 128 px or more, else stretch")
     e.add_argument("--base-layer", default="auto", choices=["auto", "on", "off"],
                    help="a small VP9 picture of every frame beside the tokens, read by the frame "
-                        "decoder (format version 4): auto (default) where the model and the quality "
+                        "decoder (format version 5): auto (default) where the model and the quality "
                         "level have one; on: the same, or an error where they do not; off: the "
                         "paper's token-only codec")
     e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")

@@ -47,7 +47,7 @@ DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # lowers a few frames' PSNR, and a keyframe taken in the middle of it is a poorer reference
 # for the frames after it than one taken when it is over.
 DEFAULT_REFRESH_PERSIST = 1
-# the base layer (issue 15; format version 4): auto = wherever the model's D_F reads a base
+# the base layer (issue 15; format version 5): auto = wherever the model's D_F reads a base
 # picture and the quality level has a base picture size; on = the same, or one error line
 # where it cannot; off = the paper's token-only codec with the same model
 BASE_LAYER_MODES = ("auto", "on", "off")
@@ -65,7 +65,7 @@ class EncodeStats:
     token_bytes: int = 0
     header_bytes: int = 0
     layer_bytes: int = 0          # crop and frame-layer packets (face framing)
-    base_bytes: int = 0           # base-layer packets (format version 4)
+    base_bytes: int = 0           # base-layer packets (format version 5)
     keyframe_indices: list = field(default_factory=list)
 
 
@@ -112,7 +112,7 @@ class Encoder:
     sweep (bench/tune_ladder.py) varies without touching the model's quality table.
 
     ``base_layer`` (auto, on, off; :data:`BASE_LAYER_MODES`) codes a base-layer picture of
-    every frame beside the tokens (format version 4) with a model whose D_F reads one;
+    every frame beside the tokens (format version 5) with a model whose D_F reads one;
     ``base_size`` and ``base_crf`` replace the level's picture side and VP9 CRF. With the
     base layer on, the min keyframe interval defaults to the level's
     ``base_min_keyframe_interval``."""
@@ -145,6 +145,7 @@ class Encoder:
         self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
         self.refresh_drop = model.refresh_drop(quality) if refresh_drop is None else refresh_drop
         self.base_layer, self.base_enc = self._base_layer(base_layer, base_size, base_crf)
+        self.base_held: list[tuple[bytes, bool]] = []   # coded base pictures not yet sent
         if min_keyframe_interval is None:
             min_keyframe_interval = (model.min_keyframe_interval(quality) if self.base_layer is None
                                      else model.base_min_keyframe_interval(quality))
@@ -196,19 +197,31 @@ class Encoder:
                       base_layer=self.base_layer)
 
     def _base_picture(self, x, key: bool):
-        """Code frame x's base picture; returns its packet and the picture the decoder will
-        get (1, 3, b, b) in [0, 1], which D_F reads in the closed loop."""
+        """Code frame x's base picture and hold it for the packet that will carry its frame;
+        returns the picture the decoder will get (1, 3, b, b) in [0, 1], which D_F reads in
+        the closed loop."""
         key = key or self.base_enc.n == 0
         data, pic = self.base_enc.encode(baselayer.thumbnail(x, self.base_layer.size)[0], key=key)
-        return BasePacket(self.index, data, predicted=not key), baselayer.to_tensor(pic).to(self.m.device)
+        self.base_held.append((data, key))
+        return baselayer.to_tensor(pic).to(self.m.device)
+
+    def _base_packet(self, first: int, count: int) -> list:
+        """The B packet of frames first..first+count-1, which goes right before the packet
+        that carries them (none without a base layer)."""
+        if self.base_layer is None:
+            return []
+        group, self.base_held = self.base_held[:count], self.base_held[count:]
+        assert not any(key for _, key in group[1:]), "key pictures start a packet (only K frames have one)"
+        return [BasePacket(first, tuple(d for d, _ in group), key=group[0][1])]
 
     def _token_packet(self) -> list:
         if not self.pending:
             return []
         sym = torch.stack(self.pending)
-        p = TokenPacket(self.pending_first, len(self.pending), self.m.entropy.encode(sym, self.quality))
+        out = self._base_packet(self.pending_first, len(self.pending))
+        out.append(TokenPacket(self.pending_first, len(self.pending), self.m.entropy.encode(sym, self.quality)))
         self.pending = []
-        return [p]
+        return out
 
     def _keyframe(self, x, intra: bool, base=None) -> list:
         """Code x as a keyframe: an intra picture, or (``intra=False`` with a chained keyframe
@@ -229,6 +242,7 @@ class Encoder:
         self.stats.keyframe_indices.append(self.index)
         self._psnr_sum += psnr(x_r, x).item()
         self.recon = x_r
+        out += self._base_packet(self.index, 1)
         out.append(KeyframePacket(self.index, tuple(int(v) for v in q_r[0].tolist()), data, predicted))
         return out
 
@@ -250,9 +264,8 @@ class Encoder:
         x = video.to_model(frame, self.size).to(self.m.device)
         intra = self.ref is None or self.since_key + 1 >= self.max_interval
         out, base = [], None
-        if self.base_layer is not None:     # every frame's base picture, before its frame's packet
-            bp, base = self._base_picture(x, key=intra)
-            out.append(bp)
+        if self.base_layer is not None:     # every frame's base picture, sent with its frame's packet
+            base = self._base_picture(x, key=intra)
         if intra:
             out += self._keyframe(x, intra=True, base=base)        # a random-access point
         elif force_keyframe:
@@ -298,12 +311,12 @@ class Decoder:
         self.prev_q = None
         self.next_index = 0
         self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec, header.coded_size ** 2)
-        # base layer (version 4): pictures decoded in stream order, held (at most
-        # packet_frames of them) until the packet that carries their frame decodes
+        # base layer (version 5): a B packet's pictures, decoded in stream order, held (at
+        # most packet_frames of them) until the next packet, which carries their frames
         bl = header.base_layer
         self.base_dec = None if bl is None else baselayer.BaseDecoder(bl.size)
-        self.base_next = 0
-        self.base_pics: dict[int, tuple[torch.Tensor, bool]] = {}
+        self.base_held: BasePacket | None = None
+        self.base_pics: torch.Tensor | None = None
 
     def _out(self, x):
         # one frame at a time: the output size is bounded per frame (container.MAX_PIXELS)
@@ -325,25 +338,26 @@ class Decoder:
         return frames
 
     def _base(self, packet: BasePacket):
-        """Decode a base-layer picture and hold it for its frame."""
+        """Decode a B packet's pictures and hold them for the next packet's frames."""
         if self.base_dec is None:
             raise StreamError("base-layer packet in a stream without a base layer")
-        container.check_base_packet(self.h, packet, self.base_next, self.next_index)
-        try:
-            pic = self.base_dec.decode(packet.payload, packet.predicted)
-        except keyframe.KeyframeError as e:
-            raise StreamError(f"base-layer picture of frame {packet.frame_index}: {e}") from None
-        self.base_pics[packet.frame_index] = (baselayer.to_tensor(pic).to(self.m.device), not packet.predicted)
-        self.base_next += 1
+        container.check_base_packet(self.h, packet, self.base_held, self.next_index)
+        pics = []
+        for i, data in enumerate(packet.pictures):
+            try:
+                pics.append(self.base_dec.decode(data, predicted=i > 0 or not packet.key))
+            except keyframe.KeyframeError as e:
+                raise StreamError(f"base-layer picture of frame {packet.first_frame + i}: {e}") from None
+        self.base_held, self.base_pics = packet, baselayer.to_tensor(np.stack(pics)).to(self.m.device)
 
     def _take_base(self, first: int, count: int, keyframe_packet: KeyframePacket | None = None):
         """The held base pictures (count, 3, b, b) of frames first.. about to decode, or None
         without a base layer (or when the packet is out of order, which the caller refuses)."""
         if self.base_dec is None or first != self.next_index:
             return None
-        container.check_base_covers(first, count, self.base_next, keyframe_packet,
-                                    self.base_pics.get(first, (None, False))[1])
-        return torch.cat([self.base_pics.pop(i)[0] for i in range(first, first + count)])
+        container.check_base_covers(self.base_held, first, count, keyframe_packet)
+        pics, self.base_held, self.base_pics = self.base_pics, None, None
+        return pics
 
     # the two halves of push, shared with imfcodec.multi.MultiDecoder (which batches the
     # frame networks over streams instead of running them here)

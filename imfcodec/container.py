@@ -16,14 +16,17 @@ from .errors import IMFCodecError
 MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
 FRAMED_VERSION = 3          # 3 = 2 plus framing (a face crop coded by IMF + a frame layer)
-BASE_VERSION = 4           # 4 = 2 plus a base layer (one small VP9 picture per frame)
-READS_VERSIONS = (1, 2, 3, 4)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
+BASE_VERSION = 5           # 5 = 2 plus a base layer (small VP9 pictures, one deflated group per packet)
+READS_VERSIONS = (1, 2, 3, 5)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
+# versions no reader of this imfcodec takes, each with the one line that says why
+RETIRED_VERSIONS = {4: "the per-frame base-layer layout of imfcodec development builds, replaced by "
+                       "version 5; re-encode the source"}
 PKT_KEYFRAME = 0x4B   # 'K'
 PKT_PREDICTED_KEYFRAME = 0x50   # 'P': keyframe picture predicted from the previous keyframe
 PKT_TOKENS = 0x54     # 'T'
 PKT_CROP = 0x43       # 'C': where the IMF crop lies in the frame from the next keyframe on (v3)
 PKT_LAYER = 0x46      # 'F': one frame-layer picture (v3)
-PKT_BASE = 0x42       # 'B': one base-layer picture (v4)
+PKT_BASE = 0x42       # 'B': the base-layer pictures of the next K, P or T packet's frames (v5)
 FRAMINGS = {1: "face"}
 FRAMING_IDS = {v: k for k, v in FRAMINGS.items()}
 MAX_LAYER_SIDE = 4096       # frame-layer picture width/height
@@ -51,6 +54,7 @@ MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep Compre
 MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
 BASE_SIZES = (32, 48, 64, 96)       # a base picture's side (imfcodec.baselayer.SIZES)
 MAX_BASE_PAYLOAD = 1 << 16          # 64 KiB: one base picture (96x96 raw 4:2:0 is 13.5 KiB)
+BASE_DEFLATE_LEVEL = 9              # zlib level of a B packet's raw deflate stream (any level decodes)
 TOKEN_PAYLOAD_FIXED, TOKEN_PAYLOAD_PER_SYMBOL = 64, 8
 
 
@@ -206,7 +210,7 @@ def check_header(h: Header):
 
 @dataclass(frozen=True)
 class BaseLayer:
-    """Version 4: every frame also has a small picture (``size`` x ``size``) in one
+    """Version 5: every frame also has a small picture (``size`` x ``size``) in one
     low-delay stream of ``codec`` beside the tokens, which D_F reads (imfcodec/baselayer.py).
     Field bounds: docs/bitstream.md."""
     size: int                     # base picture side, one of BASE_SIZES
@@ -269,9 +273,25 @@ class LayerPacket:
 
 @dataclass(frozen=True)
 class BasePacket:
-    frame_index: int              # the frame whose base picture this is (one per frame)
-    payload: bytes                # one picture of the base layer's chained stream
-    predicted: bool = True        # an inter picture (needs the previous base picture)
+    """The base-layer pictures of frames first_frame.. (one each), sent just before the K, P
+    or T packet that carries exactly those frames. On the wire the pictures are one raw
+    deflate stream: a VP9 picture of 48 px is mostly its frame headers, which repeat."""
+    first_frame: int
+    pictures: tuple               # one picture of the base layer's chained stream per frame
+    key: bool = False             # the first picture is a VP9 key picture (the rest are inter)
+
+    @property
+    def count(self) -> int:
+        return len(self.pictures)
+
+
+def _base_body(p: BasePacket) -> bytes:
+    if not p.pictures or not all(0 < len(x) <= MAX_BASE_PAYLOAD for x in p.pictures):
+        raise ValueError(f"a base-layer packet holds 1 or more pictures of 1..{MAX_BASE_PAYLOAD} bytes")
+    raw = b"".join(put_uvarint(len(x)) for x in p.pictures[:-1]) + b"".join(p.pictures)
+    z = zlib.compressobj(BASE_DEFLATE_LEVEL, zlib.DEFLATED, -15, 9)
+    return (put_uvarint(p.first_frame) + put_uvarint(len(p.pictures)) + bytes([int(p.key)])
+            + z.compress(raw) + z.flush())
 
 
 @dataclass(frozen=True)
@@ -295,9 +315,10 @@ Packet = Union[KeyframePacket, TokenPacket, CropPacket, LayerPacket, BasePacket]
 def packet_to_bytes(p: Packet) -> bytes:
     if isinstance(p, CropPacket):
         typ, body = PKT_CROP, b"".join(put_uvarint(v) for v in (p.frame_index, p.x, p.y, p.side))
-    elif isinstance(p, (LayerPacket, BasePacket)):
-        typ = PKT_LAYER if isinstance(p, LayerPacket) else PKT_BASE
-        body = put_uvarint(p.frame_index) + bytes([int(p.predicted)]) + p.payload
+    elif isinstance(p, LayerPacket):
+        typ, body = PKT_LAYER, put_uvarint(p.frame_index) + bytes([int(p.predicted)]) + p.payload
+    elif isinstance(p, BasePacket):
+        typ, body = PKT_BASE, _base_body(p)
     elif isinstance(p, KeyframePacket):
         typ = PKT_PREDICTED_KEYFRAME if p.predicted else PKT_KEYFRAME
         body = (put_uvarint(p.frame_index) + put_uvarint(len(p.ref_symbols))
@@ -335,7 +356,7 @@ def _describe(p: Packet) -> tuple:
     if isinstance(p, KeyframePacket):
         return "keyframe", p.frame_index, 1
     if isinstance(p, BasePacket):
-        return "base", p.frame_index, 0
+        return "base", p.first_frame, 0
     if isinstance(p, (CropPacket, LayerPacket)):
         return ("crop" if isinstance(p, CropPacket) else "layer"), p.frame_index, 0
     return "tokens", p.first_frame, p.count
@@ -346,6 +367,8 @@ def _parse_header(r: _Reader) -> Header:
     if magic != MAGIC:
         raise StreamError("not an .imf file (bad magic bytes)")
     version = r.take(1)[0]
+    if version in RETIRED_VERSIONS:
+        raise StreamError(f"unsupported .imf format version {version} ({RETIRED_VERSIONS[version]})")
     if version not in READS_VERSIONS:
         raise StreamError(f"unsupported .imf format version {version} (this imfcodec reads versions "
                           f"{', '.join(map(str, READS_VERSIONS))})")
@@ -396,7 +419,7 @@ def _max_body(typ: int, header: Header) -> int:
     if typ == PKT_TOKENS:
         return 20 + header.max_token_payload
     if typ == PKT_BASE:
-        return 11 + MAX_BASE_PAYLOAD
+        return max_base_body(header.packet_frames)
     return 20 + 5 * header.token_dim + MAX_KEYFRAME_PAYLOAD
 
 
@@ -416,13 +439,7 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
         raise StreamError(f"corrupt packet ending at byte {r.pos} (checksum mismatch)")
     b = _Reader(body, "packet")
     if typ == PKT_BASE:
-        idx = b.uvarint()
-        kind = b.take(1)[0]
-        if kind > 1:
-            raise StreamError("malformed base-layer packet (picture kind)")
-        if b.done():
-            raise StreamError("malformed base-layer packet (no picture)")
-        return BasePacket(idx, body[b.pos:], bool(kind))
+        return _parse_base_packet(b, body, header)
     if typ in (PKT_CROP, PKT_LAYER):
         return _parse_framing_packet(typ, b, body, header)
     if typ in (PKT_KEYFRAME, PKT_PREDICTED_KEYFRAME):
@@ -446,6 +463,44 @@ def _parse_packet(r: _Reader, header: Header) -> Packet:
     if n - b.pos > header.max_token_payload:
         raise StreamError(f"malformed token packet (payload over {header.max_token_payload} bytes)")
     return TokenPacket(first, count, body[b.pos:])
+
+
+def max_base_inflated(count: int) -> int:
+    """Bytes a B packet of ``count`` pictures may inflate to: the pictures and their lengths."""
+    return count * (MAX_BASE_PAYLOAD + 3)
+
+
+def max_base_body(packet_frames: int) -> int:
+    """Largest B packet body: its fields, and a deflate stream of max_base_inflated bytes
+    (stored blocks add 5 bytes per 64 KiB)."""
+    n = max_base_inflated(packet_frames)
+    return 32 + n + 5 * (n // 65535 + 1)
+
+
+def _parse_base_packet(b: _Reader, body: bytes, header: Header) -> BasePacket:
+    first, count = b.uvarint(), b.uvarint()
+    if not 1 <= count <= header.packet_frames:
+        raise StreamError("malformed base-layer packet (picture count)")
+    kind = b.take(1)[0]
+    if kind > 1:
+        raise StreamError("malformed base-layer packet (picture kind)")
+    limit = max_base_inflated(count)
+    z = zlib.decompressobj(-15)
+    try:        # inflate at most limit + 1 bytes: a deflate bomb costs no more than that
+        raw = z.decompress(body[b.pos:], limit + 1)
+    except zlib.error:
+        raise StreamError("malformed base-layer packet (not a deflate stream)") from None
+    if len(raw) > limit:
+        raise StreamError(f"malformed base-layer packet (inflates past {limit} bytes)")
+    if not z.eof or z.unused_data:
+        raise StreamError("malformed base-layer packet (deflate stream "
+                          f"{'cut short' if not z.eof else 'followed by other bytes'})")
+    r = _Reader(raw, "base-layer packet")
+    sizes = [r.uvarint() for _ in range(count - 1)]
+    sizes.append(len(raw) - r.pos - sum(sizes))
+    if not all(1 <= n <= MAX_BASE_PAYLOAD for n in sizes):
+        raise StreamError(f"malformed base-layer packet (a picture outside 1..{MAX_BASE_PAYLOAD} bytes)")
+    return BasePacket(first, tuple(r.take(n) for n in sizes), bool(kind))
 
 
 def _parse_framing_packet(typ: int, b: _Reader, body: bytes, header: Header) -> Packet:
@@ -518,8 +573,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
         raise StreamError("empty stream (a header and no frames)")
     if header.frame_count and nxt != header.frame_count:
         raise StreamError(f"truncated stream: {nxt} of {header.frame_count} frames present")
-    if base is not None and base.next != nxt:
-        raise StreamError(f"malformed stream (base-layer picture for frame {nxt} without its frame)")
+    if base is not None and base.held is not None:
+        raise StreamError(f"malformed stream (base-layer pictures for frame {nxt} without their frames)")
     return nxt
 
 
@@ -568,51 +623,51 @@ class _FramingOrder:
 
 
 class _BaseOrder:
-    """Version 4 packet order: one base-layer packet per frame, in frame order, each before
-    the packet that carries its frame and at most packet_frames - 1 frames ahead of the
-    first frame not yet carried; the first is a key picture, and so is every intra (K)
-    keyframe's (so decoding can start there). The same rules as codec.Decoder applies to a
-    live stream."""
+    """Version 5 packet order: every K, P and T packet comes right after the B packet of
+    exactly its frames; the first B picture is a key picture, and so is every intra (K)
+    keyframe's (so decoding can start there). codec.Decoder applies the same two checks
+    to a live stream."""
 
     def __init__(self, header: Header):
         self.header = header
-        self.next = 0                 # the frame the next base packet must be for
-        self.key = {}                 # frame -> key picture, for frames not yet carried
+        self.held: BasePacket | None = None     # the B packet whose frames come next
 
     def check(self, p: BasePacket, nxt: int):
-        check_base_packet(self.header, p, self.next, nxt)
-        self.key[p.frame_index] = not p.predicted
-        self.next += 1
+        check_base_packet(self.header, p, self.held, nxt)
+        self.held = p
 
     def covers(self, first: int, count: int, keyframe: KeyframePacket | None = None):
-        check_base_covers(first, count, self.next, keyframe, self.key.get(first, False))
-        for i in range(first, first + count):
-            self.key.pop(i, None)
+        check_base_covers(self.held, first, count, keyframe)
+        self.held = None
 
 
-def check_base_packet(header: Header, p: BasePacket, expected: int, nxt: int):
-    """A base-layer packet in order (docs/bitstream.md, version 4), or one StreamError.
-    ``expected``: the frame the next base picture must be for; ``nxt``: the first frame no
-    keyframe or token packet has carried yet."""
-    if p.frame_index != expected:
-        raise StreamError(f"malformed stream (base-layer picture for frame {p.frame_index}, expected {expected})")
-    if p.frame_index >= (header.frame_count or MAX_FRAME_COUNT):
-        raise StreamError("malformed base-layer packet (frame index beyond the frame count)")
-    if p.frame_index - nxt >= header.packet_frames:
-        raise StreamError(f"malformed stream (base-layer picture for frame {p.frame_index} more than "
-                          f"{header.packet_frames - 1} frames ahead of frame {nxt})")
-    if p.frame_index == 0 and p.predicted:
+def check_base_packet(header: Header, p: BasePacket, held: BasePacket | None, nxt: int):
+    """A B packet in order (docs/bitstream.md, version 5), or one StreamError. ``held``: a
+    B packet whose frames no packet has carried yet; ``nxt``: the first frame no keyframe
+    or token packet has carried yet."""
+    if held is not None:
+        raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
+                          f"{held.first_frame + held.count - 1} not followed by the packet that carries them)")
+    if p.first_frame != nxt:
+        raise StreamError(f"malformed stream (base-layer pictures from frame {p.first_frame}, expected {nxt})")
+    if p.first_frame + p.count > (header.frame_count or MAX_FRAME_COUNT):
+        raise StreamError("malformed base-layer packet (frames beyond the frame count)")
+    if p.first_frame == 0 and not p.key:
         raise StreamError("malformed stream (the first base-layer picture is a predicted one)")
 
 
-def check_base_covers(first: int, count: int, base_next: int, keyframe: KeyframePacket | None = None,
-                      key_picture: bool = False):
-    """Frames first..first+count-1, about to be carried, each have their base picture; an
-    intra keyframe's is a key picture."""
-    if base_next < first + count:
-        raise StreamError(f"malformed stream (no base-layer picture for frame {base_next} before "
-                          "the packet that carries it)")
-    if keyframe is not None and not keyframe.predicted and not key_picture:
+def check_base_covers(held: BasePacket | None, first: int, count: int,
+                      keyframe: KeyframePacket | None = None):
+    """The packet about to carry frames first..first+count-1 comes right after their B
+    packet (``held``); an intra keyframe's picture is a key picture."""
+    if held is None:
+        raise StreamError(f"malformed stream (no base-layer pictures before the packet that "
+                          f"carries frame {first})")
+    if (held.first_frame, held.count) != (first, count):
+        raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
+                          f"{held.first_frame + held.count - 1} before a packet of frames "
+                          f"{first}..{first + count - 1})")
+    if keyframe is not None and not keyframe.predicted and not held.key:
         raise StreamError(f"malformed stream (keyframe {first} without a base-layer key picture)")
 
 

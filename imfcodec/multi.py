@@ -19,7 +19,7 @@ ref)) runs once for all. A stream whose keyframe arrives does its reference work
 next token frame joins the batch with the new reference. Token frames already queued keep
 the reference they were coded against.
 
-Base-layer streams (format version 4) decode here too: a stream's base pictures are decoded
+Base-layer streams (format version 5) decode here too: a stream's base pictures are decoded
 when their packets are pushed and ride with their token frames; a step whose streams differ
 in base picture size (or mix base-layer and token-only streams) runs one pass per size.
 

@@ -1,4 +1,4 @@
-"""The base layer (issue 15, format version 4): a small VP9 picture of every frame beside the
+"""The base layer (issue 15, format version 5): a small VP9 picture of every frame beside the
 tokens, read by D_F. Codec round trips, the zero-stem identity, the ladder and options,
 the container's rules for base packets, and the CLI's one-line errors."""
 import dataclasses
@@ -63,7 +63,7 @@ def _encode(model, frames, **opts):
 
 def test_round_trip_decodes_what_the_closed_loop_saw(base_model, monkeypatch):
     """Refreshes (predicted keyframes) and a forced intra keyframe mid-stream included; every
-    frame has one base packet before the packet that carries it."""
+    K, P and T packet comes right after the B packet of its frames."""
     script = itertools.cycle([29.0] * 9 + [20.0])
     monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
     monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
@@ -73,10 +73,16 @@ def test_round_trip_decodes_what_the_closed_loop_saw(base_model, monkeypatch):
     keys = [p for p in packets if isinstance(p, C.KeyframePacket)]
     assert any(p.predicted for p in keys) and sum(not p.predicted for p in keys) >= 2
     bases = [p for p in packets if isinstance(p, C.BasePacket)]
-    assert [p.frame_index for p in bases] == list(range(len(frames)))
-    assert {p.frame_index for p in keys if not p.predicted} <= {p.frame_index for p in bases if not p.predicted}
+    assert [i for p in bases for i in range(p.first_frame, p.first_frame + p.count)] == list(range(len(frames)))
+    for b, carrier in zip(packets[::2], packets[1::2]):
+        assert isinstance(b, C.BasePacket) and not isinstance(carrier, C.BasePacket)
+        first, count = ((carrier.frame_index, 1) if isinstance(carrier, C.KeyframePacket)
+                        else (carrier.first_frame, carrier.count))
+        assert (b.first_frame, b.count) == (first, count)
+        assert b.key == (isinstance(carrier, C.KeyframePacket) and not carrier.predicted)
+    assert max(p.count for p in bases) > 1
     header = enc.header(len(frames))
-    assert header.base_layer == C.BaseLayer(base_model.base_size(4)) and header.version == 4
+    assert header.base_layer == C.BaseLayer(base_model.base_size(4)) and header.version == 5
     data, sizes = C.assemble(header, packets)
     assert data[4] == C.BASE_VERSION and sizes.of("base") == sum(len(C.packet_to_bytes(p)) for p in bases)
     assert C.parse(data) == (header, packets)
@@ -109,7 +115,7 @@ def test_zero_stems_decode_the_token_only_frames(zero_stem_model):
     on, st_on = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="on", **rule)
     off, st_off = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="off", **rule)
     assert 1 < st_on.keyframes < 12
-    assert on[4] == 4 and off[4] == C.VERSION == 2 and st_on.base_bytes > 0 == st_off.base_bytes
+    assert on[4] == 5 and off[4] == C.VERSION == 2 and st_on.base_bytes > 0 == st_off.base_bytes
     h_on, p_on = C.parse(on)
     h_off, p_off = C.parse(off)
     assert [p for p in p_on if not isinstance(p, C.BasePacket)] == p_off
@@ -161,7 +167,7 @@ def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
     frames = _frames(base_model, 12)
     datas = [codec.encode_frames(frames[k:], 25, base_model, 4, **opts)[0]
              for k, opts in enumerate([{}, {"base_size": 32}, {"base_layer": "off"}])]
-    assert [d[4] for d in datas] == [4, 4, 2]
+    assert [d[4] for d in datas] == [5, 5, 2]
     md = MultiDecoder(base_model)
     want, sids = {}, []
     for data in datas:
@@ -191,16 +197,17 @@ def test_token_only_model_refuses_a_base_layer_stream(base_model, tiny_model):
 
 def test_live_decoder_checks_base_packets_itself(base_model):
     """A live stream is not checked as a whole file: the Decoder refuses a token packet
-    whose frames have no base picture, and base pictures out of order."""
+    whose frames have no base pictures, and base pictures out of order."""
     frames = _frames(base_model, 6)
     enc, packets, _ = _encode(base_model, frames)
     h = enc.header(0)
     dec = codec.Decoder(base_model, h)
-    with pytest.raises(C.StreamError, match="base-layer picture for frame 1, expected 0"):
-        dec.push(C.BasePacket(1, packets[0].payload))
+    with pytest.raises(C.StreamError, match="base-layer pictures from frame 1, expected 0"):
+        dec.push(dataclasses.replace(packets[0], first_frame=1))
     dec = codec.Decoder(base_model, h)
-    missing = [p for p in packets if not (isinstance(p, C.BasePacket) and p.frame_index == 3)]
-    with pytest.raises(C.StreamError):
+    missing = packets[:2] + packets[3:]
+    assert isinstance(packets[2], C.BasePacket) and isinstance(packets[3], C.TokenPacket)
+    with pytest.raises(C.StreamError, match="no base-layer pictures before the packet that carries frame 1"):
         for p in missing:
             dec.push(p)
 
@@ -219,8 +226,8 @@ def test_damaged_base_picture_is_one_stream_error(base_model):
     data, _ = codec.encode_frames(frames, 25, base_model, 4)
     h, ps = C.parse(data)
     for cut in (1, 5):
-        bad = [dataclasses.replace(p, payload=p.payload[:cut]) if isinstance(p, C.BasePacket) and p.frame_index == 0
-               else p for p in ps]
+        bad = [dataclasses.replace(p, pictures=(p.pictures[0][:cut],)) if isinstance(p, C.BasePacket)
+               and p.first_frame == 0 else p for p in ps]
         with pytest.raises(C.StreamError, match="base-layer picture of frame 0"):
             list(codec.decode_bytes(C.assemble(h, bad)[0], base_model)[1])
 
@@ -232,9 +239,9 @@ def _header(frames=4, pf=2, base=C.BaseLayer(48)):
 
 
 def _packets():
-    return [C.BasePacket(0, b"key0", predicted=False), C.KeyframePacket(0, (1, 2, 3, 4), b"pic"),
-            C.BasePacket(1, b"b1"), C.BasePacket(2, b"b2"), C.TokenPacket(1, 2, b"tok1"),
-            C.BasePacket(3, b"b3"), C.KeyframePacket(3, (0, 0, 0, 0), b"p2", predicted=True)]
+    return [C.BasePacket(0, (b"key0",), key=True), C.KeyframePacket(0, (1, 2, 3, 4), b"pic"),
+            C.BasePacket(1, (b"b1", b"b2")), C.TokenPacket(1, 2, b"tok1"),
+            C.BasePacket(3, (b"b3",)), C.KeyframePacket(3, (0, 0, 0, 0), b"p2", predicted=True)]
 
 
 def _bytes(packets, header=None):
@@ -243,8 +250,26 @@ def _bytes(packets, header=None):
 
 def test_container_round_trip_truncation_and_bit_flips():
     data = _bytes(_packets())
-    assert C.parse(data) == (_header(), _packets()) and data[4] == 4
+    assert C.parse(data) == (_header(), _packets()) and data[4] == 5
     assert_stream_checked(data, flip=0x04)
+
+
+def test_base_pictures_are_deflated_on_the_wire():
+    """Pictures that repeat (as VP9 frame headers do) cost less than their bytes."""
+    pics = tuple(bytes.fromhex("860040921c005c000003200000") + bytes([i, 7 * i]) for i in range(8))
+    wire = C.packet_to_bytes(C.BasePacket(5, pics))
+    assert len(wire) < 0.5 * sum(map(len, pics))
+    h = _header(frames=13, pf=8)
+    assert C._parse_packet(C._Reader(wire, "stream"), h) == C.BasePacket(5, pics)
+    with pytest.raises(ValueError):
+        C.packet_to_bytes(C.BasePacket(0, (b"a", b"")))
+
+
+def test_version_4_is_refused_with_one_line():
+    data = bytearray(_bytes(_packets()))
+    data[4] = 4
+    with pytest.raises(C.StreamError, match="unsupported .imf format version 4 .*re-encode"):
+        C.parse(bytes(data))
 
 
 def _swap(ps, i, j):
@@ -254,14 +279,15 @@ def _swap(ps, i, j):
 
 
 @pytest.mark.parametrize("packets,message", [
-    ([p for p in _packets() if p != C.BasePacket(1, b"b1")], "base-layer picture for frame 2, expected 1"),
-    (_swap(_packets(), 0, 1), "no base-layer picture for frame 0"),
-    ([C.BasePacket(0, b"key0")] + _packets()[1:], "first base-layer picture is a predicted one"),
-    (_swap(_packets(), 3, 4), "no base-layer picture for frame 2"),
-    (_packets()[:5] + [C.BasePacket(3, b"b3"), C.KeyframePacket(3, (0, 0, 0, 0), b"p2")],
+    (_packets()[:2] + [C.BasePacket(2, (b"b2",))] + _packets()[3:], "pictures from frame 2, expected 1"),
+    (_swap(_packets(), 0, 1), "no base-layer pictures before the packet that carries frame 0"),
+    ([C.BasePacket(0, (b"key0",))] + _packets()[1:], "first base-layer picture is a predicted one"),
+    (_packets()[:2] + [C.BasePacket(1, (b"b1",))] + _packets()[3:], "frames 1..1 before a packet of frames 1..2"),
+    (_packets()[:3] + _packets()[2:], "frames 1..2 not followed by the packet that carries them"),
+    (_packets()[:4] + [C.BasePacket(3, (b"b3",)), C.KeyframePacket(3, (0, 0, 0, 0), b"p2")],
      "keyframe 3 without a base-layer key picture"),
-    (_packets()[:4] + [C.BasePacket(3, b"b3"), C.TokenPacket(1, 2, b"tok1")], "more than 1 frames ahead"),
-    (_packets() + [C.BasePacket(4, b"b4")], "beyond the frame count"),
+    (_packets() + [C.BasePacket(4, (b"b4",))], "beyond the frame count"),
+    (_packets()[:4] + [C.BasePacket(3, (b"b3", b"b4"))], "beyond the frame count"),
 ])
 def test_base_packet_order_is_checked(packets, message):
     with pytest.raises(C.StreamError, match=message):
@@ -269,8 +295,8 @@ def test_base_packet_order_is_checked(packets, message):
 
 
 def test_dangling_base_picture_in_a_live_recording_is_refused():
-    with pytest.raises(C.StreamError, match="without its frame"):
-        C.parse(_bytes(_packets() + [C.BasePacket(4, b"b4")], _header(frames=0)))
+    with pytest.raises(C.StreamError, match="without their frames"):
+        C.parse(_bytes(_packets() + [C.BasePacket(4, (b"b4",))], _header(frames=0)))
 
 
 def _packet(typ, body):
@@ -280,12 +306,27 @@ def _packet(typ, body):
 
 
 def test_crafted_base_packets_and_header_fields():
+    import zlib
     head = _header().to_bytes()
-    with pytest.raises(C.StreamError, match="picture kind"):
-        C.parse(head + _packet(C.PKT_BASE, b"\x00\x02pic"))
-    with pytest.raises(C.StreamError, match="no picture"):
-        C.parse(head + _packet(C.PKT_BASE, b"\x00\x00"))
-    big = C.put_uvarint(12 + C.MAX_BASE_PAYLOAD)
+
+    def deflated(raw: bytes, tail=b"") -> bytes:
+        z = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return z.compress(raw) + z.flush() + tail
+
+    for body, msg in [(b"\x00\x01\x02" + deflated(b"pic"), "picture kind"),
+                      (b"\x00\x00\x01" + deflated(b"pic"), "picture count"),
+                      (b"\x00\x03\x01" + deflated(b"pic"), "picture count"),       # packet_frames 2
+                      (b"\x00\x01\x01" + deflated(b""), "a picture outside 1..65536 bytes"),
+                      (b"\x00\x02\x01" + deflated(b"\x03pic"), "a picture outside"),    # nothing left
+                      (b"\x00\x02\x01" + deflated(b"\x00pic"), "a picture outside"),
+                      (b"\x00\x01\x01" + deflated(b"pic")[:-1], "cut short"),
+                      (b"\x00\x01\x01" + deflated(b"pic", b"x"), "followed by other bytes"),
+                      (b"\x00\x01\x01\xff\xff", "not a deflate stream"),
+                      # a bomb: 2 x 64 KiB + 7 of zeros inflate past the bound and stop there
+                      (b"\x00\x02\x01" + deflated(bytes(2 * C.MAX_BASE_PAYLOAD + 7)), "inflates past 131078")]:
+        with pytest.raises(C.StreamError, match=msg):
+            C.parse(head + _packet(C.PKT_BASE, body))
+    big = C.put_uvarint(C.max_base_body(2) + 1)
     with pytest.raises(C.StreamError, match="over the limit"):
         C.parse(head + bytes([C.PKT_BASE]) + big + b"\x00" * 64)
     # a base packet in a token-only stream is an unknown packet type
@@ -298,7 +339,7 @@ def test_crafted_base_packets_and_header_fields():
         crafted = body[:-2] + C.put_uvarint(codec_id) + C.put_uvarint(size)
         import struct
         import zlib
-        data = C.MAGIC + bytes([4]) + C.put_uvarint(len(crafted)) + crafted + struct.pack(">I", zlib.crc32(crafted))
+        data = C.MAGIC + bytes([5]) + C.put_uvarint(len(crafted)) + crafted + struct.pack(">I", zlib.crc32(crafted))
         with pytest.raises(C.StreamError, match=msg):
             C.parse(data)
     with pytest.raises(C.StreamError, match="base layer with face framing"):
@@ -320,11 +361,11 @@ def test_cli_base_layer(tmp_path, capsys, base_model_file, tiny_model_file):
     code, out, err = run(capsys, "encode", clip, imf, "--model", path, "--base-layer", "on", "-q")
     assert code == 0, err
     code, out, _ = run(capsys, "info", imf)
-    assert code == 0 and "v4" in out and "base layer 48x48 vp9" in out
+    assert code == 0 and "v5" in out and "base layer 48x48 vp9" in out
     code, out, _ = run(capsys, "info", imf, "--json")
     import json
     d = json.loads(out)
-    assert d["base_layer"] == "48x48 vp9" and d["base_bytes"] > 0 and d["format_version"] == 4
+    assert d["base_layer"] == "48x48 vp9" and d["base_bytes"] > 0 and d["format_version"] == 5
     assert d["header_bytes"] + d["keyframe_bytes"] + d["token_bytes"] + d["base_bytes"] == d["bytes"]
     code, out, err = run(capsys, "decode", imf, tmp_path / "a.y4m", "-q", "--model", path)
     assert code == 0, err
@@ -333,10 +374,10 @@ def test_cli_base_layer(tmp_path, capsys, base_model_file, tiny_model_file):
                        "--base-layer", "on", "-q")
     assert code == 1 and err.count("\n") == 1 and "token-only" in err
     h, ps = C.parse(imf.read_bytes())
-    ps = [dataclasses.replace(p, payload=bytes(len(p.payload))) if isinstance(p, C.BasePacket) and p.frame_index == 2
-          else p for p in ps]
+    ps = [dataclasses.replace(p, pictures=tuple(bytes(len(x)) for x in p.pictures))
+          if isinstance(p, C.BasePacket) and p.first_frame == 1 else p for p in ps]
     bad = tmp_path / "bad.imf"
     bad.write_bytes(C.assemble(h, ps)[0])
     code, _, err = run(capsys, "decode", bad, tmp_path / "bad.y4m", "-q", "--model", path)
-    assert code == 1 and err.count("\n") == 1 and "base-layer picture of frame 2" in err, err
+    assert code == 1 and err.count("\n") == 1 and "base-layer picture of frame 1" in err, err
     assert not (tmp_path / "bad.y4m").exists()

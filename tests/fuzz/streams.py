@@ -148,14 +148,25 @@ def packet(d, t: Target, codec: str, frame: int, packet_frames: int, token_dim: 
     return bytes([typ]) + C.put_uvarint(n) + body + struct.pack(">H", crc), covers
 
 
-def base_packet(d, t: Target, frame: int) -> bytes:
-    """A base-layer packet (version 4) for ``frame``: mostly in order and of the right kind,
-    its picture a real VP9 picture (of the coded size: the wrong size), a mutated one or bytes."""
-    kind = int(frame > 0) if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, 255)
-    pic = _pick(d, t.pictures.get("vp9") or [b"\0"])
-    if d.ConsumeIntInRange(0, 1):
-        pic = _mutate(d, pic) if d.ConsumeBool() else d.ConsumeBytes(d.ConsumeIntInRange(0, 32))
-    return raw_packet(C.PKT_BASE, C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + bytes([kind]) + pic)
+def base_packet(d, t: Target, frame: int, count: int) -> bytes:
+    """A base-layer packet (version 5) for frames frame.. frame+count-1: mostly in order, of
+    the right kind and count, its pictures real VP9 pictures (of the coded size: the wrong
+    size), mutated ones or bytes, deflated as the writer does (or the deflate stream mutated)."""
+    kind = int(frame == 0) if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, 255)
+    n = count if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, count + 2)
+    pics = []
+    for _ in range(n):
+        pic = _pick(d, t.pictures.get("vp9") or [b"\0"])
+        if d.ConsumeIntInRange(0, 1):
+            pic = _mutate(d, pic) if d.ConsumeBool() else d.ConsumeBytes(d.ConsumeIntInRange(0, 32))
+        pics.append(pic)
+    raw = b"".join(C.put_uvarint(len(p)) for p in pics[:-1]) + b"".join(pics)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = z.compress(raw) + z.flush()
+    if not d.ConsumeIntInRange(0, 7):
+        deflated = _mutate(d, deflated)
+    return raw_packet(C.PKT_BASE, C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + C.put_uvarint(n)
+                      + bytes([kind]) + deflated)
 
 
 def stream(d, t: Target) -> bytes:
@@ -173,8 +184,8 @@ def stream(d, t: Target) -> bytes:
     version = C.VERSION if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 255)
     hlen = len(body) if d.ConsumeIntInRange(0, 63) else _number(d, len(body), C.MAX_HEADER_BYTES)
     crc = zlib.crc32(body) if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 0xFFFFFFFF)
-    # one stream in 8 becomes a version-4 stream (a base picture before each frame's packet);
-    # drawn last, so the draws of the others are what they were before version 4
+    # one stream in 8 becomes a version-5 stream (a B packet before each frame-carrying packet);
+    # drawn last, so the draws of the others are what they were before the base layer
     if d.ConsumeIntInRange(0, 7) == 0:
         based = body + C.put_uvarint(_number(d, 3, 3)) + C.put_uvarint(
             _pick(d, list(C.BASE_SIZES) if d.ConsumeIntInRange(0, 7) else [0, 40, 97, 1 << 40]))
@@ -182,8 +193,7 @@ def stream(d, t: Target) -> bytes:
         hlen = len(based) if hlen == len(body) else hlen
         crc = zlib.crc32(based) if crc == zlib.crc32(body) else crc
         body = based
-        packets = [(b"".join(base_packet(d, t, i) for i in range(f, f + min(n, 8))) + p, f, n)
-                   for p, f, n in packets]
+        packets = [(base_packet(d, t, f, min(n, 8)) + p, f, n) for p, f, n in packets]
     return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)]
                     + [p for p, _, _ in packets])
 
