@@ -56,15 +56,18 @@ DEFAULT_QUALITY_TABLE = [
 # ``--base-layer off`` the level's token-only `min_keyframe_interval` applies). Export writes
 # these keys into the quality table of a model with base_channels; a model file without them
 # is token-only at every level. Chosen on 4 training clips (eamm_fear, liveportrait_d10,
-# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; imf-cpu-base after 450 steps;
-# docs/MODEL_CARD.md "Base layer"):
-#  - the bottom two levels stay token-only: at 9-10 kbps a base layer (>= 4.25 kbps of it)
-#    bought no LPIPS over spending the bits on tokens and keyframes;
+# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; the shipped stems; format version 5,
+# whose deflated B packets cost 1.6-2.2 kbps at 48 px where version 4's cost 4.3-5.7;
+# `bench/results/ladder_base/sweep.txt`, docs/MODEL_CARD.md "Base layer"):
+#  - q1 stays token-only, the paper's codec as the floor of the ladder; from q2 up a base
+#    layer beats spending its bits on tokens and keyframes (q2 + 48 px CRF 63: 7.78 kbps,
+#    LPIPS 0.135; token-only q2 6.47 / 0.152, q3 10.02 / 0.126);
+#  - 48 px up to q6: 64 px bought <= 0.0004 LPIPS for 1-2 kbps more at q3-q6, 96 px nothing;
+#    64 px at the top (q8: 64 px CRF 36, 46.6 kbps / 0.0794; 96 px CRF 40, 49.5 / 0.0798);
 #  - longer refresh intervals (2 or 4 s) do not hold the picture on fast clips (LPIPS
-#    0.096 -> 0.130 / 0.134 at q4), so the token-only intervals stay;
-#  - a 96-px picture below CRF 40 buys nothing more (q8: 0.0839 at CRF 40 and at CRF 30).
-BASE_LADDER_SIZE = (0, 0, 48, 48, 64, 64, 96, 96)
-BASE_LADDER_CRF = (63, 63, 56, 56, 50, 44, 44, 40)
+#    0.096 -> 0.130 / 0.134 at q4, version 4), so the token-only intervals stay.
+BASE_LADDER_SIZE = (0, 48, 48, 48, 48, 48, 64, 64)
+BASE_LADDER_CRF = (63, 63, 60, 56, 50, 44, 40, 36)
 BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = LADDER_MIN_KEYFRAME_INTERVAL_S
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
