@@ -73,12 +73,14 @@ def cmd_encode(args):
 def cmd_decode(args):
     from . import codec, container
     # the frame count for the progress bar: stdin can be read only once (no bar total there),
-    # and a live recording's header says 0, so count the packets' frames
-    total = None if args.input == "-" else container.frames_in(container.read_file(args.input)[1])
+    # and a live recording's header says 0, so count the packets' frames; the file is read
+    # and checked once, here, and decode_file takes the result
+    parsed = None if args.input == "-" else container.read_file(args.input)
+    total = None if parsed is None else container.frames_in(parsed[1])
     update, close = _progress(args, total, desc="decode")
     try:
         st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update,
-                               precision=args.precision)
+                               precision=args.precision, parsed=parsed)
     finally:
         close()
     header = st.header

@@ -523,11 +523,12 @@ class DecodeStats:
 
 
 def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", progress=None,
-                precision="auto") -> DecodeStats:
+                precision="auto", parsed: tuple | None = None) -> DecodeStats:
     """Decode an .imf file into a video file (written atomically), or with ``dst`` ``-``
-    into Y4M on stdout, frame by frame."""
+    into Y4M on stdout, frame by frame. ``parsed``: ``container.read_file(src)``'s result,
+    when the caller has already read the file (it is then not read again)."""
     t0 = time.time()
-    header, packets = container.read_file(src)
+    header, packets = parsed if parsed is not None else container.read_file(src)
     model = model_for(header, model, device, precision)
     dec = make_decoder(model, header)
     n = 0
