@@ -87,6 +87,15 @@ def good_imf(tmp_path_factory, clip, tiny_model_file):
     return p
 
 
+def test_decode_reads_the_file_once(tmp_path, capsys, good_imf, tiny_model_file, monkeypatch):
+    from imfcodec import container
+    calls, read = [], container.read_file
+    monkeypatch.setattr(container, "read_file", lambda path: calls.append(path) or read(path))
+    code, _, err = run(capsys, "decode", good_imf, tmp_path / "o.y4m", "--model", tiny_model_file, "-q")
+    assert code == 0, err
+    assert calls == [str(good_imf)]
+
+
 def _bad_streams(good: bytes):
     yield "empty", b""
     yield "text", b"just some text\n"
