@@ -52,7 +52,8 @@ class CaseTimeout(Exception):
 
 def target_for(model) -> streams.Target:
     """Real keyframe pictures at the model's coded size (each codec, plus a VP9 inter
-    picture, plus an AV1 picture four times too large) and real token strings."""
+    picture, plus an AV1 picture four times too large), real token strings, and for a
+    model with a base layer a real base stream (a key picture and inter pictures)."""
     import torch
     s = model.config.image_size
     yy, xx = np.mgrid[0:s, 0:s]
@@ -62,6 +63,12 @@ def target_for(model) -> streams.Target:
     for name in keyframe.ENCODERS:
         enc = keyframe.KeyframeEncoder(name, 50)
         t.pictures[name] = [enc.encode(p, intra=(i == 0)) for i, p in enumerate(pics)]
+    if model.has_base_layer:
+        from imfcodec import baselayer
+        enc = baselayer.BaseEncoder(56)
+        thumbs = baselayer.thumbnail(torch.from_numpy(np.stack(pics * 2)).permute(0, 3, 1, 2) / 255.0,
+                                     t.base_size)
+        t.base_pictures = [enc.encode(p)[0] for p in thumbs]
     big = np.full((4 * s, 4 * s, 3), 128, np.uint8)
     t.pictures["av1"].append(keyframe.encode(big, "av1", 60))
     g = torch.Generator().manual_seed(0)
@@ -209,7 +216,8 @@ def main(argv=None):
 
 def write_seeds(model, out: Path):
     """Small real streams (5 frames of a drifting blob, 2 per token packet) for each
-    keyframe codec, and one with frame count 0 (a live recording)."""
+    keyframe codec, one with frame count 0 (a live recording), and for a model with a base
+    layer one with base pictures (version 5)."""
     out.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
     frames = []
@@ -222,6 +230,10 @@ def write_seeds(model, out: Path):
         (out / f"seed_{name}.imf").write_bytes(data)
         if name == "vp9":
             (out / "seed_live.imf").write_bytes(streams.with_header(data, frame_count=0))
+    if model.has_base_layer:            # a version-5 stream: base pictures at the lowest base level
+        q = next(q for q in range(1, 9) if model.base_size(q))
+        data, _ = codec.encode_frames(frames, 25, model, q, base_layer="on", packet_frames=2)
+        (out / "seed_base.imf").write_bytes(data)
     print(f"seeds in {out}")
     return 0
 

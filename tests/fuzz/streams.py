@@ -48,6 +48,8 @@ class Target:
     token_dim: int
     pictures: dict = field(default_factory=dict)
     token_payloads: list = field(default_factory=list)    # (count, rANS string) pairs
+    base_pictures: list = field(default_factory=list)     # a real base stream: a key picture, then inter
+    base_size: int = 48                                   # ... of this side
 
 
 def _pick(d, values):
@@ -148,22 +150,28 @@ def packet(d, t: Target, codec: str, frame: int, packet_frames: int, token_dim: 
     return bytes([typ]) + C.put_uvarint(n) + body + struct.pack(">H", crc), covers
 
 
-def base_packet(d, t: Target, frame: int, count: int) -> bytes:
+def base_packet(d, t: Target, frame: int, count: int, key: bool) -> bytes:
     """A base-layer packet (version 5) for frames frame.. frame+count-1: mostly in order, of
     the right kind and count, its pictures real VP9 pictures (of the coded size: the wrong
-    size), mutated ones or bytes, deflated as the writer does (or the deflate stream mutated)."""
-    kind = int(frame == 0) if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, 255)
-    n = count if d.ConsumeIntInRange(0, 15) else d.ConsumeIntInRange(0, count + 2)
+    size), mutated ones or bytes, deflated as the writer does (or the deflate stream mutated).
+    ``key``: the packet it goes before is an intra keyframe (its picture should be a key one).
+    Each field goes wrong about once in 32 packets, so that most streams get to the decoder."""
+    kind = int(key) if d.ConsumeIntInRange(0, 31) else d.ConsumeIntInRange(0, 255)
+    n = count if d.ConsumeIntInRange(0, 31) else d.ConsumeIntInRange(0, count + 2)
     pics = []
-    for _ in range(n):
-        pic = _pick(d, t.pictures.get("vp9") or [b"\0"])
-        if d.ConsumeIntInRange(0, 1):
+    for i in range(n):
+        if t.base_pictures and d.ConsumeIntInRange(0, 3):      # the base stream's own pictures
+            real = t.base_pictures[:1] if kind == 1 and i == 0 else t.base_pictures[1:] or t.base_pictures
+            pic = _pick(d, real)
+        else:
+            pic = _pick(d, t.pictures.get("vp9") or [b"\0"])
+        if not d.ConsumeIntInRange(0, 31):
             pic = _mutate(d, pic) if d.ConsumeBool() else d.ConsumeBytes(d.ConsumeIntInRange(0, 32))
         pics.append(pic)
     raw = b"".join(C.put_uvarint(len(p)) for p in pics[:-1]) + b"".join(pics)
     z = zlib.compressobj(9, zlib.DEFLATED, -15)
     deflated = z.compress(raw) + z.flush()
-    if not d.ConsumeIntInRange(0, 7):
+    if not d.ConsumeIntInRange(0, 31):
         deflated = _mutate(d, deflated)
     return raw_packet(C.PKT_BASE, C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + C.put_uvarint(n)
                       + bytes([kind]) + deflated)
@@ -187,13 +195,17 @@ def stream(d, t: Target) -> bytes:
     # one stream in 8 becomes a version-5 stream (a B packet before each frame-carrying packet);
     # drawn last, so the draws of the others are what they were before the base layer
     if d.ConsumeIntInRange(0, 7) == 0:
+        sizes = [t.base_size] * 4 + list(C.BASE_SIZES) if t.base_pictures else list(C.BASE_SIZES)
         based = body + C.put_uvarint(_number(d, 3, 3)) + C.put_uvarint(
-            _pick(d, list(C.BASE_SIZES) if d.ConsumeIntInRange(0, 7) else [0, 40, 97, 1 << 40]))
+            _pick(d, sizes if d.ConsumeIntInRange(0, 7) else [0, 40, 97, 1 << 40]))
         version = C.BASE_VERSION if version == C.VERSION else version
         hlen = len(based) if hlen == len(body) else hlen
         crc = zlib.crc32(based) if crc == zlib.crc32(body) else crc
         body = based
-        packets = [(base_packet(d, t, f, min(n, 8)) + p, f, n) for p, f, n in packets]
+        # a B packet of at most one picture past the limit (a crafted count may be any 64-bit
+        # number: the generator must not build that many pictures)
+        packets = [(base_packet(d, t, f, min(n, C.MAX_PACKET_FRAMES + 1), p[0] == C.PKT_KEYFRAME) + p, f, n)
+                   for p, f, n in packets]
     return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)]
                     + [p for p, _, _ in packets])
 
