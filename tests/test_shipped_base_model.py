@@ -1,6 +1,6 @@
 """The shipped base-layer model (issue 15): an extension of imf-cpu that adds only the
 base-layer stems, so its token-only levels and ``--base-layer off`` decode exactly the
-frames imf-cpu decodes, and its base-layer levels code version-4 streams."""
+frames imf-cpu decodes, and its base-layer levels code version-5 streams."""
 from fractions import Fraction
 
 import numpy as np
