@@ -315,7 +315,7 @@ class Decoder:
         # most packet_frames of them) until the next packet, which carries their frames
         bl = header.base_layer
         self.base_dec = None if bl is None else baselayer.BaseDecoder(bl.size)
-        self.base_held: BasePacket | None = None
+        self.base_order = None if bl is None else container.BaseOrder(header)
         self.base_pics: torch.Tensor | None = None
 
     def _out(self, x):
@@ -341,22 +341,22 @@ class Decoder:
         """Decode a B packet's pictures and hold them for the next packet's frames."""
         if self.base_dec is None:
             raise StreamError("base-layer packet in a stream without a base layer")
-        container.check_base_packet(self.h, packet, self.base_held, self.next_index)
+        self.base_order.check(packet, self.next_index)
         pics = []
         for i, data in enumerate(packet.pictures):
             try:
                 pics.append(self.base_dec.decode(data, predicted=i > 0 or not packet.key))
             except keyframe.KeyframeError as e:
                 raise StreamError(f"base-layer picture of frame {packet.first_frame + i}: {e}") from None
-        self.base_held, self.base_pics = packet, baselayer.to_tensor(np.stack(pics)).to(self.m.device)
+        self.base_pics = baselayer.to_tensor(np.stack(pics)).to(self.m.device)
 
     def _take_base(self, first: int, count: int, keyframe_packet: KeyframePacket | None = None):
         """The held base pictures (count, 3, b, b) of frames first.. about to decode, or None
         without a base layer (or when the packet is out of order, which the caller refuses)."""
         if self.base_dec is None or first != self.next_index:
             return None
-        container.check_base_covers(self.base_held, first, count, keyframe_packet)
-        pics, self.base_held, self.base_pics = self.base_pics, None, None
+        self.base_order.covers(first, count, keyframe_packet)
+        pics, self.base_pics = self.base_pics, None
         return pics
 
     # the two halves of push, shared with imfcodec.multi.MultiDecoder (which batches the

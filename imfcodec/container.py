@@ -539,7 +539,7 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
     nxt = 0
     seen_key = False
     framing = _FramingOrder() if header.framing is not None else None
-    base = _BaseOrder(header) if header.base_layer is not None else None
+    base = BaseOrder(header) if header.base_layer is not None else None
     for p in packets:
         if isinstance(p, BasePacket):
             base.check(p, nxt)
@@ -622,53 +622,45 @@ class _FramingOrder:
         self.crop_pending = False
 
 
-class _BaseOrder:
-    """Version 5 packet order: every K, P and T packet comes right after the B packet of
-    exactly its frames; the first B picture is a key picture, and so is every intra (K)
-    keyframe's (so decoding can start there). codec.Decoder applies the same two checks
-    to a live stream."""
+class BaseOrder:
+    """Version 5 packet order (docs/bitstream.md): every K, P and T packet comes right after
+    the B packet of exactly its frames; the first B picture is a key picture, and so is
+    every intra (K) keyframe's (so decoding can start there). check_coverage applies it to a
+    whole file, codec.Decoder to a live stream as it decodes."""
 
     def __init__(self, header: Header):
         self.header = header
         self.held: BasePacket | None = None     # the B packet whose frames come next
 
     def check(self, p: BasePacket, nxt: int):
-        check_base_packet(self.header, p, self.held, nxt)
+        """A B packet in order, or one StreamError; ``nxt``: the first frame no keyframe or
+        token packet has carried yet."""
+        held = self.held
+        if held is not None:
+            raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
+                              f"{held.first_frame + held.count - 1} not followed by the packet that carries them)")
+        if p.first_frame != nxt:
+            raise StreamError(f"malformed stream (base-layer pictures from frame {p.first_frame}, expected {nxt})")
+        if p.first_frame + p.count > (self.header.frame_count or MAX_FRAME_COUNT):
+            raise StreamError("malformed base-layer packet (frames beyond the frame count)")
+        if p.first_frame == 0 and not p.key:
+            raise StreamError("malformed stream (the first base-layer picture is a predicted one)")
         self.held = p
 
     def covers(self, first: int, count: int, keyframe: KeyframePacket | None = None):
-        check_base_covers(self.held, first, count, keyframe)
+        """The packet about to carry frames first..first+count-1 comes right after their B
+        packet; an intra keyframe's picture is a key picture."""
+        held = self.held
+        if held is None:
+            raise StreamError(f"malformed stream (no base-layer pictures before the packet that "
+                              f"carries frame {first})")
+        if (held.first_frame, held.count) != (first, count):
+            raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
+                              f"{held.first_frame + held.count - 1} before a packet of frames "
+                              f"{first}..{first + count - 1})")
+        if keyframe is not None and not keyframe.predicted and not held.key:
+            raise StreamError(f"malformed stream (keyframe {first} without a base-layer key picture)")
         self.held = None
-
-
-def check_base_packet(header: Header, p: BasePacket, held: BasePacket | None, nxt: int):
-    """A B packet in order (docs/bitstream.md, version 5), or one StreamError. ``held``: a
-    B packet whose frames no packet has carried yet; ``nxt``: the first frame no keyframe
-    or token packet has carried yet."""
-    if held is not None:
-        raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
-                          f"{held.first_frame + held.count - 1} not followed by the packet that carries them)")
-    if p.first_frame != nxt:
-        raise StreamError(f"malformed stream (base-layer pictures from frame {p.first_frame}, expected {nxt})")
-    if p.first_frame + p.count > (header.frame_count or MAX_FRAME_COUNT):
-        raise StreamError("malformed base-layer packet (frames beyond the frame count)")
-    if p.first_frame == 0 and not p.key:
-        raise StreamError("malformed stream (the first base-layer picture is a predicted one)")
-
-
-def check_base_covers(held: BasePacket | None, first: int, count: int,
-                      keyframe: KeyframePacket | None = None):
-    """The packet about to carry frames first..first+count-1 comes right after their B
-    packet (``held``); an intra keyframe's picture is a key picture."""
-    if held is None:
-        raise StreamError(f"malformed stream (no base-layer pictures before the packet that "
-                          f"carries frame {first})")
-    if (held.first_frame, held.count) != (first, count):
-        raise StreamError(f"malformed stream (base-layer pictures for frames {held.first_frame}.."
-                          f"{held.first_frame + held.count - 1} before a packet of frames "
-                          f"{first}..{first + count - 1})")
-    if keyframe is not None and not keyframe.predicted and not held.key:
-        raise StreamError(f"malformed stream (keyframe {first} without a base-layer key picture)")
 
 
 class StreamReader:
