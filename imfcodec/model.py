@@ -65,10 +65,17 @@ DEFAULT_QUALITY_TABLE = [
 #  - 48 px up to q6: 64 px bought <= 0.0004 LPIPS for 1-2 kbps more at q3-q6, 96 px nothing;
 #    64 px at the top (q8: 64 px CRF 36, 46.6 kbps / 0.0794; 96 px CRF 40, 49.5 / 0.0798);
 #  - longer refresh intervals (2 or 4 s) do not hold the picture on fast clips (LPIPS
-#    0.096 -> 0.130 / 0.134 at q4, version 4), so the token-only intervals stay.
+#    0.096 -> 0.130 / 0.134 at q4, version 4), so q1-q4 keep the token-only intervals;
+#  - from q5 up the interval is what buys quality (`bench/results/ladder_base/interval_sweep.txt`):
+#    at 0.5 s the refresh rule waits on the interval, not the drop (q8, drop 4/3/2 dB: the
+#    same 46.6-47.1 kbps / 0.0794), and a lower keyframe CRF buys little (q8, CRF 18: 62.3
+#    kbps / 0.0769), where refreshing sooner is a steeper curve: q5 at 0.33 s 30.2 / 0.0781
+#    (0.5 s: q5 24.3 / 0.0885, q6 29.2 / 0.0856), q6 at 0.25 s 40.6 / 0.0710, q7 at 0.16 s
+#    65.4 / 0.0578, q8 at 0.08 s 105.3 / 0.0434 (0.12 s: 91.0 / 0.0493). At q4 it is even
+#    (0.25 s with keyframe CRF 44: 19.6 / 0.0944; the ladder's 19.8 / 0.0933).
 BASE_LADDER_SIZE = (0, 48, 48, 48, 48, 48, 64, 64)
 BASE_LADDER_CRF = (63, 63, 60, 56, 50, 44, 40, 36)
-BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = LADDER_MIN_KEYFRAME_INTERVAL_S
+BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.08)
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
      "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}

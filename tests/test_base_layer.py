@@ -147,11 +147,12 @@ def test_ladder_and_overrides(base_model, tiny_model):
     assert [tiny_model.base_size(q) for q in range(1, 9)] == [0] * 8        # a file without the keys
     assert "base_size" not in tiny_model.quality_table[0]
     size = base_model.config.image_size
-    enc = codec.Encoder(base_model, size, size, Fraction(25), 4, base_size=32, base_crf=50)
+    enc = codec.Encoder(base_model, size, size, Fraction(25), 8, base_size=32, base_crf=50)
     assert enc.base_layer.size == 32 and enc.base_enc.crf == 50
-    assert enc.min_interval == round(DEFAULT_BASE_LADDER[3]["base_min_keyframe_interval"] * 25)
-    off = codec.Encoder(base_model, size, size, Fraction(25), 4, base_layer=False)
-    assert off.base_layer is None and off.min_interval == round(base_model.min_keyframe_interval(4) * 25)
+    # q8 refreshes sooner with its base layer than token-only: each mode takes its own key
+    assert enc.min_interval == round(DEFAULT_BASE_LADDER[7]["base_min_keyframe_interval"] * 25) == 2
+    off = codec.Encoder(base_model, size, size, Fraction(25), 8, base_layer=False)
+    assert off.base_layer is None and off.min_interval == round(base_model.min_keyframe_interval(8) * 25) == 12
 
 
 def test_face_framing_goes_token_only_or_refuses_on(base_model):

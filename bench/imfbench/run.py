@@ -27,6 +27,15 @@ def default_sizes(test_size: int) -> list[int]:
     return [s for s in (test_size, test_size // 2, test_size // 4) if s >= MIN_SIZE]
 
 
+def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
+    """One level's encoder rule as the log prints it: the base-layer levels refresh by
+    their own min interval (imfcodec.codec.Encoder)."""
+    base = base_layer != "off" and model.base_size(q) > 0
+    gap = model.base_min_keyframe_interval(q) if base else model.min_keyframe_interval(q)
+    rule = f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/{gap:g}"
+    return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
+
+
 def _error(msg: str) -> int:
     print(f"rd_curve.py: error: {msg}", file=sys.stderr)
     return 2
@@ -110,9 +119,9 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
     if model is not None:
         runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer)
         kc = runners["imf"].keyframe_codec
-        log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s "
-            + ", ".join(f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/"
-                        f"{model.min_keyframe_interval(q):g}" for q in qualities))
+        log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s"
+            f"[, base picture side/CRF]: "
+            + ", ".join(_imf_rule(model, q, kc, args.base_layer) for q in qualities))
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)
