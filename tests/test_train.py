@@ -141,7 +141,7 @@ def test_bad_training_inputs(tmp_path, data, capsys):
     assert (run / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-base", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-base", "imf-cpu-base-l1", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
 def test_train_configs_validate(name):
     cfg = load_train_config(REPO / f"configs/train/{name}.yaml")
     load_model_config(cfg.model)
