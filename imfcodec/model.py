@@ -56,7 +56,7 @@ DEFAULT_QUALITY_TABLE = [
 # ``--base-layer off`` the level's token-only `min_keyframe_interval` applies). Export writes
 # these keys into the quality table of a model with base_channels; a model file without them
 # is token-only at every level. Chosen on 4 training clips (eamm_fear, liveportrait_d10,
-# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; the shipped stems; format version 5,
+# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; the stage-1 stems; format version 5,
 # whose deflated B packets cost 1.2-3.1 kbps at 48 px, CRF 56 where version 4's cost 4.3-5.7;
 # `bench/results/ladder_base/sweep.txt`, docs/MODEL_CARD.md "Base layer"):
 #  - q1 stays token-only, the paper's codec as the floor of the ladder; from q2 up a base
