@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     metrics = Metrics(model.config.image_size, lambda item, kind, reason: print(reason), use_dists=False)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.min_interval is None:
-        a.min_interval = [model.min_keyframe_interval(a.quality)]
+        # the interval the encoder takes at this level: its Encoder runs --base-layer auto
+        a.min_interval = [model.min_keyframe_interval(a.quality, base=model.base_size(a.quality) > 0)]
     rows = []
     for path in a.videos:
         src, fps = test_source(path, a.frames, model.config.image_size)

@@ -114,8 +114,8 @@ class Encoder:
     ``base_layer`` (auto, on, off; :data:`BASE_LAYER_MODES`) codes a base-layer picture of
     every frame beside the tokens (format version 5) with a model whose D_F reads one;
     ``base_size`` and ``base_crf`` replace the level's picture side and VP9 CRF. With the
-    base layer on, the min keyframe interval defaults to the level's
-    ``base_min_keyframe_interval``."""
+    base layer on, the min keyframe interval defaults to the level's base-layer one
+    (``model.min_keyframe_interval(quality, base=True)``)."""
 
     def __init__(self, model: CodecModel, width: int, height: int, fps: Fraction,
                  quality: int = DEFAULT_QUALITY, keyframe_codec: str = DEFAULT_KEYFRAME_CODEC,
@@ -147,8 +147,7 @@ class Encoder:
         self.base_layer, self.base_enc = self._base_layer(base_layer, base_size, base_crf)
         self.base_held: list[tuple[bytes, bool]] = []   # coded base pictures not yet sent
         if min_keyframe_interval is None:
-            min_keyframe_interval = (model.min_keyframe_interval(quality) if self.base_layer is None
-                                     else model.base_min_keyframe_interval(quality))
+            min_keyframe_interval = model.min_keyframe_interval(quality, base=self.base_layer is not None)
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
         self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
         self.refresh_persist = refresh_persist

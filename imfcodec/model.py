@@ -127,7 +127,11 @@ class CodecModel:
     def refresh_drop(self, quality: int) -> float:
         return float(self._ladder(quality, "refresh_drop"))
 
-    def min_keyframe_interval(self, quality: int) -> float:
+    def min_keyframe_interval(self, quality: int, base: bool = False) -> float:
+        """The refresh rule's min keyframe interval at this level: the token-only one, or with
+        ``base`` the one it uses with its base layer on (``base_min_keyframe_interval``)."""
+        if base:
+            return float(self._ladder(quality, "base_min_keyframe_interval", DEFAULT_BASE_LADDER))
         return float(self._ladder(quality, "min_keyframe_interval"))
 
     def base_size(self, quality: int) -> int:
@@ -137,10 +141,6 @@ class CodecModel:
 
     def base_crf(self, quality: int) -> int:
         return int(self._ladder(quality, "base_crf", DEFAULT_BASE_LADDER))
-
-    def base_min_keyframe_interval(self, quality: int) -> float:
-        """The refresh rule's min keyframe interval when the base layer is on."""
-        return float(self._ladder(quality, "base_min_keyframe_interval", DEFAULT_BASE_LADDER))
 
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
