@@ -278,18 +278,22 @@ class Encoder:
             if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:
                 out += self._keyframe(x, intra=False, base=base)
             else:
-                if not self.pending:
-                    self.pending_first = self.index
-                self.pending.append((q - self.prev_q).to(torch.int64).cpu())
-                self.prev_q = q
-                self.since_key += 1
-                self._psnr_sum += p
-                self.recon = x_hat
-                if len(self.pending) == self.packet_frames:
-                    out += self._token_packet()
+                out += self._predicted(q, x_hat, p)
         self.index += 1
         self.stats.frames = self.index
         return out
+
+    def _predicted(self, q, x_hat, p: float) -> list:
+        """Code the current frame as its token q (C,) with reconstruction x_hat (PSNR p);
+        returns the token packet when this frame completes one."""
+        if not self.pending:
+            self.pending_first = self.index
+        self.pending.append((q - self.prev_q).to(torch.int64).cpu())
+        self.prev_q = q
+        self.since_key += 1
+        self._psnr_sum += p
+        self.recon = x_hat
+        return self._token_packet() if len(self.pending) == self.packet_frames else []
 
     def flush(self) -> list:
         return self._token_packet()
