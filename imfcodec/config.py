@@ -68,6 +68,17 @@ class ModelConfig:
     # frame (any size; resized inside) through zero-initialised stems at the f^1 size and at
     # each extra up stage. 0: no base-layer input (the paper's token-only decoder).
     base_channels: int = 0
+    # ... and IMF_A's queries read it too: a zero-initialised stem per attention scale adds
+    # the picture to m_c (the current frame's motion features) before they are compared with
+    # the reference's, so the base layer can steer where each position looks, not only
+    # repaint what alignment brought. 0: none (needs base_channels).
+    base_query_channels: int = 0
+    # ... and the keyframe's own pixels, moved by IMF_A (the 'borrow' scale's attention moves
+    # one block of pixels per token of the scale it borrows from), reach D_F through
+    # zero-initialised stems beside the base stems: the detail that 64x64 reference features
+    # cannot carry. The width of those stems; 0: none (needs base_channels and a 'borrow'
+    # finest scale).
+    ref_pixel_channels: int = 0
     # discriminator (two-scale patch GAN)
     disc_channels: tuple = (64, 128, 256, 512)
     disc_scales: int = 2
@@ -93,6 +104,13 @@ class ModelConfig:
                 raise ConfigError(f"attn_dim {d} is not divisible by attn_heads {h}")
         if self.base_channels < 0:
             raise ConfigError(f"base_channels must be 0 (no base layer) or more, got {self.base_channels}")
+        if self.base_query_channels < 0 or (self.base_query_channels and not self.base_channels):
+            raise ConfigError("base_query_channels must be 0, or more with base_channels > 0, "
+                              f"got {self.base_query_channels}")
+        if self.ref_pixel_channels < 0 or (self.ref_pixel_channels and not (
+                self.base_channels and self.align_mode[0] == "borrow")):
+            raise ConfigError("ref_pixel_channels must be 0, or more with base_channels > 0 and a "
+                              f"'borrow' finest scale, got {self.ref_pixel_channels}")
         if self.token_stem not in ("conv", "unshuffle"):
             raise ConfigError(f"token_stem must be 'conv' or 'unshuffle', got {self.token_stem!r}")
         if self.dense_stem not in ("conv7", "unshuffle"):

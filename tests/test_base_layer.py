@@ -19,11 +19,12 @@ def _base_model(tmp_path_factory, stems: str, name: str):
     from imfcodec.config import load_model_config
     from imfcodec.export import save_model
     from imfcodec.model import load_model, random_model
-    cfg = dataclasses.replace(load_model_config(REPO / "configs/model/tiny.yaml"), base_channels=8)
+    cfg = dataclasses.replace(load_model_config(REPO / "configs/model/tiny.yaml"), base_channels=8,
+                              base_query_channels=8)
     m = random_model(cfg, seed=3)
     if stems == "perturbed":            # trained-like: the base picture changes the frames
         g = torch.Generator().manual_seed(0)
-        for st in m.generator.frame_decoder.base_stems:
+        for st in [*m.generator.frame_decoder.base_stems, *m.generator.base_query_stems.values()]:
             st.out.weight.copy_(torch.randn(st.out.weight.shape, generator=g) * 0.3)
     path = tmp_path_factory.mktemp("base") / f"{name}.pt"
     save_model(path, m.generator, m.entropy, name, quality_table=m.quality_table)
@@ -122,6 +123,34 @@ def test_zero_stems_decode_the_token_only_frames(zero_stem_model):
     a = list(codec.decode_bytes(on, zero_stem_model)[1])
     b = list(codec.decode_bytes(off, zero_stem_model)[1])
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 12
+
+
+def test_the_base_picture_steers_the_queries(base_model):
+    """IMF_A's query stems (base_query_channels) are on the decode path: with D_F's stems
+    zeroed the frames still depend on the base picture, and with the query stems zeroed too
+    they no longer do."""
+    gen = base_model.generator
+    assert len(gen.base_query_stems) == gen.cfg.align_mode.count("attn") > 0
+    stems = [*gen.frame_decoder.base_stems, *gen.base_query_stems.values()]
+    saved = [st.out.weight.clone() for st in stems]
+    x = torch.rand(2, 3, gen.cfg.image_size, gen.cfg.image_size, generator=torch.Generator().manual_seed(1))
+    ref = base_model.reference(x[:1], gen.quantize(gen.encode_token(x[:1]), 1.0), 1.0)
+    q = gen.quantize(gen.encode_token(x), 1.0)
+
+    def differ():
+        a = base_model.decode(q, 1.0, ref, torch.zeros(2, 3, 16, 16))
+        return not torch.equal(a, base_model.decode(q, 1.0, ref, torch.ones(2, 3, 16, 16)))
+
+    try:
+        for st in gen.frame_decoder.base_stems:
+            st.out.weight.zero_()
+        assert differ()
+        for st in gen.base_query_stems.values():
+            st.out.weight.zero_()
+        assert not differ()
+    finally:
+        for st, w in zip(stems, saved):
+            st.out.weight.copy_(w)
 
 
 def test_token_only_models_and_levels_write_version_2(tiny_model, base_model):

@@ -1,4 +1,6 @@
 """The IMF networks: configs build, shapes hold, the reference cache is exact."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -70,6 +72,9 @@ def test_config_validation():
         from_dict(ModelConfig, dict(base, attn_dim=[8]))
     with pytest.raises(ConfigError, match="decoder reaches"):
         from_dict(ModelConfig, dict(base, decoder_out_shuffle=1))
+    for bad in (dict(base_query_channels=8), dict(ref_pixel_channels=8), dict(base_query_channels=-1)):
+        with pytest.raises(ConfigError, match="base_channels"):          # the stems read a base picture
+            from_dict(ModelConfig, dict(base, **bad))
     with pytest.raises(ConfigError, match="missing required key"):
         from_dict(ModelConfig, {k: v for k, v in base.items() if k != "name"})
     with pytest.raises(ConfigError, match="not found"):
@@ -87,7 +92,8 @@ def test_borrow_scale_moves_blocks_with_the_coarser_attention_map():
         t = g.encode_token(x)
         ref = g.prepare_reference(x[:1], t[:1])
         m_c = g.token_decoder(t[1:])
-        out = g.motion_alignment(m_c, ref.caches)
+        out, warped = g.motion_alignment(m_c, ref.caches, pixels=True)
+        assert warped is None                     # imf-cpu has no pixel skip
         # the 32x32 scale's attention map, written out by hand, averaged over heads
         sc, c = g.motion_alignment.scales[1], ref.caches[1]
         q = sc._heads(sc.q(sc.norm_q(m_c[1].flatten(2).transpose(1, 2))) + sc.pos)
@@ -100,6 +106,16 @@ def test_borrow_scale_moves_blocks_with_the_coarser_attention_map():
         eye = torch.eye(p.shape[-1])[None]
         same = F.pixel_shuffle((eye @ blocks).transpose(1, 2).reshape(1, -1, 32, 32), 2)
         assert torch.equal(same, f1)
+        # the pixel skip (ref_pixel_channels) moves the keyframe's 8x8 pixel blocks by that map
+        gp = IMFGenerator(dataclasses.replace(cfg, base_channels=8, ref_pixel_channels=8)).eval()
+        gp.load_state_dict(g.state_dict(), strict=False)
+        ref = gp.prepare_reference(x[:1], t[:1])
+        out_p, warped = gp.motion_alignment(m_c, ref.caches, pixels=True)
+        px = F.pixel_unshuffle(x[:1], 8).flatten(2).transpose(1, 2)                 # (1, N, 192)
+        want_px = F.pixel_shuffle((p @ px).transpose(1, 2).reshape(1, -1, 32, 32), 8)
+        torch.testing.assert_close(warped, want_px, atol=1e-5, rtol=1e-4)
+        assert torch.equal(out_p[0], out[0])           # the features move as before
+        assert gp.motion_alignment(m_c, ref.caches)[1] is None     # token-only: not computed
 
 
 def test_borrow_needs_an_attending_scale_at_half_size():

@@ -11,6 +11,7 @@ import torch
 
 from imfcodec import cli
 from imfcodec.config import ConfigError, load_model_config, load_train_config
+from imfcodec.train.trainer import ZERO_START_STEMS
 
 from conftest import REPO, moving_pattern, write_clip
 
@@ -412,8 +413,8 @@ def test_prefetched_batches_are_the_batches(tmp_path, data):
 
 
 def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tiny_model_file, capsys):
-    """Issue 15: a token-only model initialises a base-layer model (its stems start at
-    zero: the same frames), the sampler adds coded base pictures, and with train_parts only
+    """Issue 15: a token-only model initialises a base-layer model (its stems, D_F's and
+    IMF_A's queries', start at zero: the same frames), the sampler adds coded base pictures, and with train_parts only
     the stems move; the frozen parts keep their weights and batch-norm statistics."""
     import yaml
     from imfcodec.models.imf import IMFGenerator
@@ -421,7 +422,7 @@ def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tin
     from imfcodec.train.data import PairSampler, build_cache
     mpath = tmp_path / "tiny-base.yaml"
     mpath.write_text((REPO / "configs/model/tiny.yaml").read_text().replace("name: tiny", "name: tiny-base")
-                     + "\nbase_channels: 8\n")
+                     + "\nbase_channels: 8\nbase_query_channels: 8\n")
     # the sampler: same pairs as without a base layer, plus (n, 3, b, b) coded pictures
     clips = build_cache([data / "a.mp4", data / "b.mp4"], 64, tmp_path / "cache", log=lambda *a: None)
     plain = PairSampler(clips, seed=1)
@@ -443,7 +444,7 @@ def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tin
     # training: only the stems move
     cfg = yaml.safe_load(TINY.read_text())
     cfg.update(model=str(mpath), base_sizes=[16], base_crf=[40, 60], val_base=[16, 50],
-               train_parts=["frame_decoder.base_stems"], loss_gan=0.0, lr=0.01)
+               train_parts=["frame_decoder.base_stems", "base_query_stems"], loss_gan=0.0, lr=0.01)
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
@@ -453,7 +454,8 @@ def test_base_layer_training_moves_only_the_base_stems(tmp_path, data, other_tin
     after = torch.load(run / "last.pt", weights_only=True)["generator"]
     init = tok.state_dict()
     moved = [k for k in after if k not in init or not torch.equal(after[k].float(), init[k].float())]
-    assert moved and all(".base_stems." in k for k in moved), moved
+    assert moved and all(k.startswith(ZERO_START_STEMS) for k in moved), moved
+    assert any(k.startswith("base_query_stems.") for k in moved)       # the query stems learn too
     # refused: a base recipe on a model without stems, and a part that does not exist
     for bad in (dict(cfg, model=str(REPO / "configs/model/tiny.yaml")), dict(cfg, train_parts=["nope"])):
         path.write_text(yaml.safe_dump(bad))

@@ -134,6 +134,7 @@ class ScaleCache:
     k: torch.Tensor | None     # (B, heads, N, D/heads)
     v: torch.Tensor | None
     f_r: torch.Tensor          # (B, C, S, S), used directly by 'skip' scales
+    px: torch.Tensor | None = None   # 'borrow' scale with a pixel skip: the keyframe's pixel blocks (B, 1, N, P)
 
 
 class AlignmentScale(nn.Module):
@@ -169,23 +170,25 @@ class AlignmentScale(nn.Module):
         k = self.k(self.norm_k(mr)) + self.pos
         return ScaleCache(self._heads(k), self._heads(self.v(fr)), f_r)
 
-    def forward(self, m_c, cache: ScaleCache, extra_v=None):
+    def forward(self, m_c, cache: ScaleCache, extra_v=None, px=None):
         """Aligned features (B, Cf, S, S). extra_v (B, 1, N, E): more values moved by the same
         attention (averaged over heads), for a finer 'borrow' scale; then also returns
-        those, (B, N, E)."""
+        those, (B, N, E), and px (B, 1, N, P) moved the same way, (B, N, P) (or None)."""
         b, _, h, w = m_c.shape
         q = self._heads(self.q(self.norm_q(m_c.flatten(2).transpose(1, 2))) + self.pos)
         if extra_v is None:
             a = F.scaled_dot_product_attention(q, cache.k, cache.v)   # (B, heads, N, D/h)
         else:     # explicit softmax: torch's fused CPU kernels need equal q/v widths
             v = torch.cat([cache.v, extra_v.expand(-1, self.heads, -1, -1)], dim=-1)
-            a = ((q * q.shape[-1] ** -0.5) @ cache.k.transpose(-1, -2)).softmax(-1) @ v
+            att = ((q * q.shape[-1] ** -0.5) @ cache.k.transpose(-1, -2)).softmax(-1)
+            a = att @ v
+            moved_px = None if px is None else att.mean(1) @ px[:, 0]
             d = cache.v.shape[-1]
             a, extra = a[..., :d], a[..., d:].mean(1)          # (B, heads, N, D/h), (B, N, E)
         x = self.proj(a.transpose(1, 2).reshape(b, h * w, -1))
         x = self.blocks(x)
         x = self.out(self.norm_out(x)).transpose(1, 2).reshape(b, -1, h, w)   # (B, Cf, S, S)
-        return x if extra_v is None else (x, extra)
+        return x if extra_v is None else (x, extra, moved_px)
 
 
 class MotionAlignment(nn.Module):
@@ -196,11 +199,15 @@ class MotionAlignment(nn.Module):
     block of f_r is one value vector (space-to-depth), moved as that scale's attention
     moves its token, then put back (depth-to-space). No parameters of its own, and the
     reference reaches the decoder only through the motion-driven attention.
-    'skip' scales pass f_r through unaligned (kept for models trained that way)."""
+    'skip' scales pass f_r through unaligned (kept for models trained that way).
+    With ``pixel_skip`` the borrow scale also moves the keyframe's pixels, one block per
+    token of the lending scale, and returns the reference so warped at full size (the
+    frame decoder's :class:`RefStem` input)."""
 
     def __init__(self, cfg: ModelConfig, feat_channels):
         super().__init__()
         self.modes = tuple(cfg.align_mode)
+        self.pixel_skip = cfg.ref_pixel_channels > 0
         self.scales = nn.ModuleList()
         for i, size in enumerate(cfg.feature_sizes):
             if cfg.align_mode[i] == "attn":
@@ -210,25 +217,37 @@ class MotionAlignment(nn.Module):
             else:
                 self.scales.append(nn.Identity())
 
-    def prepare(self, m_r, f_r):
+    def prepare(self, m_r, f_r, x_r=None):
+        """Per-scale reference caches; x_r (B, 3, S, S), the keyframe, for the pixel skip."""
         caches = []
         for s, mode, m, f in zip(self.scales, self.modes, m_r, f_r):
             if mode == "attn":
                 caches.append(s.prepare(m, f))
             elif mode == "borrow":            # (B, 1, N/4, 4C): one "head" of block values
                 v = F.pixel_unshuffle(f, 2).flatten(2).transpose(1, 2).unsqueeze(1)
-                caches.append(ScaleCache(None, v, f))
+                px = None
+                if self.pixel_skip and x_r is not None:   # (B, 1, N/4, 3 r^2): r x r pixel blocks
+                    px = F.pixel_unshuffle(x_r.to(f.dtype), 2 * x_r.shape[-1] // f.shape[-1])
+                    px = px.flatten(2).transpose(1, 2).unsqueeze(1)
+                caches.append(ScaleCache(None, v, f, px))
             else:
                 caches.append(ScaleCache(None, None, f))
         return caches
 
-    def forward(self, m_c, caches):
-        out = [None] * len(caches)
+    def forward(self, m_c, caches, pixels: bool = False):
+        """(aligned features per scale, finest first; the warped keyframe (B, 3, S, S) when
+        ``pixels`` and the reference has pixel blocks, else None)."""
+        out, warped = [None] * len(caches), None
         for i in range(len(caches) - 1, -1, -1):          # coarse -> fine: lenders first
             mode, c = self.modes[i], caches[i]
             if mode == "attn":
                 if i > 0 and self.modes[i - 1] == "borrow":
-                    out[i], moved = self.scales[i](m_c[i], c, extra_v=caches[i - 1].v)
+                    px = caches[i - 1].px if pixels else None
+                    out[i], moved, moved_px = self.scales[i](m_c[i], c, extra_v=caches[i - 1].v, px=px)
+                    if moved_px is not None:
+                        b, _, s, _ = c.f_r.shape          # lending scale's grid; blocks of r x r pixels
+                        r = int(round((moved_px.shape[-1] // 3) ** 0.5))
+                        warped = F.pixel_shuffle(moved_px.transpose(1, 2).reshape(b, -1, s, s), r)
                 else:
                     out[i] = self.scales[i](m_c[i], c)
             elif mode == "borrow":
@@ -236,7 +255,7 @@ class MotionAlignment(nn.Module):
                 out[i] = F.pixel_shuffle(moved.transpose(1, 2).reshape(b, -1, s // 2, s // 2), 2)
             else:
                 out[i] = c.f_r
-        return out
+        return out, warped
 
 
 class BaseStem(nn.Module):
@@ -260,6 +279,29 @@ class BaseStem(nn.Module):
         return x + self.out(self.act(self.inp(torch.cat([x, b * 2 - 1], dim=1))))
 
 
+class RefStem(nn.Module):
+    """Fuses the keyframe as IMF_A moved it (:class:`MotionAlignment`'s pixel skip) into D_F's
+    features at one scale: the warped picture, space-to-depth to the features' size, is
+    concatenated with them and a residual goes back through a zero-initialised 1x1
+    projection (as :class:`BaseStem`), so the model starts as the one without it. The
+    keyframe's own detail, which the 64x64 features cannot carry, reaches the output."""
+
+    def __init__(self, feat_ch: int, factor: int, hidden: int):
+        super().__init__()
+        self.factor = factor
+        self.inp = nn.Conv2d(feat_ch + 3 * factor * factor, hidden, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+        self.out = nn.Conv2d(hidden, feat_ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, warped):                         # warped (B, 3, S, S) in [0, 1]
+        r = F.pixel_unshuffle(warped.to(x.dtype), self.factor) if self.factor > 1 else warped.to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            r = r.contiguous(memory_format=torch.channels_last)
+        return x + self.out(self.act(self.inp(torch.cat([x, r * 2 - 1], dim=1))))
+
+
 class FrameDecoder(nn.Module):
     """D_F: aligned features f_c^1..f_c^L -> frame, coarse to fine, sigmoid output. With
     ``base_channels`` it also reads the base-layer picture (:class:`BaseStem`) at the f^1
@@ -281,14 +323,20 @@ class FrameDecoder(nn.Module):
                                               for _ in range(cfg.decoder_skip_blocks)]))
             c = 2 * dec[l]
         self.base_stems = nn.ModuleList()
+        self.ref_stems = nn.ModuleList()              # the pixel skip (cfg.ref_pixel_channels)
+        side, rp = cfg.feature_sizes[0], cfg.ref_pixel_channels
         if cfg.base_channels:
             self.base_stems.append(BaseStem(c, cfg.base_channels))
+        if rp:
+            self.ref_stems.append(RefStem(c, cfg.image_size // side, rp))
         self.extra = nn.ModuleList()
         for cout in cfg.decoder_up_channels:
             self.extra.append(UpConvBlock(c, cout, 0, cfg.norm))
-            c = cout
+            c, side = cout, side * 2
             if cfg.base_channels:
                 self.base_stems.append(BaseStem(c, cfg.base_channels))
+            if rp:
+                self.ref_stems.append(RefStem(c, cfg.image_size // side, rp))
         s = cfg.decoder_out_shuffle
         self.out = nn.Sequential(nn.Conv2d(c, 3 * s * s, 3, padding=1),
                                  nn.PixelShuffle(s) if s > 1 else nn.Identity())
@@ -298,20 +346,28 @@ class FrameDecoder(nn.Module):
         self.channels_last = on
         return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
-    def forward(self, f_c, base=None):
+    def forward(self, f_c, base=None, warped=None):
+        """f_c: aligned features, finest first; base: the base pictures (B, 3, b, b) or None
+        (token-only: no stem runs); warped: the keyframe as IMF_A moved it (B, 3, S, S), read
+        by the ref stems along with the base picture."""
         if self.channels_last:     # faster CPU convolutions (oneDNN), same arithmetic
             f_c = [f.contiguous(memory_format=torch.channels_last) for f in f_c]
         use_base = base is not None and len(self.base_stems) > 0
+        use_ref = use_base and warped is not None and len(self.ref_stems) > 0
         x = self.inp(f_c[-1])
         for i, (up, skip) in enumerate(zip(self.ups, self.skips)):
             l = len(f_c) - 2 - i
             x = torch.cat([up(x), skip(f_c[l])], dim=1)
         if use_base:
             x = self.base_stems[0](x, base)
+        if use_ref:
+            x = self.ref_stems[0](x, warped)
         for j, up in enumerate(self.extra):
             x = up(x)
             if use_base:
                 x = self.base_stems[j + 1](x, base)
+            if use_ref:
+                x = self.ref_stems[j + 1](x, warped)
         return torch.sigmoid(self.out(x))                 # (B, 3, S, S)
 
 
@@ -347,6 +403,11 @@ class IMFGenerator(nn.Module):
         self.token_decoder = TokenDecoder(cfg)
         self.motion_alignment = MotionAlignment(cfg, feat_ch)
         self.frame_decoder = FrameDecoder(cfg, feat_ch)
+        # IMF_A's queries read the base picture (cfg.base_query_channels): one stem per
+        # attention scale, keyed by the scale's index in feature_sizes
+        self.base_query_stems = nn.ModuleDict({
+            str(i): BaseStem(cfg.motion_channels[i], cfg.base_query_channels)
+            for i, mode in enumerate(cfg.align_mode) if mode == "attn" and cfg.base_query_channels})
         self.log_step = nn.Parameter(torch.full((cfg.token_dim,), -2.0))
         self.log_sigma = nn.Parameter(torch.zeros(cfg.token_dim))
 
@@ -361,6 +422,14 @@ class IMFGenerator(nn.Module):
 
     def dequantize(self, q, mult):
         return q * self.step(mult)
+
+    def _steer(self, m_c, base):
+        """The current frames' motion features m_c with the base picture added by the query
+        stems (unchanged without a base picture or stems)."""
+        if base is None or not len(self.base_query_stems):
+            return m_c
+        return [self.base_query_stems[str(i)](m, base) if str(i) in self.base_query_stems else m
+                for i, m in enumerate(m_c)]
 
     # ---- training --------------------------------------------------------------------
     def forward(self, x_r, x_c, mult, base=None):
@@ -377,9 +446,10 @@ class IMFGenerator(nn.Module):
         f_r = self.dense_encoder(x_r)
         m = self.token_decoder(t_hat)
         m_r = [None if x is None else x[:b] for x in m]
-        m_c = [None if x is None else x[b:] for x in m]
-        caches = self.motion_alignment.prepare(m_r, f_r)
-        x_hat = self.frame_decoder(self.motion_alignment(m_c, caches), base)
+        m_c = self._steer([None if x is None else x[b:] for x in m], base)
+        caches = self.motion_alignment.prepare(m_r, f_r, x_r)
+        f_c, warped = self.motion_alignment(m_c, caches, pixels=base is not None)
+        x_hat = self.frame_decoder(f_c, base, warped)
         return x_hat, bits
 
     # ---- coding-time pieces ------------------------------------------------------------
@@ -393,7 +463,7 @@ class IMFGenerator(nn.Module):
         """E_F(x_r), m_r = IMF_D(t̂_r) and the K/V projections, once per keyframe."""
         f_r = self.dense_encoder(x_r)
         m_r = self.token_decoder(t_hat_r)
-        return ReferenceState(self.motion_alignment.prepare(m_r, f_r))
+        return ReferenceState(self.motion_alignment.prepare(m_r, f_r, x_r))
 
     @torch.no_grad()
     def decode_frame(self, t_hat_c, ref: ReferenceState, base=None):
@@ -403,9 +473,12 @@ class IMFGenerator(nn.Module):
         if t_hat_c.shape[0] != caches[0].f_r.shape[0]:
             caches = [ScaleCache(None if c.k is None else c.k.expand(t_hat_c.shape[0], -1, -1, -1),
                                  None if c.v is None else c.v.expand(t_hat_c.shape[0], -1, -1, -1),
-                                 c.f_r.expand(t_hat_c.shape[0], -1, -1, -1)) for c in caches]
-        m_c = self.token_decoder(t_hat_c)
-        return self.frame_decoder(self.motion_alignment(m_c, caches), base)
+                                 c.f_r.expand(t_hat_c.shape[0], -1, -1, -1),
+                                 None if c.px is None else c.px.expand(t_hat_c.shape[0], -1, -1, -1))
+                      for c in caches]
+        m_c = self._steer(self.token_decoder(t_hat_c), base)
+        f_c, warped = self.motion_alignment(m_c, caches, pixels=base is not None)
+        return self.frame_decoder(f_c, base, warped)
 
 
 class PatchDiscriminator(nn.Module):

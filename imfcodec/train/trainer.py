@@ -341,6 +341,11 @@ def _check_same_recipe(saved: dict, now: dict, step: int, last: Path):
         raise TrainError(f"{last} was trained with another recipe (differs in: {', '.join(diff)})")
 
 
+# the parts a model may add to the one it starts from: zero-initialised base-layer stems,
+# with which it decodes exactly the start model's frames
+ZERO_START_STEMS = ("frame_decoder.base_stems.", "frame_decoder.ref_stems.", "base_query_stems.")
+
+
 def _init_from(run: _Run, init: str, cfg: TrainConfig, mcfg: ModelConfig, log):
     """Start a new run from a training checkpoint (its generator as validated, and its
     discriminator) or from an exported model's generator (e.g. the shipped weights)."""
@@ -359,7 +364,7 @@ def _init_from(run: _Run, init: str, cfg: TrainConfig, mcfg: ModelConfig, log):
         # a token-only model initialises a base-layer one: its new stems keep their zero start
         res = gen.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in g_state.items()},
                                   strict=False)
-        if res.unexpected_keys or any(".base_stems." not in k for k in res.missing_keys):
+        if res.unexpected_keys or any(not k.startswith(ZERO_START_STEMS) for k in res.missing_keys):
             raise RuntimeError("parameters differ")
         if res.missing_keys:
             log(f"--init {init}: no base-layer stems in it; they start at zero (its frames exactly)")
