@@ -74,10 +74,10 @@ class ModelConfig:
     # repaint what alignment brought. 0: none (needs base_channels).
     base_query_channels: int = 0
     # ... and the keyframe's own pixels, moved by IMF_A (the 'borrow' scale's attention moves
-    # one block of pixels per token of the scale it borrows from), reach D_F through
-    # zero-initialised stems beside the base stems: the detail that 64x64 reference features
-    # cannot carry. The width of those stems; 0: none (needs base_channels and a 'borrow'
-    # finest scale).
+    # one block of pixels per token of the scale it borrows from), are blended into D_F's
+    # frame by a gate that starts at zero: the detail that 64x64 reference features cannot
+    # carry. The gate network's width; 0: none (needs base_channels and a 'borrow' finest
+    # scale).
     ref_pixel_channels: int = 0
     # discriminator (two-scale patch GAN)
     disc_channels: tuple = (64, 128, 256, 512)

@@ -19,16 +19,23 @@ def _base_model(tmp_path_factory, stems: str, name: str):
     from imfcodec.config import load_model_config
     from imfcodec.export import save_model
     from imfcodec.model import load_model, random_model
+    # every way a frame may read its base picture: D_F's stems, IMF_A's queries, the pixel skip
     cfg = dataclasses.replace(load_model_config(REPO / "configs/model/tiny.yaml"), base_channels=8,
-                              base_query_channels=8)
+                              base_query_channels=8, ref_pixel_channels=8, align_mode=("borrow", "attn"))
     m = random_model(cfg, seed=3)
     if stems == "perturbed":            # trained-like: the base picture changes the frames
         g = torch.Generator().manual_seed(0)
-        for st in [*m.generator.frame_decoder.base_stems, *m.generator.base_query_stems.values()]:
-            st.out.weight.copy_(torch.randn(st.out.weight.shape, generator=g) * 0.3)
+        for w in _zero_start(m.generator):
+            w.copy_(torch.randn(w.shape, generator=g) * 0.3)
     path = tmp_path_factory.mktemp("base") / f"{name}.pt"
     save_model(path, m.generator, m.entropy, name, quality_table=m.quality_table)
     return path, load_model(path, "cpu", "fp32")
+
+
+def _zero_start(gen):
+    """The weights that start at zero in a model initialised from a token-only one."""
+    return [*(st.out.weight for st in [*gen.frame_decoder.base_stems, *gen.base_query_stems.values()]),
+            gen.frame_decoder.ref_blend.net[-1].weight]
 
 
 @pytest.fixture(scope="module")
@@ -125,32 +132,40 @@ def test_zero_stems_decode_the_token_only_frames(zero_stem_model):
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 12
 
 
-def test_the_base_picture_steers_the_queries(base_model):
-    """IMF_A's query stems (base_query_channels) are on the decode path: with D_F's stems
-    zeroed the frames still depend on the base picture, and with the query stems zeroed too
-    they no longer do."""
+def test_the_base_picture_steers_the_queries_and_gates_the_pixel_skip(base_model):
+    """IMF_A's query stems and the pixel skip's gate are on the decode path: with D_F's stems
+    zeroed the frames still depend on the base picture; with every zero-start weight zeroed
+    they no longer do; and a gate forced open shows the keyframe as IMF_A moved it."""
     gen = base_model.generator
     assert len(gen.base_query_stems) == gen.cfg.align_mode.count("attn") > 0
-    stems = [*gen.frame_decoder.base_stems, *gen.base_query_stems.values()]
-    saved = [st.out.weight.clone() for st in stems]
+    weights = _zero_start(gen)
+    saved = [w.clone() for w in weights]
     x = torch.rand(2, 3, gen.cfg.image_size, gen.cfg.image_size, generator=torch.Generator().manual_seed(1))
     ref = base_model.reference(x[:1], gen.quantize(gen.encode_token(x[:1]), 1.0), 1.0)
     q = gen.quantize(gen.encode_token(x), 1.0)
+    black, white = torch.zeros(2, 3, 16, 16), torch.ones(2, 3, 16, 16)
 
     def differ():
-        a = base_model.decode(q, 1.0, ref, torch.zeros(2, 3, 16, 16))
-        return not torch.equal(a, base_model.decode(q, 1.0, ref, torch.ones(2, 3, 16, 16)))
+        return not torch.equal(base_model.decode(q, 1.0, ref, black), base_model.decode(q, 1.0, ref, white))
 
+    blend = gen.frame_decoder.ref_blend.net[-1]
     try:
         for st in gen.frame_decoder.base_stems:
             st.out.weight.zero_()
         assert differ()
-        for st in gen.base_query_stems.values():
-            st.out.weight.zero_()
+        for w in weights:
+            w.zero_()
         assert not differ()
+        blend.bias.fill_(30.0)              # tanh(30) == 1: the warped keyframe itself
+        with torch.no_grad():
+            m_c = gen.token_decoder(gen.dequantize(q, 1.0))
+            caches = base_model.reference(x[:1].expand(2, -1, -1, -1), q[:1].expand(2, -1), 1.0).caches
+            warped = gen.motion_alignment(m_c, caches, pixels=True)[1]
+        torch.testing.assert_close(base_model.decode(q, 1.0, ref, black), warped.clamp(0, 1), atol=1e-6, rtol=0)
     finally:
-        for st, w in zip(stems, saved):
-            st.out.weight.copy_(w)
+        blend.bias.zero_()
+        for w, s in zip(weights, saved):
+            w.copy_(s)
 
 
 def test_token_only_models_and_levels_write_version_2(tiny_model, base_model):

@@ -202,7 +202,7 @@ class MotionAlignment(nn.Module):
     'skip' scales pass f_r through unaligned (kept for models trained that way).
     With ``pixel_skip`` the borrow scale also moves the keyframe's pixels, one block per
     token of the lending scale, and returns the reference so warped at full size (the
-    frame decoder's :class:`RefStem` input)."""
+    frame decoder's :class:`RefBlend` input)."""
 
     def __init__(self, cfg: ModelConfig, feat_channels):
         super().__init__()
@@ -279,27 +279,35 @@ class BaseStem(nn.Module):
         return x + self.out(self.act(self.inp(torch.cat([x, b * 2 - 1], dim=1))))
 
 
-class RefStem(nn.Module):
-    """Fuses the keyframe as IMF_A moved it (:class:`MotionAlignment`'s pixel skip) into D_F's
-    features at one scale: the warped picture, space-to-depth to the features' size, is
-    concatenated with them and a residual goes back through a zero-initialised 1x1
-    projection (as :class:`BaseStem`), so the model starts as the one without it. The
-    keyframe's own detail, which the 64x64 features cannot carry, reaches the output."""
+class RefBlend(nn.Module):
+    """The pixel skip's output head: blends the keyframe as IMF_A moved it (the warped
+    keyframe, :class:`MotionAlignment`) into D_F's frame, per pixel,
+    ``x = y + g (warped - y)``, with the gate ``g = tanh(a)`` read from D_F's last features,
+    both pictures and the base picture (which tells where the warp went wrong). ``a``'s last
+    convolution starts at zero, so the model starts as the one without it. D_F's frame is
+    smooth even one frame after a keyframe (LPIPS 0.03-0.08 on training clips where the
+    warped keyframe alone gives 0.006-0.019); the keyframe's own detail comes back this way."""
 
     def __init__(self, feat_ch: int, factor: int, hidden: int):
         super().__init__()
         self.factor = factor
-        self.inp = nn.Conv2d(feat_ch + 3 * factor * factor, hidden, 3, padding=1)
-        self.act = nn.LeakyReLU(0.2)
-        self.out = nn.Conv2d(hidden, feat_ch, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.net = nn.Sequential(nn.Conv2d(feat_ch + 6 * factor * factor + 3, hidden, 3, padding=1),
+                                 nn.LeakyReLU(0.2), nn.Conv2d(hidden, hidden, 3, padding=1),
+                                 nn.LeakyReLU(0.2), nn.Conv2d(hidden, factor * factor, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x, warped):                         # warped (B, 3, S, S) in [0, 1]
-        r = F.pixel_unshuffle(warped.to(x.dtype), self.factor) if self.factor > 1 else warped.to(x.dtype)
+    def forward(self, x, y, warped, base):
+        """x: D_F's last features (B, C, S/f, S/f); y: its frame (B, 3, S, S); warped
+        (B, 3, S, S); base (B, 3, b, b); all pictures in [0, 1]."""
+        f, dt = self.factor, x.dtype
+        b = F.interpolate(base.to(dt), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        inp = torch.cat([x, F.pixel_unshuffle(warped.to(dt) * 2 - 1, f), F.pixel_unshuffle(y.to(dt) * 2 - 1, f),
+                         b * 2 - 1], dim=1)
         if x.is_contiguous(memory_format=torch.channels_last):
-            r = r.contiguous(memory_format=torch.channels_last)
-        return x + self.out(self.act(self.inp(torch.cat([x, r * 2 - 1], dim=1))))
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        g = torch.tanh(F.pixel_shuffle(self.net(inp), f))          # (B, 1, S, S)
+        return (y + g * (warped.to(y.dtype) - y)).clamp(0, 1)
 
 
 class FrameDecoder(nn.Module):
@@ -323,23 +331,19 @@ class FrameDecoder(nn.Module):
                                               for _ in range(cfg.decoder_skip_blocks)]))
             c = 2 * dec[l]
         self.base_stems = nn.ModuleList()
-        self.ref_stems = nn.ModuleList()              # the pixel skip (cfg.ref_pixel_channels)
-        side, rp = cfg.feature_sizes[0], cfg.ref_pixel_channels
         if cfg.base_channels:
             self.base_stems.append(BaseStem(c, cfg.base_channels))
-        if rp:
-            self.ref_stems.append(RefStem(c, cfg.image_size // side, rp))
         self.extra = nn.ModuleList()
         for cout in cfg.decoder_up_channels:
             self.extra.append(UpConvBlock(c, cout, 0, cfg.norm))
-            c, side = cout, side * 2
+            c = cout
             if cfg.base_channels:
                 self.base_stems.append(BaseStem(c, cfg.base_channels))
-            if rp:
-                self.ref_stems.append(RefStem(c, cfg.image_size // side, rp))
         s = cfg.decoder_out_shuffle
         self.out = nn.Sequential(nn.Conv2d(c, 3 * s * s, 3, padding=1),
                                  nn.PixelShuffle(s) if s > 1 else nn.Identity())
+        # the pixel skip (cfg.ref_pixel_channels): the warped keyframe blended in at the end
+        self.ref_blend = RefBlend(c, s, cfg.ref_pixel_channels) if cfg.ref_pixel_channels else None
         self.channels_last = False
 
     def use_channels_last(self, on: bool = True):
@@ -348,27 +352,24 @@ class FrameDecoder(nn.Module):
 
     def forward(self, f_c, base=None, warped=None):
         """f_c: aligned features, finest first; base: the base pictures (B, 3, b, b) or None
-        (token-only: no stem runs); warped: the keyframe as IMF_A moved it (B, 3, S, S), read
-        by the ref stems along with the base picture."""
+        (token-only: no stem runs); warped: the keyframe as IMF_A moved it (B, 3, S, S),
+        blended in by :class:`RefBlend` (with a base picture only)."""
         if self.channels_last:     # faster CPU convolutions (oneDNN), same arithmetic
             f_c = [f.contiguous(memory_format=torch.channels_last) for f in f_c]
         use_base = base is not None and len(self.base_stems) > 0
-        use_ref = use_base and warped is not None and len(self.ref_stems) > 0
+        use_ref = use_base and warped is not None and self.ref_blend is not None
         x = self.inp(f_c[-1])
         for i, (up, skip) in enumerate(zip(self.ups, self.skips)):
             l = len(f_c) - 2 - i
             x = torch.cat([up(x), skip(f_c[l])], dim=1)
         if use_base:
             x = self.base_stems[0](x, base)
-        if use_ref:
-            x = self.ref_stems[0](x, warped)
         for j, up in enumerate(self.extra):
             x = up(x)
             if use_base:
                 x = self.base_stems[j + 1](x, base)
-            if use_ref:
-                x = self.ref_stems[j + 1](x, warped)
-        return torch.sigmoid(self.out(x))                 # (B, 3, S, S)
+        y = torch.sigmoid(self.out(x))                    # (B, 3, S, S)
+        return self.ref_blend(x, y, warped, base) if use_ref else y
 
 
 def ste_round(x):

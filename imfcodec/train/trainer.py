@@ -343,7 +343,7 @@ def _check_same_recipe(saved: dict, now: dict, step: int, last: Path):
 
 # the parts a model may add to the one it starts from: zero-initialised base-layer stems,
 # with which it decodes exactly the start model's frames
-ZERO_START_STEMS = ("frame_decoder.base_stems.", "frame_decoder.ref_stems.", "base_query_stems.")
+ZERO_START_STEMS = ("frame_decoder.base_stems.", "frame_decoder.ref_blend.", "base_query_stems.")
 
 
 def _init_from(run: _Run, init: str, cfg: TrainConfig, mcfg: ModelConfig, log):
