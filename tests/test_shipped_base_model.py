@@ -49,3 +49,15 @@ def test_base_layer_off_decodes_imf_cpu_frames_and_on_codes_version_5(models):
     assert out.shape == (10, 96, 128, 3)
     low, _ = encode_frames(frames, Fraction(25), base, 1)           # a token-only level
     assert container.parse(low)[0].base_layer is None
+
+
+def test_the_config_beside_the_weights_is_the_one_inside(models):
+    """imfcodec/weights/imf-cpu-base.yaml documents the shipped file: it must say what the
+    file holds (it changed when the pixel skip came)."""
+    from pathlib import Path
+
+    import imfcodec
+    from imfcodec.config import load_model_config
+    weights = Path(imfcodec.__file__).parent / "weights"
+    for m in models:
+        assert load_model_config(weights / f"{m.model_id}.yaml") == m.config

@@ -142,7 +142,14 @@ def test_bad_training_inputs(tmp_path, data, capsys):
     assert (run / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["tiny", "imf-cpu", "imf-cpu-base", "imf-cpu-base-l1", "imf-cpu-gpu", "imf-cpu-gpu-fullres", "paper"])
+TRAIN_CONFIGS = sorted(p.stem for p in (REPO / "configs/train").glob("*.yaml"))
+
+
+def test_every_train_config_is_validated():
+    assert {"tiny", "imf-cpu", "imf-cpu-base-pxj", "paper"} <= set(TRAIN_CONFIGS)
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
 def test_train_configs_validate(name):
     cfg = load_train_config(REPO / f"configs/train/{name}.yaml")
     load_model_config(cfg.model)
