@@ -10,7 +10,6 @@ over the clips, then the per-clip LPIPS. What chose imf-cpu-base's ladder (bench
 Clips are names under ../shared/data/faces/train (tune on training clips, judge on val).
 One core (torch threads 1), so two sweeps can run side by side.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import test_source  # noqa: E402
+from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
 
 from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
 from imfcodec.container import kbps  # noqa: E402
@@ -28,19 +27,14 @@ from imfcodec.model import load_model  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model")
-    p.add_argument("clips", help="comma-separated clip names under --data")
-    p.add_argument("configs", help="JSON list of encode_frames option dicts")
-    p.add_argument("frames", type=int, nargs="?", default=150)
-    p.add_argument("--data", default="../shared/data/faces/train")
+    p = sweep_parser(__doc__, "JSON list of encode_frames option dicts")
     p.add_argument("--dists", action="store_true", help="also DISTS (VGG16: slower)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     m = load_model(args.model, "cpu")
     lp = get_lpips("alex")
     ds = get_dists() if args.dists else None
-    srcs = [test_source(Path(args.data) / c, args.frames, m.config.image_size) for c in args.clips.split(",")]
+    srcs = sweep_clips(args, m.config.image_size)
     xs = [torch.from_numpy(s).permute(0, 3, 1, 2).float() / 255 for s, _ in srcs]
     for cfg in json.loads(args.configs):
         res = []

@@ -11,7 +11,6 @@ scored and the rate is the stream's bytes plus 3 per switch. Training clips only
 Result (bench/results/ladder_base/multi_ref.txt): at q4 and q6 an older keyframe almost never
 passes (0.2 switches a clip against 9-16 keyframes), so the buffer saves under 1 % of the rate.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import test_source  # noqa: E402
+from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
 
 from imfcodec import container  # noqa: E402
 from imfcodec.codec import Encoder, _capped_psnr, _check_symbols  # noqa: E402
@@ -81,17 +80,12 @@ def run(m, src, fps, cfg, lp):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model")
-    p.add_argument("clips", help="comma-separated clip names under --data")
-    p.add_argument("configs", help='JSON list of Encoder options plus "nref" and "margin"')
-    p.add_argument("frames", type=int, nargs="?", default=150)
-    p.add_argument("--data", default="../shared/data/faces/train")
+    p = sweep_parser(__doc__, 'JSON list of Encoder options plus "nref" and "margin"')
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     m = load_model(args.model, "cpu")
     lp = get_lpips("alex")
-    srcs = [test_source(Path(args.data) / c, args.frames, m.config.image_size) for c in args.clips.split(",")]
+    srcs = sweep_clips(args, m.config.image_size)
     for cfg in json.loads(args.configs):
         r = np.array([run(m, s, fps, cfg, lp) for s, fps in srcs])
         print(json.dumps(cfg), "kbps=%.2f lpips=%.4f psnr=%.2f pulse=%.4f kf=%.1f switches=%.1f" % tuple(r.mean(0)),

@@ -85,3 +85,20 @@ def parse_aspect(text: str) -> float:
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"aspect must look like 16:9, got {text!r}")
+
+
+def sweep_parser(doc: str, configs_help: str) -> argparse.ArgumentParser:
+    """The arguments of a sweep over encoder settings on training clips (bench/ladder_sweep.py,
+    bench/multi_ref_probe.py): model, clips, a JSON list of configs, frames, --data."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("model")
+    p.add_argument("clips", help="comma-separated clip names under --data")
+    p.add_argument("configs", help=configs_help)
+    p.add_argument("frames", type=int, nargs="?", default=150)
+    p.add_argument("--data", default="../shared/data/faces/train")
+    return p
+
+
+def sweep_clips(args, size: int) -> list[tuple[np.ndarray, Fraction]]:
+    """The sweep's clips (:func:`test_source` of each, first ``args.frames`` frames)."""
+    return [test_source(Path(args.data) / c, args.frames, size) for c in args.clips.split(",")]
