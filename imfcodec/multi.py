@@ -52,22 +52,13 @@ class _Stream:
     queue: deque = field(default_factory=deque)
 
 
-def _cat(parts):
-    return None if parts[0] is None else torch.cat(parts)
-
-
 def stack_references(refs: list[ReferenceState]) -> ReferenceState:
     """One reference of batch B from B references of batch 1, scale by scale."""
-    return ReferenceState([ScaleCache(_cat([c.k for c in cs]), _cat([c.v for c in cs]),
-                                      torch.cat([c.f_r for c in cs]), _cat([c.px for c in cs]))
-                           for cs in zip(*(r.caches for r in refs))])
+    return ReferenceState([ScaleCache.cat(list(cs)) for cs in zip(*(r.caches for r in refs))])
 
 
 def _slice(ref: ReferenceState, lo: int, hi: int) -> ReferenceState:
-    return ReferenceState([ScaleCache(None if c.k is None else c.k[lo:hi],
-                                      None if c.v is None else c.v[lo:hi], c.f_r[lo:hi],
-                                      None if c.px is None else c.px[lo:hi])
-                           for c in ref.caches])
+    return ReferenceState([c.map(lambda t: t[lo:hi]) for c in ref.caches])
 
 
 class MultiDecoder:

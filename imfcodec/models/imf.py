@@ -11,7 +11,7 @@ Torch only: no file or byte handling here. Shapes in comments are (B, C, H, W) o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +136,17 @@ class ScaleCache:
     f_r: torch.Tensor          # (B, C, S, S), used directly by 'skip' scales
     px: torch.Tensor | None = None   # 'borrow' scale with a pixel skip: the keyframe's pixel blocks (B, 1, N, P)
 
+    def map(self, fn) -> "ScaleCache":
+        """The same cache with ``fn`` applied to each tensor it holds (batch expand, slice):
+        the one place that lists the fields."""
+        return ScaleCache(*(None if t is None else fn(t) for t in (getattr(self, f.name) for f in fields(self))))
+
+    @staticmethod
+    def cat(caches: list["ScaleCache"]) -> "ScaleCache":
+        """One cache of batch B from B caches of one scale, field by field."""
+        return ScaleCache(*(None if getattr(caches[0], f.name) is None
+                            else torch.cat([getattr(c, f.name) for c in caches]) for f in fields(ScaleCache)))
+
 
 class AlignmentScale(nn.Module):
     """IMF_A at one scale: cross-attention Q = m_c, K = m_r, V = f_r, then transformer blocks.
@@ -200,14 +211,16 @@ class MotionAlignment(nn.Module):
     moves its token, then put back (depth-to-space). No parameters of its own, and the
     reference reaches the decoder only through the motion-driven attention.
     'skip' scales pass f_r through unaligned (kept for models trained that way).
-    With ``pixel_skip`` the borrow scale also moves the keyframe's pixels, one block per
+    With a pixel skip (``px_block``) the borrow scale also moves the keyframe's pixels, one block per
     token of the lending scale, and returns the reference so warped at full size (the
     frame decoder's :class:`RefBlend` input)."""
 
     def __init__(self, cfg: ModelConfig, feat_channels):
         super().__init__()
         self.modes = tuple(cfg.align_mode)
-        self.pixel_skip = cfg.ref_pixel_channels > 0
+        # the pixel skip moves r x r blocks, one per token of the scale the borrow scale
+        # (always the finest, ModelConfig) takes its attention from: r = image / that grid
+        self.px_block = 2 * cfg.image_size // cfg.feature_sizes[0] if cfg.ref_pixel_channels else 0
         self.scales = nn.ModuleList()
         for i, size in enumerate(cfg.feature_sizes):
             if cfg.align_mode[i] == "attn":
@@ -226,8 +239,8 @@ class MotionAlignment(nn.Module):
             elif mode == "borrow":            # (B, 1, N/4, 4C): one "head" of block values
                 v = F.pixel_unshuffle(f, 2).flatten(2).transpose(1, 2).unsqueeze(1)
                 px = None
-                if self.pixel_skip and x_r is not None:   # (B, 1, N/4, 3 r^2): r x r pixel blocks
-                    px = F.pixel_unshuffle(x_r.to(f.dtype), 2 * x_r.shape[-1] // f.shape[-1])
+                if self.px_block and x_r is not None:   # (B, 1, N/4, 3 r^2): r x r pixel blocks
+                    px = F.pixel_unshuffle(x_r.to(f.dtype), self.px_block)
                     px = px.flatten(2).transpose(1, 2).unsqueeze(1)
                 caches.append(ScaleCache(None, v, f, px))
             else:
@@ -245,9 +258,8 @@ class MotionAlignment(nn.Module):
                     px = caches[i - 1].px if pixels else None
                     out[i], moved, moved_px = self.scales[i](m_c[i], c, extra_v=caches[i - 1].v, px=px)
                     if moved_px is not None:
-                        b, _, s, _ = c.f_r.shape          # lending scale's grid; blocks of r x r pixels
-                        r = int(round((moved_px.shape[-1] // 3) ** 0.5))
-                        warped = F.pixel_shuffle(moved_px.transpose(1, 2).reshape(b, -1, s, s), r)
+                        b, _, s, _ = c.f_r.shape          # the lending scale's grid
+                        warped = F.pixel_shuffle(moved_px.transpose(1, 2).reshape(b, -1, s, s), self.px_block)
                 else:
                     out[i] = self.scales[i](m_c[i], c)
             elif mode == "borrow":
@@ -472,11 +484,8 @@ class IMFGenerator(nn.Module):
         with a base layer, their decoded base pictures (B, 3, b, b) in [0, 1]."""
         caches = ref.caches
         if t_hat_c.shape[0] != caches[0].f_r.shape[0]:
-            caches = [ScaleCache(None if c.k is None else c.k.expand(t_hat_c.shape[0], -1, -1, -1),
-                                 None if c.v is None else c.v.expand(t_hat_c.shape[0], -1, -1, -1),
-                                 c.f_r.expand(t_hat_c.shape[0], -1, -1, -1),
-                                 None if c.px is None else c.px.expand(t_hat_c.shape[0], -1, -1, -1))
-                      for c in caches]
+            n = t_hat_c.shape[0]
+            caches = [c.map(lambda t: t.expand(n, -1, -1, -1)) for c in caches]
         m_c = self._steer(self.token_decoder(t_hat_c), base)
         f_c, warped = self.motion_alignment(m_c, caches, pixels=base is not None)
         return self.frame_decoder(f_c, base, warped)
