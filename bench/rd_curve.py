@@ -4,7 +4,8 @@ the test size and at reduced coded sizes, on the same test source.
 
     python bench/rd_curve.py --videos FILE_OR_DIR [...] --out DIR
         [--codecs imf,x264,x265,av1,vp9] [--qualities 1-8] [--frames 250] [--model NAME_OR_PATH]
-        [--sizes 256,128,64] [--ladder x264=18,23,...] [--dists-every 25] [--detail VIDEO] [--fast]
+        [--sizes 256,128,64] [--ladder x264=18,23,...] [--dists-every 16] [--detail VIDEO] [--fast]
+        [--reuse DIR ...] [--remeter-dists]
 
 The test conditions are in bench/conditions.md; the code is the imfbench package next to this
 script (bench/imfbench). Every measured stream is cached in DIR/cache: run the same command
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"CRF ladder of an anchor at every size, e.g. x264=18,28,37,44,51 (repeatable; "
                         f"anchors: {','.join(ANCHORS)})")
     p.add_argument("--dists-every", type=int, default=DISTS_EVERY, metavar="K",
-                   help=f"DISTS on frames 0, K, 2K, ... (default {DISTS_EVERY}; a VGG16 pass per frame)")
+                   help=f"DISTS on one frame in each run of K, at a seeded offset, the same frames for "
+                        f"every codec (default {DISTS_EVERY}; a VGG16 pass per frame)")
     p.add_argument("--no-dists", action="store_true", help="skip DISTS (NaN)")
     p.add_argument("--detail", default=None, metavar="VIDEO",
                    help="clip for the per-frame plot and image grid (default: the first that ran)")
@@ -67,9 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep x264's informational SEI in its streams (counted in its rate)")
     p.add_argument("--fast", action="store_true",
                    help=f"smoke test: {FAST_FRAMES} frames, qualities {FAST_QUALITIES}, 3 CRFs per anchor")
-    p.add_argument("--reuse", default=None, metavar="DIR",
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
                    help="also take measured streams from an earlier run's cache (DIR/cache) where "
-                        "everything they depend on matches (source, options, size, metrics, model)")
+                        "everything they depend on matches (source, options, size, metrics, model); "
+                        "repeatable, the first folder that has a row wins")
+    p.add_argument("--remeter-dists", action="store_true",
+                   help="rows an earlier run (this folder or --reuse) measured with DISTS on frames 0, "
+                        "25, 50, ... are not coded again: their saved streams are decoded and DISTS "
+                        "measured on this run's frames")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 

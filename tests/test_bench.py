@@ -274,8 +274,8 @@ def test_streams_and_frames_tables(run):
         assert float(r0["psnr"]) == pytest.approx(np.mean([float(f["psnr"]) for f in per]), abs=2e-3)
         lp = np.array([float(f["lpips"]) for f in per])
         assert float(r0["pulse"]) == pytest.approx(np.mean(np.abs(np.diff(lp))), abs=2e-5)
-        dists = [f["dists"] for f in per]
-        assert dists[0] != "nan" and dists[1] == "nan"      # DISTS on frames 0, 25, ...
+        dists = [f["dists"] != "nan" for f in per]         # one frame per 16, at a seeded offset
+        assert [i for i, d in enumerate(dists) if d] == metrics.dists_frames(FAST_FRAMES)
 
 
 def test_bad_inputs_are_skipped_and_reported(run):
@@ -445,10 +445,59 @@ def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
     assert rd.main(args) == 0
     line = capsys.readouterr().out
     n = len(_rows(run["out"] / "rd.csv"))
-    assert f"{n} streams (1 measured, {n - 1} from the cache, 0 reused)" in line
+    assert f"{n} streams (1 measured, {n - 1} from the cache, 0 reused, 0 with DISTS re-measured)" in line
     old, new = _rows(run["out"] / "rd.csv"), _rows(out / "rd.csv")
     strip = [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in old]
     assert strip == [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in new]
+
+
+def test_dists_frames_are_stratified_and_not_phase_locked():
+    """One frame per run of K, the same every call, and not frames 0, K, 2K, ...: a codec that
+    refreshes every K frames must not be scored on its refresh pictures only."""
+    for n, k in [(250, 25), (110, 16), (8, 16), (33, 16), (1, 16)]:
+        f = metrics.dists_frames(n, k)
+        assert f == metrics.dists_frames(n, k)
+        assert [i // k for i in f] == list(range(math.ceil(n / k))) and all(0 <= i < n for i in f)
+    offsets = {i % 25 for i in metrics.dists_frames(250, 25)}
+    assert len(offsets) >= 5
+
+
+def test_remeter_dists_keeps_streams_and_other_metrics(run, tmp_path, capsys, monkeypatch):
+    """Rows an earlier run measured with DISTS on frames 0, 25, 50, ... (simulated: that run's
+    cache keys and frames are the legacy ones) are not coded again under --remeter-dists:
+    their streams are decoded, DISTS measured on the new frames, everything else kept; without
+    the flag they are coded again."""
+    from imfcodec import assets
+    if not assets.weights_available():
+        pytest.skip(f"backbone weights not in {assets.cache_dir()}; run `imfcodec fetch-weights`")
+    old_out, new_out = tmp_path / "old", tmp_path / "new"
+    args = ["--videos", str(run["src"] / "talk.mp4"), "--fast", "--model", str(run["src"] / "tiny.pt"),
+            "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
+    with monkeypatch.context() as m:
+        real = metrics.Metrics.config
+        m.setattr(metrics.Metrics, "config", lambda self, legacy_dists=False: real(self, True))
+        m.setattr(metrics.Metrics, "dists_frames", lambda self, n: list(range(0, n, 25)))
+        assert rd.main(args + ["--out", str(old_out)]) == 0
+    old = {(r["codec"], r["setting"]): r for r in _rows(old_out / "rd.csv")}
+    capsys.readouterr()
+    assert rd.main(args + ["--out", str(new_out), "--reuse", str(old_out), "--remeter-dists"]) == 0
+    n = len(old)
+    assert f"{n} streams (0 measured, 0 from the cache, 0 reused, {n} with DISTS re-measured)" \
+        in capsys.readouterr().out
+    frames = _rows(new_out / "frames.csv")
+    for r in _rows(new_out / "rd.csv"):
+        o = old[(r["codec"], r["setting"])]
+        assert all(r[k] == o[k] for k in ("kbps", "psnr", "lpips", "pulse", "enc_fps")), r
+        per = [f for f in frames if (f["codec"], f["setting"]) == (r["codec"], r["setting"])]
+        assert [i for i, f in enumerate(per) if f["dists"] != "nan"] == metrics.dists_frames(FAST_FRAMES)
+    streams = _rows(new_out / "streams.csv")
+    assert streams and all((new_out / s["file"]).is_file() for s in streams)
+    # a rerun of the new folder finds every row in its own cache
+    assert rd.main(args + ["--out", str(new_out)]) == 0
+    assert f"{n} streams (0 measured, {n} from the cache" in capsys.readouterr().out
+    # without the flag the legacy rows do not match: they are coded again
+    assert rd.main(args + ["--out", str(tmp_path / "plain"), "--reuse", str(old_out)]) == 0
+    assert f"{n} streams ({n} measured" in capsys.readouterr().out
 
 
 # ---- temporal measures on synthetic series with known answers ----------------------------------

@@ -233,6 +233,15 @@ class AnchorRunner:
         mid = dec[r.frames // 2]
         return mid if r.size in (0, test_size) else upscale([mid], test_size)[0]
 
+    def decode(self, r: Result, test_size: int) -> np.ndarray:
+        """Every frame of an existing stream at the test size, as ``run`` measured them."""
+        dec = self.decode_file(r.stream)
+        if r.size not in (0, test_size):
+            dec = upscale(dec, test_size)
+        if len(dec) != r.frames:
+            raise BenchError(f"{r.stream}: decoded {len(dec)} frames, expected {r.frames}")
+        return np.stack(dec)
+
 
 class ImfRunner:
     """imfcodec through its public API; one .imf file per quality in DIR/streams.
@@ -285,6 +294,15 @@ class ImfRunner:
         r.note = (f"header {st.header_bytes} B, keyframes {st.keyframe_bytes} B, "
                   f"tokens {st.token_bytes} B" + (f", base layer {st.base_bytes} B" if st.base_bytes else ""))
         return r, np.stack(dec)
+
+    def decode(self, r: Result, test_size: int) -> np.ndarray:
+        """Every frame of an existing stream, as ``run`` measured them."""
+        import imfcodec
+        _, frames = imfcodec.decode_bytes(Path(r.stream).read_bytes(), self.model)
+        dec = list(frames)
+        if len(dec) != r.frames:
+            raise BenchError(f"{r.stream}: decoded {len(dec)} frames, expected {r.frames}")
+        return np.stack(dec)
 
     def decode_middle(self, r: Result, test_size: int) -> np.ndarray:
         import imfcodec

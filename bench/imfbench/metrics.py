@@ -16,7 +16,24 @@ METRIC_BATCH = 8
 STILL_LEVELS = 2.0
 #: frames whose still area is below this fraction of the picture get no flicker value
 MIN_STILL_FRACTION = 0.01
-DISTS_EVERY = 25
+DISTS_EVERY = 16
+#: the seed of DISTS's frame offsets (dists_frames): fixed, so every codec of a clip is
+#: measured on the same frames
+DISTS_SEED = 2026
+#: names the frame choice in the row cache's key; rows of the old choice (frames 0, 25, 50,
+#: ...) are found by ``legacy_dists`` and re-measured by ``rd_curve.py --remeter-dists``
+DISTS_SAMPLING = "stratified"
+LEGACY_DISTS_EVERY = 25
+
+
+def dists_frames(n: int, every: int = DISTS_EVERY) -> list[int]:
+    """The frames DISTS is measured on: one in each run of ``every`` frames (0..K-1, K..2K-1,
+    ...), at an offset drawn from a fixed seed, so the same frames for every codec of a clip.
+    Not frames 0, K, 2K, ...: a codec that refreshes at a fixed interval is then measured on
+    its refresh pictures only (imfcodec refreshing every second at 25 fps, K = 25, scored its
+    keyframes' DISTS at quality 3 and nothing else)."""
+    rng = np.random.default_rng(DISTS_SEED)
+    return [j + int(rng.integers(0, min(every, n - j))) for j in range(0, n, every)]
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
@@ -57,9 +74,9 @@ def flicker_per_frame(src: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 class Metrics:
     """Per-frame PSNR-RGB, MS-SSIM, LPIPS-alex and DISTS (imfcodec.metrics) and flicker,
-    NaN where undefined. DISTS is measured on every ``dists_every``-th frame (0, k, 2k, ...):
-    a VGG16 pass per frame costs about 15x an AlexNet one; the source's DISTS statistics are
-    computed once per clip (:meth:`set_source`)."""
+    NaN where undefined. DISTS is measured on one frame in every ``dists_every``
+    (:func:`dists_frames`): a VGG16 pass per frame costs about 15x an AlexNet one; the source's
+    DISTS statistics are computed once per clip (:meth:`set_source`)."""
 
     def __init__(self, size: int, skip, dists_every: int = DISTS_EVERY, use_dists: bool = True):
         import torch  # noqa: F401
@@ -96,14 +113,21 @@ class Metrics:
         if self.dists_note:
             skip("dists", "metric", self.dists_note)
 
-    def config(self) -> dict:
-        """What the per-frame values depend on (part of the row cache's key)."""
-        return {"metrics": METRICS, "dists_every": self.dists_every if self.dists else None,
-                "lpips": self.lpips is not None, "ms_ssim": self.use_msssim,
-                "still_levels": STILL_LEVELS, "min_still_fraction": MIN_STILL_FRACTION}
+    def config(self, legacy_dists: bool = False) -> dict:
+        """What the per-frame values depend on (part of the row cache's key). ``legacy_dists``:
+        the key the same row had when DISTS was measured on frames 0, 25, 50, ... (the other
+        metrics are defined as they were then)."""
+        k = {"metrics": METRICS, "dists_every": self.dists_every if self.dists else None,
+             "lpips": self.lpips is not None, "ms_ssim": self.use_msssim,
+             "still_levels": STILL_LEVELS, "min_still_fraction": MIN_STILL_FRACTION}
+        if legacy_dists:
+            k["dists_every"] = LEGACY_DISTS_EVERY if self.dists else None
+        elif self.dists:
+            k["dists_sampling"] = DISTS_SAMPLING
+        return k
 
-    def dists_frames(self, n: int) -> range:
-        return range(0, n, self.dists_every)
+    def dists_frames(self, n: int) -> list[int]:
+        return dists_frames(n, self.dists_every)
 
     @staticmethod
     def _tensor(frames):
@@ -134,11 +158,21 @@ class Metrics:
                     out["ms_ssim"][i:i + len(a)] = ms_ssim(a, b).double().numpy()
                 if self.lpips is not None:
                     out["lpips"][i:i + len(a)] = self.lpips(a, b).double().numpy()
-            if self.dists is not None:
-                for i in self.dists_frames(n):
-                    ref = self._src_stats.get(i) or self.dists.stats(self._tensor(src[i:i + 1]))
-                    out["dists"][i] = float(self.dists.compare(ref, self.dists.stats(self._tensor(dec[i:i + 1])))[0])
+        out["dists"] = self.dists_per_frame(src, dec)
         out["flicker"] = flicker_per_frame(src, dec)
+        return out
+
+    def dists_per_frame(self, src: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """Per-frame DISTS on :meth:`dists_frames`, NaN elsewhere (and everywhere without DISTS)."""
+        import torch
+        n = len(src)
+        out = np.full(n, np.nan)
+        if self.dists is None:
+            return out
+        with torch.inference_mode():
+            for i in self.dists_frames(n):
+                ref = self._src_stats.get(i) or self.dists.stats(self._tensor(src[i:i + 1]))
+                out[i] = float(self.dists.compare(ref, self.dists.stats(self._tensor(dec[i:i + 1])))[0])
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -109,11 +110,13 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         + ", ".join(f"{c} crf {ladders[c]} (reduced sizes {small[c]})" for c in codecs if c in ANCHORS))
     metrics = Metrics(size, skip, args.dists_every, use_dists=not args.no_dists)
     cache = RowCache(out)
-    reuse = None
-    if args.reuse:
-        if not (Path(args.reuse) / "cache").is_dir():
-            return _error(f"--reuse {args.reuse}: not a bench output folder (no cache/ in it)")
-        reuse = RowCache(Path(args.reuse), writable=False)
+    reuse = []
+    for d in args.reuse or []:
+        if not (Path(d) / "cache").is_dir():
+            return _error(f"--reuse {d}: not a bench output folder (no cache/ in it)")
+        reuse.append(RowCache(Path(d), writable=False))
+    if args.remeter_dists and metrics.dists is None:
+        return _error("--remeter-dists needs DISTS (" + (metrics.dists_note or "not measured") + ")")
     runners = {}
     if model is not None:
         runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer)
@@ -133,9 +136,9 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             for s in sizes:
                 plan.append((c, s, runners[c].settings(ladders[c] if s == size else small[c])))
 
-    def key_of(c, s, label, n, digest):
+    def key_of(c, s, label, n, digest, legacy_dists=False):
         k = {"codec": c, "size": s, "setting": label, "frames": n, "test_size": size, "source": digest,
-             "metrics": metrics.config()}
+             "metrics": metrics.config(legacy_dists)}
         if c == "imf":
             k.update(model=model.sha256, precision=str(model.dtype), device=str(model.device),
                      keyframe_codec=runners["imf"].keyframe_codec)
@@ -161,7 +164,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
     per_clip = sum(len(st) for _, _, st in plan)
     bar = tqdm(total=len(videos) * per_clip, unit="run", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
     log.bar = bar
-    counts = {"measured": 0, "cached": 0, "reused": 0}
+    counts = {"measured": 0, "cached": 0, "reused": 0, "remetered": 0}
 
     def write_meta(complete: bool, made=()):
         x264 = runners["x264"].version_info() if "x264" in runners else ""
@@ -191,12 +194,16 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                         "ms_ssim": metrics.msssim_note or "pytorch_msssim 5-scale defaults, data_range 1, "
                                    "per frame, mean over frames",
                         "lpips": metrics.lpips_note or "LPIPS v0.1 AlexNet, inputs [0,1], per frame, mean over frames",
-                        "dists": metrics.dists_note or f"imfcodec.metrics.DISTS on frames 0, {args.dists_every}, "
-                                 f"{2 * args.dists_every}, ..., mean over those",
+                        "dists": metrics.dists_note or f"imfcodec.metrics.DISTS on one frame in each run of "
+                                 f"{args.dists_every} (bench/imfbench/metrics.py dists_frames: a seeded "
+                                 f"offset, the same frames for every codec), mean over those",
                         "pulse": "mean over t of |LPIPS_t - LPIPS_(t-1)|",
                         "flicker": f"mean over t of the mean |(D_t - S_t) - (D_(t-1) - S_(t-1))| (BT.601 luma, "
                                    f"8-bit levels) over pixels with |S_t - S_(t-1)| <= {STILL_LEVELS} "
                                    f"(frames with < {MIN_STILL_FRACTION:.0%} such pixels left out)"},
+            "remetered": "rows coded by an earlier run whose DISTS was measured on frames 0, 25, 50, ...: "
+                         "their saved streams decoded again and DISTS measured on the frames above; "
+                         "the other metrics, rate and speeds are the earlier run's",
             "timing": f"wall clock (time.perf_counter), frames / seconds, after a {WARMUP_FRAMES}-frame "
                       "warm-up encode+decode per clip, codec and size; encode: RGB frames in -> bytes "
                       "(downscale included); decode: stream bytes -> RGB frames at the test size "
@@ -241,6 +248,34 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             bar.update(1)
         return done
 
+    def remeter(runner, vname, cname, src, digest, todo, group) -> int:
+        """Rows of ``todo`` (label, earlier row, new key) keep their stream, rate and other
+        metrics; their DISTS is measured again on the current frames from the decoded stream."""
+        metrics.set_source(digest, src)
+        done = 0
+        for label, r, key in todo:
+            bar.set_postfix_str(f"{cname} {label} (DISTS)")
+            try:
+                dec = runner.decode(r, size)
+                old = Path(r.stream)
+                if out.resolve() not in old.resolve().parents:      # a --reuse folder's stream
+                    new = streams / old.name
+                    shutil.copyfile(old, new)
+                    r.stream = str(new)
+                r.per_frame["dists"] = metrics.dists_per_frame(src, dec)
+            except Exception as e:
+                skip(f"{vname}:{cname}:{label}", "setting", f"--remeter-dists: {type(e).__name__}: {e}")
+                bar.update(1)
+                continue
+            r.note = "; ".join(x for x in [r.note, "DISTS re-measured"] if x)
+            cache.put(r, key)
+            group[label] = r
+            counts["remetered"] += 1
+            done += 1
+            log(f"[{vname}] {cname} {label}: DISTS re-measured {fmt_num(summary(r.per_frame)['dists'], 5)}")
+            bar.update(1)
+        return done
+
     detail_frames = {}
     for path in videos:
         vname = names[path]
@@ -259,21 +294,32 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         for c, s, settings in plan:
             runner = runners[c]
             cname = runner.label if c == "imf" else codec_name(c, s, size)
-            todo, group = [], {}
+            todo, again, group = [], [], {}
             for label, value, order in settings:
                 key = key_of(c, s, label, n, digest)
                 r, how = cache.get(vname, cname, label, key, fps), "cached"
-                if r is None and reuse is not None:
-                    r, how = reuse.get(vname, cname, label, key, fps), "reused"
+                for rc in reuse:
+                    if r is None:
+                        r, how = rc.get(vname, cname, label, key, fps), f"reused ({rc.root})"
+                if r is None and args.remeter_dists:
+                    old = key_of(c, s, label, n, digest, legacy_dists=True)
+                    for rc in [cache] + reuse:
+                        r = r or rc.get(vname, cname, label, old, fps)
+                    if r is not None:
+                        again.append((label, r, key))
+                        continue
                 if r is None:
                     todo.append((label, value, key))
                     continue
-                r.note = "; ".join(x for x in [r.note, f"{how} ({args.reuse})" if how == "reused" else ""] if x)
+                r.note = "; ".join(x for x in [r.note, how if how != "cached" else ""] if x)
+                how = how.split(" ")[0]
                 group[label] = r
                 counts[how] += 1
                 log(f"[{vname}] {cname} {label}: {how} kbps={r.kbps:.3f}")
                 ok += 1
                 bar.update(1)
+            if again:
+                ok += remeter(runner, vname, cname, src, digest, again, group)
             if todo:
                 ok += measure(runner, vname, cname, src, fps, s, digest, todo, group)
             results += [group[label] for label, _, _ in settings if label in group]
@@ -305,7 +351,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
     write_meta(True, made)
     summary_line = (f"rd_curve: {len(ran)} video(s) ran, {len(results)} streams "
                     f"({counts['measured']} measured, {counts['cached']} from the cache, "
-                    f"{counts['reused']} reused), {len(skipped)} item(s) skipped"
+                    f"{counts['reused']} reused, {counts['remetered']} with DISTS re-measured), {len(skipped)} item(s) skipped"
                     + (f" ({'; '.join(f'{k} {i}' for i, k, _ in skipped)}; see {out / 'skipped.csv'})"
                        if skipped else "")
                     + f"; results in {out}")
