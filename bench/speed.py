@@ -193,6 +193,16 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
     return 0
 
 
+#: the recorded run of each shipped model (bench/results), where a plain run writes
+RECORDED = {"imf-cpu": "bench/results/speed.json", "imf-cpu-base": "bench/results/speed_base.json"}
+
+
+def default_out(model_id: str, random: bool = False) -> str:
+    if random:
+        return f"bench/results/speed_random_{model_id}.json"
+    return RECORDED.get(model_id, f"bench/results/speed_{model_id}.json")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
@@ -208,7 +218,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3, help="--streams: untimed frames first")
     ap.add_argument("--repeats", type=int, default=1, help="--streams: runs per count (median)")
     ap.add_argument("--out", default=None,
-                    help="JSON written (default bench/results/speed.json, or speed_streams.json)")
+                    help="JSON written (default: the model's recorded file, bench/results/speed.json for "
+                         "imf-cpu, speed_base.json for imf-cpu-base, speed_<model>.json otherwise; "
+                         "speed_streams.json with --streams)")
     args = ap.parse_args(argv)
     counts = None
     if args.streams:
@@ -285,7 +297,7 @@ def main(argv=None):
         "api_frames": len(frames),
         "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    out = Path(args.out or "bench/results/speed.json")
+    out = Path(args.out or default_out(m.model_id, random=bool(args.config)))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write((json.dumps(res, indent=1) + "\n").encode()))
     print(json.dumps(res, indent=1))

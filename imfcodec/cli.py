@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from .config import PRECISIONS
+from .config import DEFAULT_MODEL, PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError, describe
 
@@ -144,7 +144,7 @@ def cmd_fetch(args):
 
 
 def cmd_models(args):
-    from .model import DEFAULT_MODEL, shipped_models
+    from .model import shipped_models
     models = shipped_models()
     if not models:
         print("no shipped models installed")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output", help=".imf file, or - for the stream on stdout")
     e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
                    help="1 = fewest bits, 8 = best pictures (default 4)")
-    e.add_argument("--model", default=None, help="shipped model name or model file (default: imf-cpu)")
+    e.add_argument("--model", default=None, help=f"shipped model name or model file (default: {DEFAULT_MODEL})")
     e.add_argument("--keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="vp9 predicts refresh keyframes from the previous one; av1, hevc, h264 "
                         "code every keyframe intra (default: vp9)")

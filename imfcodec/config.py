@@ -16,6 +16,10 @@ import yaml
 
 from .errors import IMFCodecError
 
+# The shipped model that encode uses without --model (decode takes the model a stream names).
+# imf-cpu-base (issue 15: base layer and pixel skip, an extension of imf-cpu) since it beat
+# imf-cpu on the val clips on LPIPS, DISTS and PSNR (docs/MODEL_CARD.md)
+DEFAULT_MODEL = "imf-cpu-base"
 PRECISIONS = ("auto", "fp32", "bf16")    # network arithmetic (imfcodec.model.resolve_precision)
 
 

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import torch
 
-from .config import PRECISIONS, ConfigError, ModelConfig, from_dict
+from .config import DEFAULT_MODEL, PRECISIONS, ConfigError, ModelConfig, from_dict  # noqa: F401 (re-exported)
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError, describe
 from .models.imf import IMFGenerator
 
 MODEL_FORMAT = "imfcodec-model"
 MODEL_FORMAT_VERSION = 1
-DEFAULT_MODEL = "imf-cpu"
 
 # quality level q (1..8) -> the token step multiplier (Δ = exp(log_step) * mult; halves every
 # two levels) and the encoder's ladder: keyframe CRFs (AV1 scale `keyframe_crf`, libvpx

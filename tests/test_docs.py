@@ -8,19 +8,28 @@ from conftest import REPO
 
 def test_readme_quality_table_matches_code():
     text = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (- \| -|\d+ / \d+ \| [\d.]+) \|$",
+                      text, re.M)
     assert len(rows) == 8
     from imfcodec.config import load_model_config
     m = model.random_model(load_model_config(REPO / "configs/model/tiny.yaml"))
     if model.DEFAULT_MODEL in model.shipped_models():   # the shipped model's table, if there is one
         m = model.load_model(model.DEFAULT_MODEL, "cpu")
-    for (q, mult, crf, drop, gap), row in zip(rows, m.quality_table):
+    for (q, mult, crf, drop, gap, base), row in zip(rows, m.quality_table):
         q = int(q)
         assert q == row["quality"]
         assert float(mult) == round(m.step_mult(q), 2)
         assert int(crf) == m.keyframe_crf(q, codec.DEFAULT_KEYFRAME_CODEC)
         assert float(drop) == m.refresh_drop(q)
         assert float(gap) == m.min_keyframe_interval(q)
+        if not m.has_base_layer:                       # no shipped model: the base columns say nothing
+            continue
+        if m.base_size(q) == 0:
+            assert base == "- | -"
+        else:
+            side_crf, base_gap = base.split(" | ")
+            assert side_crf == f"{m.base_size(q)} / {m.base_crf(q)}"
+            assert float(base_gap) == m.min_keyframe_interval(q, base=True)
 
 
 def test_bitstream_spec_magic_and_version():
