@@ -200,12 +200,8 @@ class AnchorRunner:
         path = self.path(vname, crf, size, test_size)
         path.write_bytes(data)
         t0 = time.perf_counter()
-        dec = self.decode_file(path)
-        if size != test_size:
-            dec = upscale(dec, test_size)
+        dec = self._decode_at(path, size, test_size, n)
         t_dec = time.perf_counter() - t0
-        if len(dec) != n:
-            raise BenchError(f"decoded {len(dec)} frames, expected {n}")
         # raw elementary streams (H.264/HEVC/AV1): packet bytes = file size. VP9 in IVF:
         # the frames' bytes, without IVF's 32 + 12 x N bytes of file framing
         nbytes = self.packet_bytes(path)
@@ -227,6 +223,15 @@ class AnchorRunner:
         r.note = "; ".join(notes)
         return r, np.stack(dec)
 
+    def _decode_at(self, path, size: int, test_size: int, n: int) -> list[np.ndarray]:
+        """The stream file's n frames, upscaled from its coded size to the test size."""
+        dec = self.decode_file(path)
+        if size not in (0, test_size):
+            dec = upscale(dec, test_size)
+        if len(dec) != n:
+            raise BenchError(f"{path}: decoded {len(dec)} frames, expected {n}")
+        return dec
+
     def decode_middle(self, r: Result, test_size: int) -> np.ndarray:
         """The middle decoded frame of an existing stream, at the test size (for the grid)."""
         dec = self.decode_file(r.stream)
@@ -235,12 +240,7 @@ class AnchorRunner:
 
     def decode(self, r: Result, test_size: int) -> np.ndarray:
         """Every frame of an existing stream at the test size, as ``run`` measured them."""
-        dec = self.decode_file(r.stream)
-        if r.size not in (0, test_size):
-            dec = upscale(dec, test_size)
-        if len(dec) != r.frames:
-            raise BenchError(f"{r.stream}: decoded {len(dec)} frames, expected {r.frames}")
-        return np.stack(dec)
+        return np.stack(self._decode_at(r.stream, r.size, test_size, r.frames))
 
 
 class ImfRunner:
@@ -279,11 +279,8 @@ class ImfRunner:
         nbytes = os.path.getsize(path)                       # every byte of the file
         back = path.read_bytes()
         t0 = time.perf_counter()
-        header, frames = imfcodec.decode_bytes(back, self.model)
-        dec = list(frames)
+        dec = self._decode_bytes(back, n, path)
         t_dec = time.perf_counter() - t0
-        if len(dec) != n:
-            raise BenchError(f"decoded {len(dec)} frames, expected {n}")
         _, packets = imfcodec.parse(back)
         keys = [p.frame_index for p in packets if isinstance(p, imfcodec.KeyframePacket)]
         r = Result(vname, self.label, f"q{q}", q, n, fps, nbytes, nbytes, kbps_of(nbytes, fps, n),
@@ -295,14 +292,17 @@ class ImfRunner:
                   f"tokens {st.token_bytes} B" + (f", base layer {st.base_bytes} B" if st.base_bytes else ""))
         return r, np.stack(dec)
 
+    def _decode_bytes(self, data: bytes, n: int, path) -> list[np.ndarray]:
+        """The stream's n frames (imfcodec decodes at the source's size)."""
+        import imfcodec
+        dec = list(imfcodec.decode_bytes(data, self.model)[1])
+        if len(dec) != n:
+            raise BenchError(f"{path}: decoded {len(dec)} frames, expected {n}")
+        return dec
+
     def decode(self, r: Result, test_size: int) -> np.ndarray:
         """Every frame of an existing stream, as ``run`` measured them."""
-        import imfcodec
-        _, frames = imfcodec.decode_bytes(Path(r.stream).read_bytes(), self.model)
-        dec = list(frames)
-        if len(dec) != r.frames:
-            raise BenchError(f"{r.stream}: decoded {len(dec)} frames, expected {r.frames}")
-        return np.stack(dec)
+        return np.stack(self._decode_bytes(Path(r.stream).read_bytes(), r.frames, r.stream))
 
     def decode_middle(self, r: Result, test_size: int) -> np.ndarray:
         import imfcodec

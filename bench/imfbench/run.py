@@ -297,10 +297,10 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             todo, again, group = [], [], {}
             for label, value, order in settings:
                 key = key_of(c, s, label, n, digest)
-                r, how = cache.get(vname, cname, label, key, fps), "cached"
+                r, how, where = cache.get(vname, cname, label, key, fps), "cached", ""
                 for rc in reuse:
                     if r is None:
-                        r, how = rc.get(vname, cname, label, key, fps), f"reused ({rc.root})"
+                        r, how, where = rc.get(vname, cname, label, key, fps), "reused", f"reused ({rc.root})"
                 if r is None and args.remeter_dists:
                     old = key_of(c, s, label, n, digest, legacy_dists=True)
                     for rc in [cache] + reuse:
@@ -311,8 +311,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 if r is None:
                     todo.append((label, value, key))
                     continue
-                r.note = "; ".join(x for x in [r.note, how if how != "cached" else ""] if x)
-                how = how.split(" ")[0]
+                r.note = "; ".join(x for x in [r.note, where] if x)
                 group[label] = r
                 counts[how] += 1
                 log(f"[{vname}] {cname} {label}: {how} kbps={r.kbps:.3f}")
