@@ -8,6 +8,14 @@ bench/rd_curve.py does) and codes them the way imfcodec's keyframe packets do: e
 as its own AV1 intra picture at CRF c, and all of them as one VP9 chain (first picture a
 key frame, the rest inter frames predicted from the previous picture) at CRF c + offset.
 Prints mean bytes and PSNR-RGB of the first picture and of the rest, per clip.
+
+``--sweep`` compares the two chained keyframe codecs instead, as the codec runs them
+(``imfcodec.keyframe.KeyframeEncoder``): the VP9 chain at VP9 CRFs 30..50 and the SVT-AV1
+low-delay chain (``av1-chain``) at CRFs 34..63, every picture of the chain counted; prints
+each curve (total bytes / mean PSNR) and the PSNR BD-rate of the AV1 chain against VP9's:
+
+    python bench/keyframe_chain.py ../shared/data/faces/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
+        --every 12 --sweep
 """
 import argparse
 import sys
@@ -15,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imfbench.bdrate import bd_rate
 from imfbench.source import test_source
 
 from imfcodec import keyframe, video  # noqa: E402
@@ -34,7 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--crf", type=int, nargs="+", default=[38], help="AV1 CRF(s) (default 38)")
     p.add_argument("--offset", type=int, default=VP9_CRF_OFFSET,
                    help=f"VP9 CRF = AV1 CRF + offset (default {VP9_CRF_OFFSET}, the codec's)")
+    p.add_argument("--sweep", action="store_true",
+                   help="compare the VP9 chain and the AV1 chain over a CRF sweep (BD-rate)")
     a = p.parse_args(argv)
+    if a.sweep:
+        return sweep(a)
     print("| clip | AV1 CRF | AV1 intra: bytes / dB | VP9 CRF | VP9 first (key): bytes / dB "
           "| VP9 rest (inter): bytes / dB |")
     print("|---|---|---|---|---|---|")
@@ -52,6 +65,44 @@ def main(argv=None) -> int:
             m = lambda rows: f"{np.mean([r[0] for r in rows]):.0f} / {np.mean([r[1] for r in rows]):.2f}"  # noqa: E731
             print(f"| {Path(v).stem} | {crf} | {m(intra)} | {crf + a.offset} | {m(chain[:1])} "
                   f"| {m(chain[1:])} |")
+    return 0
+
+
+SWEEP_CRFS = {"vp9": (30, 34, 38, 42, 46, 50), "av1-chain": (34, 40, 46, 52, 58, 63)}
+
+
+def chain(pics: list, codec: str, crf: int) -> tuple[int, float, float]:
+    """One chain of ``pics`` (the first a key picture): total bytes, mean PSNR, seconds per
+    picture to encode."""
+    import time
+    enc, dec = keyframe.KeyframeEncoder(codec, crf), keyframe.KeyframeDecoder(codec)
+    total, db, secs = 0, [], 0.0
+    for i, x in enumerate(pics):
+        t = time.perf_counter()
+        b = enc.encode(x, intra=i == 0)
+        secs += time.perf_counter() - t
+        total += len(b)
+        db.append(psnr(dec.decode(b, predicted=i > 0), x))
+    enc.close()
+    return total, float(np.mean(db)), secs / len(pics)
+
+
+def sweep(a) -> int:
+    print("| clip | pictures | VP9 chain: bytes / dB per CRF | AV1 chain: bytes / dB per CRF "
+          "| AV1 chain BD-rate (PSNR) | AV1 ms / picture |")
+    print("|---|---|---|---|---|---|")
+    bds = []
+    for v in a.videos:
+        src, _ = test_source(Path(v), 250, 256)
+        pics = [np.ascontiguousarray(src[i]) for i in range(0, len(src), a.every)]
+        curves = {c: [chain(pics, c, crf) for crf in crfs] for c, crfs in SWEEP_CRFS.items()}
+        (rv, qv), (ra, qa) = ([[r[k] for r in curves[c]] for k in (0, 1)] for c in SWEEP_CRFS)
+        bd = bd_rate(rv, qv, ra, qa)["bd_rate"]
+        bds.append(bd)
+        fmt = lambda rows: ", ".join(f"{r[0]} / {r[1]:.2f}" for r in rows)  # noqa: E731
+        print(f"| {Path(v).stem} | {len(pics)} | {fmt(curves['vp9'])} | {fmt(curves['av1-chain'])} "
+              f"| {bd:+.1f} % | {1000 * np.mean([r[2] for r in curves['av1-chain']]):.0f} |", flush=True)
+    print(f"\nmean BD-rate of the AV1 chain against the VP9 chain: {np.nanmean(bds):+.1f} %")
     return 0
 
 

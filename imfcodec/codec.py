@@ -296,6 +296,7 @@ class Encoder:
         return self._token_packet() if len(self.pending) == self.packet_frames else []
 
     def flush(self) -> list:
+        self.kf_enc.close()
         return self._token_packet()
 
     @property

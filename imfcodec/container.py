@@ -32,8 +32,9 @@ FRAMING_IDS = {v: k for k, v in FRAMINGS.items()}
 MAX_LAYER_SIDE = 4096       # frame-layer picture width/height
 MAX_LAYER_INTERVAL = 250    # frames between frame-layer pictures
 MIN_CROP_SIDE = 16
-KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9"}
-CHAINED_CODECS = frozenset({"vp9"})     # codecs whose keyframes may be predicted
+KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9", 4: "av1-chain"}
+CHAINED_CODECS = frozenset({"vp9", "av1-chain"})    # codecs whose keyframes may be predicted
+LAYER_CODECS = frozenset({"vp9"})       # the base layer's and the frame layer's (chained)
 KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
 
 # Limits (docs/bitstream.md, "Limits"): every field a reader takes from a stream is bounded
@@ -217,7 +218,7 @@ class BaseLayer:
     codec: str = "vp9"            # chained (key picture, then inter pictures)
 
     def check(self):
-        _bound(self.codec in CHAINED_CODECS, f"base-layer codec {self.codec!r} is not a chained codec")
+        _bound(self.codec in LAYER_CODECS, f"base-layer codec {self.codec!r} is not VP9")
         _bound(self.size in BASE_SIZES, f"base picture size {self.size} not one of "
                                         f"{', '.join(map(str, BASE_SIZES))}")
 
@@ -245,7 +246,7 @@ class Framing:
             self.layer_height, self.layer_interval, self.feather))
 
     def check(self, width: int, height: int):
-        if self.mode not in FRAMING_IDS or self.layer_codec not in CHAINED_CODECS:
+        if self.mode not in FRAMING_IDS or self.layer_codec not in LAYER_CODECS:
             raise StreamError("malformed header (framing mode or frame-layer codec)")
         if not (2 <= self.layer_width <= min(width, MAX_LAYER_SIDE)
                 and 2 <= self.layer_height <= min(height, MAX_LAYER_SIDE)):

@@ -41,11 +41,17 @@ VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR
 LADDER_VP9_CRF = (45, 42, 40, 38, 35, 32, 29, 26)
 LADDER_REFRESH_DROP_DB = (6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 5.0, 4.0)
 LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)
-CRF_KEYS = {"av1": "keyframe_crf", "vp9": "crf_vp9", "hevc": "crf_h26x", "h264": "crf_h26x"}
+# The SVT-AV1 low-delay chain (keyframe.py "av1-chain") at the VP9 CRF + 8: about the same
+# LPIPS through the codec for 14-17 % less rate (q3-q5 on 4 training clips, imf-cpu-base;
+# docs/MODEL_CARD.md "The AV1 keyframe chain"). Files exported before the key take these.
+AV1_CHAIN_CRF_OFFSET = 8
+LADDER_AV1_CHAIN_CRF = tuple(c + AV1_CHAIN_CRF_OFFSET for c in LADDER_VP9_CRF)
+CRF_KEYS = {"av1": "keyframe_crf", "vp9": "crf_vp9", "hevc": "crf_h26x", "h264": "crf_h26x",
+            "av1-chain": "crf_av1_chain"}
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
      "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
-     "crf_vp9": LADDER_VP9_CRF[q - 1], "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
+     "crf_vp9": LADDER_VP9_CRF[q - 1], "crf_av1_chain": LADDER_AV1_CHAIN_CRF[q - 1], "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
      "min_keyframe_interval": LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
     for q in range(1, QUALITY_LEVELS + 1)
 ]

@@ -378,7 +378,8 @@ def test_crafted_base_packets_and_header_fields():
     with pytest.raises(C.StreamError, match="unknown type 0x42"):
         C.parse(_bytes(_packets(), _header(base=None)))
     for size, codec_id, msg in [(40, 3, "base picture size 40"), (0, 3, "base picture size 0"),
-                                (48, 0, "not a chained codec"), (48, 9, "unknown base-layer codec id 9")]:
+                                (48, 0, "is not VP9"), (48, 4, "is not VP9"),
+                                (48, 9, "unknown base-layer codec id 9")]:
         good = _header()
         body = good.to_bytes()[6:-4]
         crafted = body[:-2] + C.put_uvarint(codec_id) + C.put_uvarint(size)

@@ -196,12 +196,14 @@ def test_streaming_api_matches_file_decode(clip, tiny_model, good_imf):
     assert len(out) == len(frames) and out[0].shape == (48, 64, 3)
 
 
-def test_vp9_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file):
-    """vp9 keyframes: refreshes are predicted from the previous keyframe (and much smaller),
-    the max-interval keyframes stay intra, and the decoder follows the chain."""
+@pytest.mark.parametrize("chain", ["vp9", "av1-chain"])
+def test_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file, chain):
+    """Chained keyframes (VP9, the SVT-AV1 low-delay chain): refreshes are predicted from
+    the previous keyframe (and much smaller), the max-interval keyframes stay intra, and the
+    decoder follows the chain."""
     from imfcodec import codec
     frames = list(video.read_frames(clip))
-    data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec="vp9",
+    data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
                                    refresh_drop=1e-6, min_keyframe_interval=0.0)
     _, packets = container.parse(data)
     keys = [p for p in packets if isinstance(p, container.KeyframePacket)]
@@ -211,13 +213,13 @@ def test_vp9_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file)
     out = list(codec.decode_bytes(data, tiny_model, "cpu")[1])
     assert len(out) == len(frames)
     # a forced random-access keyframe is intra even in a chain
-    data2, _ = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec="vp9",
+    data2, _ = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
                                    refresh_drop=0, max_keyframe_interval=0.2)
     keys2 = [p for p in container.parse(data2)[1] if isinstance(p, container.KeyframePacket)]
     assert [k.frame_index for k in keys2] == [0, 5, 10] and not any(k.predicted for k in keys2)
     # CLI end to end
     imf = tmp_path / "v.imf"
-    code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--keyframe-codec", "vp9")
+    code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--keyframe-codec", chain)
     assert code == 0, err
     assert run(capsys, "decode", imf, tmp_path / "v.mp4", "--model", tiny_model_file, "-q")[0] == 0
 

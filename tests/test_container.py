@@ -113,6 +113,8 @@ def test_predicted_keyframes_round_trip_and_are_checked():
         C.parse(vp9_stream(first_predicted=True)[2])
     with pytest.raises(C.StreamError, match="intra-only av1"):
         C.parse(vp9_stream(codec="av1")[2])
+    h, ps, data = vp9_stream(codec="av1-chain")       # keyframe codec 4 chains too
+    assert C.parse(data) == (h, ps) and C.parse(data)[0].keyframe_codec == "av1-chain"
 
 
 def test_version_1_files_are_still_read():

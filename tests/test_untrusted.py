@@ -47,7 +47,7 @@ LIMITS = [
     (dict(frame_count=C.MAX_FRAME_COUNT + 1), "frame count 4294967296 over"),
     (dict(quality=9), "quality 9 outside 1..8"),
     (dict(quality=0), "quality 0 outside"),
-    (dict(keyframe_codec=4), "unknown keyframe codec id 4"),
+    (dict(keyframe_codec=5), "unknown keyframe codec id 5"),
     (dict(token_dim=C.MAX_TOKEN_DIM + 1), "token size 1025 outside"),
     (dict(packet_frames=C.MAX_PACKET_FRAMES + 1), "packet frames 257 outside 1..256"),
     (dict(packet_frames=0), "packet frames 0 outside"),
@@ -143,7 +143,7 @@ def test_keyframe_picture_larger_than_coded_size_is_refused_before_allocation(ti
     """A 56-byte AV1 picture can claim 1024x1024 (or 8192x8192); FFmpeg refuses it under
     max_pixels before it allocates the picture."""
     s = tiny_model.config.image_size
-    for name in ("av1", "hevc", "h264", "vp9"):
+    for name in ("av1", "hevc", "h264", "vp9", "av1-chain"):
         big = keyframe.KeyframeEncoder(name, 50).encode(np.full((4 * s, 4 * s, 3), 128, np.uint8))
         assert keyframe.KeyframeDecoder(name).decode(big).shape == (4 * s, 4 * s, 3)
         with pytest.raises(keyframe.KeyframeError, match="does not decode"):
