@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from .config import DEFAULT_MODEL, PRECISIONS
+from .config import DEFAULT_KEYFRAME_CODEC, DEFAULT_MODEL, PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError, describe
 
@@ -58,7 +58,7 @@ def cmd_encode(args):
     try:
         st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
                                raw_fps=args.fps, progress=update,
-                               keyframe_codec=args.keyframe_codec or codec.DEFAULT_KEYFRAME_CODEC,
+                               keyframe_codec=args.keyframe_codec or DEFAULT_KEYFRAME_CODEC,
                                packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
                                max_keyframe_interval=args.max_keyframe_interval,
                                min_keyframe_interval=args.min_keyframe_interval,
@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1 = fewest bits, 8 = best pictures (default 4)")
     e.add_argument("--model", default=None, help=f"shipped model name or model file (default: {DEFAULT_MODEL})")
     e.add_argument("--keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
-                   help="vp9 predicts refresh keyframes from the previous one; av1, hevc, h264 "
-                        "code every keyframe intra (default: vp9)")
+                   help="av1-chain (SVT-AV1 low delay) and vp9 predict refresh keyframes from "
+                        "the previous one; av1, hevc, h264 code every keyframe intra "
+                        f"(default: {DEFAULT_KEYFRAME_CODEC})")
     e.add_argument("--packet-frames", type=int, default=8,
                    help="token frames per packet: fewer = lower latency, more bytes (default 8)")
     e.add_argument("--refresh-drop", type=float, default=None,

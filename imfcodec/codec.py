@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from . import baselayer, container, keyframe, video
+from . import baselayer, config, container, keyframe, video
 from .container import BasePacket, Header, KeyframePacket, StreamError, TokenPacket
 from .entropy import EntropyError
 from .errors import OptionError
@@ -34,7 +34,7 @@ from .model import CodecModel, ModelError, load_model
 from .metrics import psnr       # psnr only: LPIPS and its weight fetcher load on first use
 
 DEFAULT_QUALITY = 4
-DEFAULT_KEYFRAME_CODEC = "vp9"   # refresh keyframes predicted from the previous one (keyframe.py)
+DEFAULT_KEYFRAME_CODEC = config.DEFAULT_KEYFRAME_CODEC     # one home: imfcodec/config.py
 DEFAULT_PACKET_FRAMES = 8
 DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0
 # closed-loop refresh: the model's reconstruction of a keyframe's own frame (its own token,

@@ -57,7 +57,7 @@ def test_keyframe_crf_and_options_are_parameters(tiny_model):
         data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, **opts)
         return st.keyframe_bytes
     own = size()
-    assert size(keyframe_crf=tiny_model.keyframe_crf(4, "vp9")) == own
+    assert size(keyframe_crf=tiny_model.keyframe_crf(4, codec.DEFAULT_KEYFRAME_CODEC)) == own
     assert size(keyframe_crf=20) > own > size(keyframe_crf=60)
     assert size(keyframe_options={"crf": "60", "qmin": "60"}) < own
 

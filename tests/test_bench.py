@@ -595,7 +595,7 @@ def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
     assert {(r["crf"], r["drop"]) for r in rows} == {("30", "0.0"), ("30", "2.0"), ("50", "0.0"), ("50", "2.0")}
     m = model.load_model(tiny, "cpu")
     src = _test_source(clip, 6, m.config.image_size)
-    m.quality_table[3] = {**m.quality_table[3], "crf_vp9": 50}
+    m.quality_table[3] = {**m.quality_table[3], model.CRF_KEYS[codec.DEFAULT_KEYFRAME_CODEC]: 50}
     data, _ = codec.encode_frames(iter(src), FPS, m, 4, refresh_drop=2.0, min_keyframe_interval=0.1)
     row = next(r for r in rows if r["crf"] == "50" and r["drop"] == "2.0")
     assert int(row["bytes"]) == len(data)

@@ -124,11 +124,13 @@ def test_a_model_file_without_ladder_keys_uses_the_default_ladder(tiny_model):
     """Model files exported before the ladder lived in the quality table (the step-4750
     imf-cpu) have no crf_vp9 / refresh_drop / min_keyframe_interval: they get LADDER_*."""
     from dataclasses import replace
-    from imfcodec.model import LADDER_MIN_KEYFRAME_INTERVAL_S, LADDER_REFRESH_DROP_DB, LADDER_VP9_CRF
-    ladder = ("crf_vp9", "refresh_drop", "min_keyframe_interval")
+    from imfcodec.model import (LADDER_AV1_CHAIN_CRF, LADDER_MIN_KEYFRAME_INTERVAL_S,
+                                LADDER_REFRESH_DROP_DB, LADDER_VP9_CRF)
+    ladder = ("crf_vp9", "crf_av1_chain", "refresh_drop", "min_keyframe_interval")
     old = replace(tiny_model, quality_table=[{k: v for k, v in r.items() if k not in ladder}
                                              for r in tiny_model.quality_table])
     assert [old.keyframe_crf(q, "vp9") for q in range(1, 9)] == list(LADDER_VP9_CRF)
+    assert [old.keyframe_crf(q, "av1-chain") for q in range(1, 9)] == list(LADDER_AV1_CHAIN_CRF)
     assert [old.refresh_drop(q) for q in range(1, 9)] == list(LADDER_REFRESH_DROP_DB)
     assert [old.min_keyframe_interval(q) for q in range(1, 9)] == list(LADDER_MIN_KEYFRAME_INTERVAL_S)
     assert [old.keyframe_crf(q, "av1") for q in range(1, 9)] == [50 - 4 * (q - 1) for q in range(1, 9)]
