@@ -71,6 +71,7 @@ def target_for(model) -> streams.Target:
         t.base_pictures = [enc.encode(p)[0] for p in thumbs]
     big = np.full((4 * s, 4 * s, 3), 128, np.uint8)
     t.pictures["av1"].append(keyframe.encode(big, "av1", 60))
+    t.pictures["av1-chain"].append(t.pictures["av1"][-1])     # the same OBUs, in the chain
     g = torch.Generator().manual_seed(0)
     for count in (1, 2, 3, 4):
         for scale in (0, 3, 30):
