@@ -19,6 +19,7 @@ each curve (total bytes / mean PSNR) and the PSNR BD-rate of the AV1 chain again
 """
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,40 +52,44 @@ def main(argv=None) -> int:
     print("| clip | AV1 CRF | AV1 intra: bytes / dB | VP9 CRF | VP9 first (key): bytes / dB "
           "| VP9 rest (inter): bytes / dB |")
     print("|---|---|---|---|---|---|")
+    m = lambda rows: f"{np.mean([r[0] for r in rows]):.0f} / {np.mean([r[1] for r in rows]):.2f}"  # noqa: E731
     for v in a.videos:
-        src, _ = test_source(Path(v), 250, 256)
-        pics = [np.ascontiguousarray(src[i]) for i in range(0, len(src), a.every)]
+        pics = pictures(v, a.every)
         for crf in a.crf:
             intra = [(len(b := keyframe.encode(x, "av1", crf)), psnr(keyframe.decode(b, "av1"), x)) for x in pics]
-            enc = keyframe.KeyframeEncoder("vp9", crf + a.offset)
-            dec = keyframe.KeyframeDecoder("vp9")
-            chain = []
-            for i, x in enumerate(pics):
-                b = enc.encode(x, intra=i == 0)
-                chain.append((len(b), psnr(dec.decode(b, predicted=i > 0), x)))
-            m = lambda rows: f"{np.mean([r[0] for r in rows]):.0f} / {np.mean([r[1] for r in rows]):.2f}"  # noqa: E731
-            print(f"| {Path(v).stem} | {crf} | {m(intra)} | {crf + a.offset} | {m(chain[:1])} "
-                  f"| {m(chain[1:])} |")
+            rows = code_chain(pics, "vp9", crf + a.offset)
+            print(f"| {Path(v).stem} | {crf} | {m(intra)} | {crf + a.offset} | {m(rows[:1])} "
+                  f"| {m(rows[1:])} |")
     return 0
+
+
+def pictures(video: str, every: int) -> list:
+    """One 256x256 picture every ``every`` frames of the clip's first 250."""
+    src, _ = test_source(Path(video), 250, 256)
+    return [np.ascontiguousarray(src[i]) for i in range(0, len(src), every)]
+
+
+def code_chain(pics: list, codec: str, crf: int) -> list[tuple[int, float, float]]:
+    """``pics`` as one chain of ``codec`` (the first a key picture, the rest predicted), as
+    the codec's keyframe packets: per picture its bytes, PSNR and seconds to encode."""
+    enc, dec = keyframe.KeyframeEncoder(codec, crf), keyframe.KeyframeDecoder(codec)
+    rows = []
+    for i, x in enumerate(pics):
+        t = time.perf_counter()
+        b = enc.encode(x, intra=i == 0)
+        secs = time.perf_counter() - t
+        rows.append((len(b), psnr(dec.decode(b, predicted=i > 0), x), secs))
+    enc.close()
+    return rows
 
 
 SWEEP_CRFS = {"vp9": (30, 34, 38, 42, 46, 50), "av1-chain": (34, 40, 46, 52, 58, 63)}
 
 
 def chain(pics: list, codec: str, crf: int) -> tuple[int, float, float]:
-    """One chain of ``pics`` (the first a key picture): total bytes, mean PSNR, seconds per
-    picture to encode."""
-    import time
-    enc, dec = keyframe.KeyframeEncoder(codec, crf), keyframe.KeyframeDecoder(codec)
-    total, db, secs = 0, [], 0.0
-    for i, x in enumerate(pics):
-        t = time.perf_counter()
-        b = enc.encode(x, intra=i == 0)
-        secs += time.perf_counter() - t
-        total += len(b)
-        db.append(psnr(dec.decode(b, predicted=i > 0), x))
-    enc.close()
-    return total, float(np.mean(db)), secs / len(pics)
+    """One chain of ``pics``: total bytes, mean PSNR, seconds per picture to encode."""
+    rows = code_chain(pics, codec, crf)
+    return sum(r[0] for r in rows), float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows]))
 
 
 def sweep(a) -> int:
@@ -93,8 +98,7 @@ def sweep(a) -> int:
     print("|---|---|---|---|---|---|")
     bds = []
     for v in a.videos:
-        src, _ = test_source(Path(v), 250, 256)
-        pics = [np.ascontiguousarray(src[i]) for i in range(0, len(src), a.every)]
+        pics = pictures(v, a.every)
         curves = {c: [chain(pics, c, crf) for crf in crfs] for c, crfs in SWEEP_CRFS.items()}
         (rv, qv), (ra, qa) = ([[r[k] for r in curves[c]] for k in (0, 1)] for c in SWEEP_CRFS)
         bd = bd_rate(rv, qv, ra, qa)["bd_rate"]

@@ -36,7 +36,7 @@ ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "li
 DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9", "av1-chain": "libdav1d"}
 # SVT-AV1's low-delay structure (pred-struct 1): no lookahead, one packet out per picture in,
 # key pictures only when asked (keyint -1). Preset 2 because a keyframe is one picture in
-# many: 80 ms per picture at 256x256 against 15-25 at preset 6, for 20-28 % fewer bytes than
+# many: 41-91 ms per picture at 256x256 against 15-25 at preset 6, for 21-29 % fewer bytes than
 # the VP9 chain at equal PSNR where preset 6 saved 1-19 % (docs/bitstream.md).
 AV1_CHAIN_PRESET = "2"
 

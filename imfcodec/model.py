@@ -52,7 +52,8 @@ CRF_KEYS = {"av1": "keyframe_crf", "vp9": "crf_vp9", "hevc": "crf_h26x", "h264":
 DEFAULT_QUALITY_TABLE = [
     {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
      "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
-     "crf_vp9": LADDER_VP9_CRF[q - 1], "crf_av1_chain": LADDER_AV1_CHAIN_CRF[q - 1], "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
+     "crf_vp9": LADDER_VP9_CRF[q - 1], "crf_av1_chain": LADDER_AV1_CHAIN_CRF[q - 1],
+     "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
      "min_keyframe_interval": LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
