@@ -235,8 +235,11 @@ def test_anchor_rate_matches_independent_reencode(run, codec, crf):
 
 
 def test_downscaled_anchor_matches_independent_reencode(run):
-    """x264 coded at 32x32: antialiased bilinear downscale (torch directly), the documented
-    options, decode, Lanczos upscale (PIL) to 64x64: same bytes, same rate, same PSNR."""
+    """x265 coded at 32x32: antialiased bilinear downscale (torch directly), the documented
+    options, decode, Lanczos upscale (PIL) to 64x64: same bytes, same rate, same PSNR.
+    (Not x264: at 32x32 it sometimes codes the first picture differently inside this test
+    process, from the same frames and options: 2 of about 20 suite runs, never in a fresh
+    process; the 64x64 streams of every codec are compared above.)"""
     import torch
     import torch.nn.functional as F
     from PIL import Image
@@ -244,13 +247,13 @@ def test_downscaled_anchor_matches_independent_reencode(run):
     x = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 255
     small = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
     small = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    data = _strip_x264_sei(b"".join(_reencode(small, "x264", 41, size=32)))
-    path = run["out"] / "streams" / "talk_x264_s32_crf41.h264"
+    data = b"".join(_reencode(small, "x265", 41, size=32))
+    path = run["out"] / "streams" / "talk_x265_s32_crf41.hevc"
     assert path.read_bytes() == data
-    row = _row(run, "x264@32", "crf41")
+    row = _row(run, "x265@32", "crf41")
     assert row["size"] == "32"
     assert float(row["kbps"]) == pytest.approx(len(data) * 8 * float(FPS) / len(src) / 1000, abs=6e-4)
-    dec = [np.asarray(Image.fromarray(f).resize((64, 64), Image.LANCZOS)) for f in _decode(path, "h264")]
+    dec = [np.asarray(Image.fromarray(f).resize((64, 64), Image.LANCZOS)) for f in _decode(path, "hevc")]
     assert dec[0].shape == (64, 64, 3)
     assert float(row["psnr"]) == pytest.approx(_psnr_np(src, dec), abs=2e-3)
 
@@ -439,7 +442,7 @@ def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
     import shutil
     out = tmp_path / "copy"
     shutil.copytree(run["out"], out)
-    (out / "cache" / "talk__x264_at32__crf41.json").unlink()
+    (out / "cache" / "talk__x265_at32__crf41.json").unlink()      # not x264 at 32: see above
     args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
             str(run["src"] / "tiny.pt"), "--codecs", "imf,x264,x265,av1,vp9", "--sizes", "64,32", "-q"]
     assert rd.main(args) == 0
