@@ -454,6 +454,24 @@ def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
     assert strip == [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in new]
 
 
+def test_a_ladder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeypatch):
+    """The same weights file under another encoder rule (here every level's refresh drop, as
+    a ladder table changed in code would give a file without that key): the imf rows are
+    coded again, the anchors' come from the cache."""
+    import shutil
+    from imfcodec.model import CodecModel
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    monkeypatch.setattr(CodecModel, "refresh_drop", lambda self, quality: 7.5)
+    args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
+            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
+    assert rd.main(args) == 0
+    n = len(FAST_QUALITIES)
+    rows = [r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x264", "x264@32")]
+    assert f"{len(rows)} streams ({n} measured, {len(rows) - n} from the cache" in capsys.readouterr().out
+    assert "7.5/" in (out / "log.txt").read_text()
+
+
 def test_dists_frames_are_stratified_and_not_phase_locked():
     """One frame per run of K, the same every call, and not frames 0, K, 2K, ...: a codec that
     refreshes every K frames must not be scored on its refresh pictures only."""
