@@ -28,7 +28,6 @@ holds where it was until a face is seen again.
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np

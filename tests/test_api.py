@@ -4,7 +4,6 @@ import subprocess
 import sys
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
 from conftest import REPO, moving_pattern

@@ -384,7 +384,6 @@ def test_crafted_base_packets_and_header_fields():
         body = good.to_bytes()[6:-4]
         crafted = body[:-2] + C.put_uvarint(codec_id) + C.put_uvarint(size)
         import struct
-        import zlib
         data = C.MAGIC + bytes([5]) + C.put_uvarint(len(crafted)) + crafted + struct.pack(">I", zlib.crc32(crafted))
         with pytest.raises(C.StreamError, match=msg):
             C.parse(data)

@@ -9,8 +9,6 @@ import pytest
 
 from imfcodec import cli, container, video
 
-from conftest import write_clip
-
 
 def run(capsys, *argv):
     code = cli.main([str(a) for a in argv])
@@ -155,7 +153,6 @@ def test_bad_models(tmp_path, capsys, clip, good_imf, other_tiny_model_file):
 
 
 def test_pickle_payload_is_not_executed(tmp_path, capsys, clip):
-    import pickle
     import torch
 
     class Evil:

@@ -106,7 +106,6 @@ def test_live_join_leave_and_keyframe_while_others_continue(tiny_model, coded, m
                 cursor[k], got[k] = 0, []
         if tick == leave[1]:
             md.remove(ids.pop(leave[0]))
-        advancing = []
         for k, sid in ids.items():
             packets = coded[k][1]
             if cursor[k] < len(packets):

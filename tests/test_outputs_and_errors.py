@@ -3,13 +3,10 @@ bad file, a torch that cannot read it, or a bug of ours), never one for the othe
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import pickle
 import stat
 from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
 

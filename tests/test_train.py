@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -112,7 +111,6 @@ def test_cli_train_resume_encode_export(tmp_path, data, capsys):
 def test_bad_training_inputs(tmp_path, data, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(TINY.read_text() + "\nlearning_rate: 0.1\n")
-    cfg_model = tmp_path / "bad.yaml"
     (tmp_path / "m").mkdir()
     code = cli.main(["train", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "r"), "-q"])
     err = capsys.readouterr().err

@@ -3,7 +3,6 @@ files of the issue give one line quickly and without big allocations, frame coun
 live recording) works, token symbols stay exact integers, and the fuzz harness runs."""
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 import torch
 
 from imfcodec import cli, codec, container as C, entropy, keyframe
-from imfcodec.errors import IMFCodecError
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import streams  # noqa: E402

@@ -20,7 +20,6 @@ inputs once (for coverage: ``coverage run tests/fuzz/fuzz_imf.py --replay DIR``)
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
 import signal
