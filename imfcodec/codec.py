@@ -140,14 +140,15 @@ class Encoder:
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.quality, self.codec, self.packet_frames = quality, keyframe_codec, packet_frames
         self.mult = model.step_mult(quality)
-        self.crf = model.keyframe_crf(quality, keyframe_codec) if keyframe_crf is None else keyframe_crf
+        self.base_layer, self.base_enc = self._base_layer(base_layer, base_size, base_crf)
+        self.base_held: list[tuple[bytes, bool]] = []   # coded base pictures not yet sent
+        on = self.base_layer is not None
+        self.crf = model.keyframe_crf(quality, keyframe_codec, on) if keyframe_crf is None else keyframe_crf
         self.kf_enc = keyframe.KeyframeEncoder(keyframe_codec, self.crf, keyframe_options)
         self.kf_dec = keyframe.KeyframeDecoder(keyframe_codec)
         self.refresh_drop = model.refresh_drop(quality) if refresh_drop is None else refresh_drop
-        self.base_layer, self.base_enc = self._base_layer(base_layer, base_size, base_crf)
-        self.base_held: list[tuple[bytes, bool]] = []   # coded base pictures not yet sent
         if min_keyframe_interval is None:
-            min_keyframe_interval = model.min_keyframe_interval(quality, base=self.base_layer is not None)
+            min_keyframe_interval = model.min_keyframe_interval(quality, base=on, codec=keyframe_codec)
         self.max_interval = max(1, int(round(max_keyframe_interval * float(self.fps))))
         self.min_interval = max(1, int(round(min_keyframe_interval * float(self.fps))))
         self.refresh_persist = refresh_persist

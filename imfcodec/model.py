@@ -83,9 +83,26 @@ DEFAULT_QUALITY_TABLE = [
 BASE_LADDER_SIZE = (0, 48, 48, 48, 48, 48, 64, 64)
 BASE_LADDER_CRF = (63, 63, 60, 56, 50, 44, 40, 36)
 BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.08)
+# With the base layer on and the (default) SVT-AV1 keyframe chain, whose keyframes cost 15-25 %
+# less than VP9's, refreshing sooner pays at q4 and q5: the refresh drop still decides, so a
+# clip the motion holds keeps its keyframes, and a fast one gets more of them at the same CRF
+# (4 training clips as above, 150 frames; `bench/results/ladder_base/av1_chain_refresh_sweep.txt`;
+# "line": the old ladder's LPIPS at that rate, linear in log-rate between its levels):
+#   q4 at most every 0.33 s (was 0.5): 20.47 kbps / LPIPS 0.0641, 6.6 % below the line
+#      (0.5 s: 17.04 / 0.0755; 0.25 s: 23.97 / 0.0595, 5.0 % below);
+#   q5 every 0.25 s (was 0.33): 29.63 / 0.0547, 2.7 % below it (0.33 s: 25.75 / 0.0599);
+#   q3 every 0.5 s (was 1): 14.63 / 0.0806, 0.7 % below it: q3 keeps 1 s.
+# (Coarser keyframes with them, CRF +2 to +6 at q2-q5, were 1.5-8.8 % below the line on those
+# clips but cost DISTS 4.1 % on val: not taken.) The chain's own pair of keyframe CRF and min
+# keyframe interval per level, under the quality table key `base_av1_chain`; files exported
+# before it take this table. The VP9 chain and token-only coding keep theirs.
+BASE_AV1_CHAIN_CRF = LADDER_AV1_CHAIN_CRF
+BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.33, 0.25, 0.25, 0.16, 0.08)
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
-     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
+     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1],
+     "base_av1_chain": {"crf": BASE_AV1_CHAIN_CRF[q - 1],
+                        "min_keyframe_interval": BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1]}}
     for q in range(1, QUALITY_LEVELS + 1)
 ]
 
@@ -128,15 +145,28 @@ class CodecModel:
         keys: DEFAULT_BASE_LADDER's)."""
         return self.quality_table[quality - 1].get(key, defaults[quality - 1][key])
 
-    def keyframe_crf(self, quality: int, codec: str) -> int:
-        return int(self._ladder(quality, CRF_KEYS[codec]))
+    def _base_chain(self, quality: int, codec: str | None, base: bool) -> dict:
+        """The AV1 chain's own base-layer ladder entry (crf, min_keyframe_interval) when the
+        base layer is on and the keyframes are that chain; {} otherwise."""
+        if not base or codec != "av1-chain":
+            return {}
+        return dict(self._ladder(quality, "base_av1_chain", DEFAULT_BASE_LADDER))
+
+    def keyframe_crf(self, quality: int, codec: str, base: bool = False) -> int:
+        """The level's keyframe CRF for ``codec``; with ``base``, for coding with the base layer on."""
+        chain = self._base_chain(quality, codec, base)
+        return int(chain["crf"] if chain else self._ladder(quality, CRF_KEYS[codec]))
 
     def refresh_drop(self, quality: int) -> float:
         return float(self._ladder(quality, "refresh_drop"))
 
-    def min_keyframe_interval(self, quality: int, base: bool = False) -> float:
+    def min_keyframe_interval(self, quality: int, base: bool = False, codec: str | None = None) -> float:
         """The refresh rule's min keyframe interval at this level: the token-only one, or with
-        ``base`` the one it uses with its base layer on (``base_min_keyframe_interval``)."""
+        ``base`` the one it uses with its base layer on (``base_min_keyframe_interval``; with
+        the AV1 chain as ``codec``, that chain's own)."""
+        chain = self._base_chain(quality, codec, base)
+        if chain:
+            return float(chain["min_keyframe_interval"])
         if base:
             return float(self._ladder(quality, "base_min_keyframe_interval", DEFAULT_BASE_LADDER))
         return float(self._ladder(quality, "min_keyframe_interval"))

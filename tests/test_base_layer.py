@@ -199,6 +199,35 @@ def test_ladder_and_overrides(base_model, tiny_model):
     assert off.base_layer is None and off.min_interval == round(base_model.min_keyframe_interval(8) * 25) == 12
 
 
+def test_av1_chain_has_its_own_base_layer_ladder(base_model):
+    """With the base layer on, the AV1 keyframe chain takes its own keyframe CRF and min
+    keyframe interval (quality-table key `base_av1_chain`; BASE_AV1_CHAIN_* for a file
+    without it); the VP9 chain and token-only coding keep theirs."""
+    import dataclasses
+    from imfcodec.model import (BASE_AV1_CHAIN_CRF, BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S,
+                                DEFAULT_BASE_LADDER)
+    assert base_model.quality_table[3]["base_av1_chain"] == {"crf": 46, "min_keyframe_interval": 0.33}
+    old = dataclasses.replace(base_model, quality_table=[
+        {k: v for k, v in r.items() if k != "base_av1_chain"} for r in base_model.quality_table])
+    size, fps = base_model.config.image_size, Fraction(25)
+    for m in (base_model, old):
+        for q in (4, 5):
+            on = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain")
+            assert on.base_layer is not None and on.crf == BASE_AV1_CHAIN_CRF[q - 1]
+            assert on.min_interval == round(BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1] * 25)
+            vp9 = codec.Encoder(m, size, size, fps, q, keyframe_codec="vp9")
+            assert vp9.crf == m.keyframe_crf(q, "vp9")
+            assert vp9.min_interval == round(DEFAULT_BASE_LADDER[q - 1]["base_min_keyframe_interval"] * 25)
+            assert vp9.min_interval > on.min_interval                  # 0.5 / 0.33 s against 0.33 / 0.25
+            off = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain", base_layer="off")
+            assert off.crf == m.keyframe_crf(q, "av1-chain")
+            assert off.min_interval == round(m.min_keyframe_interval(q) * 25) == 12
+    own = dataclasses.replace(base_model, quality_table=[dict(r) for r in base_model.quality_table])
+    own.quality_table[3]["base_av1_chain"] = {"crf": 33, "min_keyframe_interval": 1.0}
+    enc = codec.Encoder(own, size, size, fps, 4)
+    assert (enc.crf, enc.min_interval) == (33, 25)                      # the file's own pair
+
+
 def test_face_framing_goes_token_only_or_refuses_on(base_model):
     frames = [np.zeros((144, 256, 3), np.uint8)] * 2
     assert codec.encode_frames(frames, 25, base_model, 4, framing="face")[0][4] == C.FRAMED_VERSION

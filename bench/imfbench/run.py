@@ -32,7 +32,8 @@ def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
     """One level's encoder rule as the log prints it: the base-layer levels refresh by
     their own min interval (imfcodec.codec.Encoder)."""
     base = base_layer != "off" and model.base_size(q) > 0
-    rule = f"q{q} {model.keyframe_crf(q, kc)} {model.refresh_drop(q):g}/{model.min_keyframe_interval(q, base):g}"
+    rule = (f"q{q} {model.keyframe_crf(q, kc, base)} {model.refresh_drop(q):g}/"
+            f"{model.min_keyframe_interval(q, base, kc):g}")
     return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
 
 
