@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -328,8 +329,33 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
     gen.eval().requires_grad_(False).to(dev)
     if dev.type == "cpu":
         gen.frame_decoder.use_channels_last()
-    return CodecModel(blob["model_id"], sha, cfg, gen, ent, list(blob["quality_table"]), dev,
-                      dict(blob.get("meta", {})), dtype)
+    return CodecModel(blob["model_id"], sha, cfg, gen, ent, _check_quality_table(path, blob.get("quality_table")),
+                      dev, dict(blob.get("meta", {})), dtype)
+
+
+# the quality-table keys the encoder reads as numbers (CodecModel's ladder methods)
+LADDER_NUMBER_KEYS = ("step_mult", "keyframe_crf", "crf_h26x", "crf_vp9", "crf_av1_chain", "refresh_drop",
+                      "min_keyframe_interval", "base_size", "base_crf", "base_min_keyframe_interval")
+
+
+def _check_quality_table(path, table) -> list:
+    """The file's quality table as the codec reads it: QUALITY_LEVELS dicts of finite numbers,
+    a positive step_mult, and `base_av1_chain` (if there) a dict of its two numbers; anything
+    else is a damaged file, refused with one line here rather than a traceback mid-encode."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def level_ok(r):
+        if not (isinstance(r, dict) and num(r.get("step_mult")) and r["step_mult"] > 0
+                and all(num(r[k]) for k in LADDER_NUMBER_KEYS if k in r)):
+            return False
+        chain = r.get("base_av1_chain", {"crf": 0, "min_keyframe_interval": 0})
+        return isinstance(chain, dict) and all(num(chain.get(k)) for k in ("crf", "min_keyframe_interval"))
+
+    if not (isinstance(table, (list, tuple)) and len(table) == QUALITY_LEVELS and all(map(level_ok, table))):
+        raise ModelError(f"{path}: model file is damaged (its quality table is not {QUALITY_LEVELS} "
+                         f"levels of numbers)")
+    return list(table)
 
 
 def _generator_state(path: Path, blob: dict) -> dict:

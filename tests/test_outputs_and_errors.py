@@ -151,6 +151,20 @@ def test_model_load_errors_say_which_problem(tmp_path, monkeypatch, tiny_model_f
     with pytest.raises(ModelError, match=r"torch [0-9.]+.* will not load safely \(UnpicklingError"):
         load_model(tmp_path / "obj.pt")
 
+    # a quality table the encoder could not read: one line at load, not a traceback mid-encode
+    blob = torch.load(tiny_model_file, weights_only=True)
+    for bad in ([], blob["quality_table"][:7], [dict(r, refresh_drop="6") for r in blob["quality_table"]],
+                [dict(r, step_mult=0.0) for r in blob["quality_table"]],
+                [dict(r, base_av1_chain=5) for r in blob["quality_table"]],
+                [dict(r, base_av1_chain={"crf": float("nan"), "min_keyframe_interval": 1}) for r in
+                 blob["quality_table"]]):
+        torch.save(dict(blob, quality_table=bad), tmp_path / "bad_table.pt")
+        with pytest.raises(ModelError, match="quality table is not 8 levels of numbers"):
+            load_model(tmp_path / "bad_table.pt")
+    torch.save(dict(blob, quality_table=[dict(r, base_av1_chain={"crf": 40, "min_keyframe_interval": 1})
+                                         for r in blob["quality_table"]]), tmp_path / "good_table.pt")
+    assert load_model(tmp_path / "good_table.pt").keyframe_crf(4, "av1-chain") == 46   # token-only: unused
+
     def old_torch(*a, **k):         # what a torch that cannot read a newer archive does
         raise RuntimeError("PytorchStreamReader failed reading file data/0: invalid header\nmore")
     monkeypatch.setattr(torch, "load", old_torch)
