@@ -29,7 +29,7 @@ def test_readme_quality_table_matches_code():
         else:
             side_crf, base_gap = base.split(" | ")
             assert side_crf == f"{m.base_size(q)} / {m.base_crf(q)}"
-            assert float(base_gap) == m.min_keyframe_interval(q, base=True)
+            assert float(base_gap) == m.min_keyframe_interval(q, base=True, codec=codec.DEFAULT_KEYFRAME_CODEC)
 
 
 def test_bitstream_spec_magic_and_version():
