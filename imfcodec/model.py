@@ -85,20 +85,25 @@ BASE_LADDER_SIZE = (0, 48, 48, 48, 48, 48, 64, 64)
 BASE_LADDER_CRF = (63, 63, 60, 56, 50, 44, 40, 36)
 BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.08)
 # With the base layer on and the (default) SVT-AV1 keyframe chain, whose keyframes cost 15-25 %
-# less than VP9's, refreshing sooner pays at q4 and q5: the refresh drop still decides, so a
+# less than VP9's, refreshing sooner pays at q2 and q4-q6: the refresh drop still decides, so a
 # clip the motion holds keeps its keyframes, and a fast one gets more of them at the same CRF
 # (4 training clips as above, 150 frames; `bench/results/ladder_base/av1_chain_refresh_sweep.txt`;
 # "line": the old ladder's LPIPS at that rate, linear in log-rate between its levels):
 #   q4 at most every 0.33 s (was 0.5): 20.47 kbps / LPIPS 0.0641, 6.6 % below the line
 #      (0.5 s: 17.04 / 0.0755; 0.25 s: 23.97 / 0.0595, 5.0 % below);
 #   q5 every 0.25 s (was 0.33): 29.63 / 0.0547, 2.7 % below it (0.33 s: 25.75 / 0.0599);
-#   q3 every 0.5 s (was 1): 14.63 / 0.0806, 0.7 % below it: q3 keeps 1 s.
+#   q3 every 0.5 s (was 1): 14.63 / 0.0806, 0.7 % below it: q3 keeps 1 s;
+# and against the ladder with those two (q4 20.47 / 0.0641, q5 29.63 / 0.0547):
+#   q2 every 1 s (was 2): 9.12 / 0.0984, 6.6 % below its line (q2 7.74 / 0.1196, q3 10.39 / 0.0939);
+#   q6 every 0.16 s (was 0.25): 44.73 / 0.0419, 6.9 % below it (q6 36.24 / 0.0509, q7 57.95 / 0.0377);
+#   q7 every 0.12 s (was 0.16): 62.85 / 0.0351, 2.5 % below it: q7 keeps 0.16 s; q3 every
+#   0.66 s: 13.02 / 0.0850, 1.2 % above it.
 # (Coarser keyframes with them, CRF +2 to +6 at q2-q5, were 1.5-8.8 % below the line on those
 # clips but cost DISTS 4.1 % on val: not taken.) The chain's own pair of keyframe CRF and min
 # keyframe interval per level, under the quality table key `base_av1_chain`; files exported
 # before it take this table. The VP9 chain and token-only coding keep theirs.
 BASE_AV1_CHAIN_CRF = LADDER_AV1_CHAIN_CRF
-BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.33, 0.25, 0.25, 0.16, 0.08)
+BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 1.0, 1.0, 0.33, 0.25, 0.16, 0.16, 0.08)
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
      "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1],

@@ -211,17 +211,17 @@ def test_av1_chain_has_its_own_base_layer_ladder(base_model):
         {k: v for k, v in r.items() if k != "base_av1_chain"} for r in base_model.quality_table])
     size, fps = base_model.config.image_size, Fraction(25)
     for m in (base_model, old):
-        for q in (4, 5):
+        for q in (2, 4, 5, 6):
             on = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain")
             assert on.base_layer is not None and on.crf == BASE_AV1_CHAIN_CRF[q - 1]
             assert on.min_interval == round(BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1] * 25)
             vp9 = codec.Encoder(m, size, size, fps, q, keyframe_codec="vp9")
             assert vp9.crf == m.keyframe_crf(q, "vp9")
             assert vp9.min_interval == round(DEFAULT_BASE_LADDER[q - 1]["base_min_keyframe_interval"] * 25)
-            assert vp9.min_interval > on.min_interval                  # 0.5 / 0.33 s against 0.33 / 0.25
+            assert vp9.min_interval > on.min_interval                  # e.g. q4: 0.5 s against 0.33
             off = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain", base_layer="off")
             assert off.crf == m.keyframe_crf(q, "av1-chain")
-            assert off.min_interval == round(m.min_keyframe_interval(q) * 25) == 12
+            assert off.min_interval == round(m.min_keyframe_interval(q) * 25)
     own = dataclasses.replace(base_model, quality_table=[dict(r) for r in base_model.quality_table])
     own.quality_table[3]["base_av1_chain"] = {"crf": 33, "min_keyframe_interval": 1.0}
     enc = codec.Encoder(own, size, size, fps, 4)
