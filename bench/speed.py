@@ -2,6 +2,7 @@
 
     python bench/speed.py [--model NAME|PATH | --config configs/model/imf-cpu.yaml] [--frames 100]
     python bench/speed.py --streams 1,4,16,64 [--steps 20] [--repeats 1]
+    python bench/speed.py --files A.imf B.imf ... [--repeats 3] --out FILE.json
 
 Reports parameters and multiply-accumulates (MACs, counted by torch's FlopCounterMode) per
 module, and wall-clock times measured after a warm-up on this machine: per-frame decode
@@ -19,6 +20,11 @@ same for the sequential decoders) and writes them all, with the machine, to --ou
 (default bench/results/speed_streams.json). With ``--repeats R`` each number is the median
 of R runs (multi and sequential alternate), the runs listed. Frames/s count everything a
 caller does per frame: pushing the packet (entropy decoding) and the step.
+
+``--files F.imf ..``: whole real streams (e.g. the RD bench's), each decoded through
+``imfcodec.decode_bytes`` once untimed and R times timed: frames/s with every keyframe,
+base picture and refresh the stream really has, which a synthetic clip does not
+(default R 3; one JSON row per file, median and runs; written to --out if given).
 """
 from __future__ import annotations
 
@@ -197,6 +203,33 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
 RECORDED = {"imf-cpu": "bench/results/speed.json", "imf-cpu-base": "bench/results/speed_base.json"}
 
 
+def files_bench(m, source, files, repeats, out_path) -> int:
+    """Whole-file decode speed of real .imf streams (see the module docstring)."""
+    import imfcodec
+    if repeats < 1:
+        sys.exit("speed.py: --repeats must be >= 1")
+    rows = []
+    for path in files:
+        data = Path(path).read_bytes()
+        header = imfcodec.decode_bytes(data, m)[0]
+        sum(1 for _ in imfcodec.decode_bytes(data, m)[1])                  # warm-up
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            n = sum(1 for _ in imfcodec.decode_bytes(data, m)[1])
+            runs.append(n / (time.perf_counter() - t0))
+        row = {"file": str(path), "frames": n, "quality": header.quality, "kbps": round(len(data) * 8 * float(
+               header.fps) / max(n, 1) / 1000, 3), "decode_fps": round(float(np.median(runs)), 1),
+               "runs": [round(r, 1) for r in runs]}
+        print(json.dumps(row))
+        rows.append(row)
+    if out_path:
+        Path(out_path).write_text(json.dumps({"source": source, "cpu": cpu_name(), "cores": os.cpu_count(),
+                                              "torch_threads": torch.get_num_threads(), "files": rows},
+                                             indent=1) + "\n")
+    return 0
+
+
 def default_out(model_id: str, random: bool = False) -> str:
     if random:
         return f"bench/results/speed_random_{model_id}.json"
@@ -216,7 +249,9 @@ def main(argv=None):
                     help="comma-separated stream counts: batched multi-stream decoding (MultiDecoder)")
     ap.add_argument("--steps", type=int, default=20, help="--streams: timed frames per stream")
     ap.add_argument("--warmup", type=int, default=3, help="--streams: untimed frames first")
-    ap.add_argument("--repeats", type=int, default=1, help="--streams: runs per count (median)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="--streams: runs per count (median; default 1); --files: timed decodes (default 3)")
+    ap.add_argument("--files", nargs="+", default=None, help=".imf streams: whole-file decode speed")
     ap.add_argument("--out", default=None,
                     help="JSON written (default: the model's recorded file, bench/results/speed.json for "
                          "imf-cpu, speed_base.json for imf-cpu-base, speed_<model>.json otherwise; "
@@ -228,7 +263,7 @@ def main(argv=None):
             counts = [int(v) for v in args.streams.split(",")]
         except ValueError:
             counts = []
-        if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0 or (args.repeats or 1) < 1:
             ap.error("--streams takes positive integers (1,4,16,64); --steps, --repeats >= 1")
 
     from imfcodec import codec, keyframe, video
@@ -241,8 +276,10 @@ def main(argv=None):
         m = load_model(args.model, args.device, args.precision)
         source = f"model {m.model_id} ({m.sha256[:16]})"
     if counts:
-        return streams_bench(m, source, counts, args.steps, args.warmup, args.repeats,
+        return streams_bench(m, source, counts, args.steps, args.warmup, args.repeats or 1,
                              args.out or "bench/results/speed_streams.json")
+    if args.files:
+        return files_bench(m, source, args.files, args.repeats or 3, args.out)
     gen, S = m.generator, m.config.image_size
     torch.manual_seed(0)
     x = torch.rand(1, 3, S, S, device=m.device)
