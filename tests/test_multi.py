@@ -242,3 +242,26 @@ def test_speed_bench_streams(tmp_path, capsys):
             assert run["step_ms"] > 0 and run["peak_rss_MB"] >= run["rss_start_MB"] > 0
     with pytest.raises(SystemExit):
         bench.main(["--config", str(repo / "configs/model/tiny.yaml"), "--streams", "4,x"])
+
+
+def test_speed_bench_files(tmp_path, capsys, tiny_model_file):
+    """bench/speed.py --files: one JSON row per real stream (its frames, level and rate, the
+    timed runs asked for), and the same rows in --out."""
+    import imfcodec
+    from conftest import moving_pattern
+    bench, _ = _speed_bench()
+    m = load_model(tiny_model_file, "cpu")
+    paths, sizes = [], []
+    for q in (2, 6):
+        data, _ = imfcodec.encode_frames(moving_pattern(n=9), 25, m, q)
+        (tmp_path / f"q{q}.imf").write_bytes(data)
+        paths.append(str(tmp_path / f"q{q}.imf"))
+        sizes.append(len(data))
+    out = tmp_path / "files.json"
+    assert bench.main(["--model", str(tiny_model_file), "--files", *paths, "--repeats", "2",
+                       "--out", str(out)]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [(r["file"], r["frames"], r["quality"], len(r["runs"])) for r in lines] == \
+        [(paths[0], 9, 2, 2), (paths[1], 9, 6, 2)]
+    assert [r["kbps"] for r in lines] == [round(n * 8 * 25 / 9 / 1000, 3) for n in sizes]
+    assert all(r["decode_fps"] > 0 for r in lines) and json.loads(out.read_text())["files"] == lines
