@@ -206,20 +206,19 @@ RECORDED = {"imf-cpu": "bench/results/speed.json", "imf-cpu-base": "bench/result
 def files_bench(m, source, files, repeats, out_path) -> int:
     """Whole-file decode speed of real .imf streams (see the module docstring)."""
     import imfcodec
-    if repeats < 1:
-        sys.exit("speed.py: --repeats must be >= 1")
+    from imfcodec.container import kbps
     rows = []
     for path in files:
         data = Path(path).read_bytes()
-        header = imfcodec.decode_bytes(data, m)[0]
-        sum(1 for _ in imfcodec.decode_bytes(data, m)[1])                  # warm-up
+        header, frames = imfcodec.decode_bytes(data, m)
+        sum(1 for _ in frames)                                              # warm-up
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             n = sum(1 for _ in imfcodec.decode_bytes(data, m)[1])
             runs.append(n / (time.perf_counter() - t0))
-        row = {"file": str(path), "frames": n, "quality": header.quality, "kbps": round(len(data) * 8 * float(
-               header.fps) / max(n, 1) / 1000, 3), "decode_fps": round(float(np.median(runs)), 1),
+        row = {"file": str(path), "frames": n, "quality": header.quality,
+               "kbps": round(kbps(len(data), n, header.fps), 3), "decode_fps": round(float(np.median(runs)), 1),
                "runs": [round(r, 1) for r in runs]}
         print(json.dumps(row))
         rows.append(row)
@@ -257,13 +256,15 @@ def main(argv=None):
                          "imf-cpu, speed_base.json for imf-cpu-base, speed_<model>.json otherwise; "
                          "speed_streams.json with --streams)")
     args = ap.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     counts = None
     if args.streams:
         try:
             counts = [int(v) for v in args.streams.split(",")]
         except ValueError:
             counts = []
-        if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0 or (args.repeats or 1) < 1:
+        if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0:
             ap.error("--streams takes positive integers (1,4,16,64); --steps, --repeats >= 1")
 
     from imfcodec import codec, keyframe, video

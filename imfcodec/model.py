@@ -354,8 +354,9 @@ def _check_quality_table(path, table) -> list:
         if not (isinstance(r, dict) and num(r.get("step_mult")) and r["step_mult"] > 0
                 and all(num(r[k]) for k in LADDER_NUMBER_KEYS if k in r)):
             return False
-        chain = r.get("base_av1_chain", {"crf": 0, "min_keyframe_interval": 0})
-        return isinstance(chain, dict) and all(num(chain.get(k)) for k in ("crf", "min_keyframe_interval"))
+        chain = r.get("base_av1_chain")
+        return chain is None or (isinstance(chain, dict)
+                                 and all(num(chain.get(k)) for k in ("crf", "min_keyframe_interval")))
 
     if not (isinstance(table, (list, tuple)) and len(table) == QUALITY_LEVELS and all(map(level_ok, table))):
         raise ModelError(f"{path}: model file is damaged (its quality table is not {QUALITY_LEVELS} "
