@@ -66,6 +66,13 @@ def _options(codec: str, crf: int) -> dict:
     return {"crf": str(crf), "preset": "medium"}
 
 
+def encoder_settings(codec: str, crf: int, extra: dict | None = None) -> dict:
+    """The encoder and every option a keyframe (or base-layer) picture of ``codec`` at ``crf``
+    is coded with: what makes two encodes give the same bytes (the bench's cache key)."""
+    _check_codec(codec, ENCODERS)
+    return {"encoder": ENCODERS[codec], **_options(codec, crf), **(extra or {})}
+
+
 def _check_codec(codec: str, table: dict):
     if codec not in table:
         raise KeyframeError(f"unknown keyframe codec {codec!r}; choose from {', '.join(table)}")
@@ -73,10 +80,11 @@ def _check_codec(codec: str, table: dict):
 
 def _context(codec: str, crf: int, w: int, h: int, extra: dict | None = None):
     import av
-    cc = av.CodecContext.create(ENCODERS[codec], "w")
+    opts = encoder_settings(codec, crf, extra)
+    cc = av.CodecContext.create(opts.pop("encoder"), "w")
     cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
     cc.time_base = Fraction(1, 25)
-    cc.options = {**_options(codec, crf), **(extra or {})}
+    cc.options = opts
     cc.thread_count = 1     # one small picture: the same bytes on every machine, whatever its cores
     return cc
 

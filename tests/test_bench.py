@@ -472,6 +472,24 @@ def test_a_ladder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeyp
     assert "7.5/" in (out / "log.txt").read_text()
 
 
+def test_a_keyframe_encoder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeypatch):
+    """The same weights and ladder with the keyframe encoder's options changed in code (here
+    every keyframe codec's, as a new SVT-AV1 preset would): the imf rows are coded again, the
+    anchors' come from the cache."""
+    import shutil
+    from imfcodec import keyframe
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    options = keyframe._options
+    monkeypatch.setattr(keyframe, "_options", lambda codec, crf: {**options(codec, crf), "threads": "1"})
+    args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
+            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
+    assert rd.main(args) == 0
+    n = len(FAST_QUALITIES)
+    rows = [r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x264", "x264@32")]
+    assert f"{len(rows)} streams ({n} measured, {len(rows) - n} from the cache" in capsys.readouterr().out
+
+
 def test_dists_frames_are_stratified_and_not_phase_locked():
     """One frame per run of K, the same every call, and not frames 0, K, 2K, ...: a codec that
     refreshes every K frames must not be scored on its refresh pictures only."""

@@ -18,6 +18,8 @@ from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics
 from imfbench.report import codec_versions, machine_info, plot_detail, plot_rd, write_tables
 from imfbench.source import find_videos, test_source
 
+from imfcodec import baselayer, keyframe
+
 FAST_FRAMES = 8
 FAST_QUALITIES = (2, 6)
 MIN_SIZE = 32
@@ -35,6 +37,15 @@ def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
     rule = (f"q{q} {model.keyframe_crf(q, kc, base)} {model.refresh_drop(q):g}/"
             f"{model.min_keyframe_interval(q, base, kc):g}")
     return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
+
+
+def _imf_encoders(model, q: int, kc: str, base_layer: str) -> dict:
+    """The keyframe and base-layer encoders' settings of one level (imfcodec.keyframe)."""
+    base = base_layer != "off" and model.base_size(q) > 0
+    out = {"keyframe": keyframe.encoder_settings(kc, model.keyframe_crf(q, kc, base))}
+    if base:
+        out["base"] = keyframe.encoder_settings(baselayer.CODEC, model.base_crf(q), baselayer.OPTIONS)
+    return out
 
 
 def _error(msg: str) -> int:
@@ -149,6 +160,9 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             # in code (a model file without a ladder key takes the code's table) codes anew
             k.update(rule=_imf_rule(model, int(label[1:]), runners["imf"].keyframe_codec,
                                     runners["imf"].base_layer))
+            # and the encoders' own options (a keyframe preset changed in code codes anew)
+            k.update(encoders=_imf_encoders(model, int(label[1:]), runners["imf"].keyframe_codec,
+                                            runners["imf"].base_layer))
         else:
             a = ANCHORS[c]
             k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
