@@ -16,6 +16,13 @@ each curve (total bytes / mean PSNR) and the PSNR BD-rate of the AV1 chain again
 
     python bench/keyframe_chain.py ../shared/data/faces/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
         --every 12 --sweep
+
+``--presets 2 1 0`` compares SVT-AV1 presets of the AV1 chain instead, each against the
+first, at the ladder's CRFs (30, 37, 43, 48, 53): PSNR and LPIPS-alex BD-rate per clip and
+the milliseconds to encode the first (key) picture and the others (on one core):
+
+    python bench/keyframe_chain.py ../shared/data/faces/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
+        --every 12 --presets 2 1 0
 """
 import argparse
 import sys
@@ -23,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from imfbench.bdrate import bd_rate
 from imfbench.source import test_source
@@ -46,7 +54,11 @@ def main(argv=None) -> int:
                    help=f"VP9 CRF = AV1 CRF + offset (default {VP9_CRF_OFFSET}, the codec's)")
     p.add_argument("--sweep", action="store_true",
                    help="compare the VP9 chain and the AV1 chain over a CRF sweep (BD-rate)")
+    p.add_argument("--presets", nargs="+", metavar="P",
+                   help="compare these SVT-AV1 presets of the AV1 chain, each against the first")
     a = p.parse_args(argv)
+    if a.presets:
+        return presets(a)
     if a.sweep:
         return sweep(a)
     print("| clip | AV1 CRF | AV1 intra: bytes / dB | VP9 CRF | VP9 first (key): bytes / dB "
@@ -69,16 +81,23 @@ def pictures(video: str, every: int) -> list:
     return [np.ascontiguousarray(src[i]) for i in range(0, len(src), every)]
 
 
-def code_chain(pics: list, codec: str, crf: int) -> list[tuple[int, float, float]]:
+def code_chain(pics: list, codec: str, crf: int, options: dict | None = None,
+               lpips=None) -> list[tuple]:
     """``pics`` as one chain of ``codec`` (the first a key picture, the rest predicted), as
-    the codec's keyframe packets: per picture its bytes, PSNR and seconds to encode."""
-    enc, dec = keyframe.KeyframeEncoder(codec, crf), keyframe.KeyframeDecoder(codec)
+    the codec's keyframe packets: per picture its bytes, PSNR and seconds to encode (and with
+    ``lpips``, a metric module, its LPIPS)."""
+    enc, dec = keyframe.KeyframeEncoder(codec, crf, options), keyframe.KeyframeDecoder(codec)
     rows = []
     for i, x in enumerate(pics):
         t = time.perf_counter()
         b = enc.encode(x, intra=i == 0)
         secs = time.perf_counter() - t
-        rows.append((len(b), psnr(dec.decode(b, predicted=i > 0), x), secs))
+        y = dec.decode(b, predicted=i > 0)
+        row = (len(b), psnr(y, x), secs)
+        if lpips is not None:
+            with torch.no_grad():
+                row += (lpips(video.to_model(y, y.shape[0]), video.to_model(x, x.shape[0])).item(),)
+        rows.append(row)
     enc.close()
     return rows
 
@@ -107,6 +126,40 @@ def sweep(a) -> int:
         print(f"| {Path(v).stem} | {len(pics)} | {fmt(curves['vp9'])} | {fmt(curves['av1-chain'])} "
               f"| {bd:+.1f} % | {1000 * np.mean([r[2] for r in curves['av1-chain']]):.0f} |", flush=True)
     print(f"\nmean BD-rate of the AV1 chain against the VP9 chain: {np.nanmean(bds):+.1f} %")
+    return 0
+
+
+PRESET_CRFS = (30, 37, 43, 48, 53)      # the AV1 chain's ladder (imfcodec.model.LADDER_AV1_CHAIN_CRF)
+
+
+def presets(a) -> int:
+    from imfcodec.metrics import get_lpips
+    torch.set_num_threads(1)
+    lp = get_lpips("alex")
+    ref, *others = a.presets
+    print(f"| clip | preset | PSNR BD-rate vs {ref} | LPIPS BD-rate vs {ref} | first picture ms | others ms |")
+    print("|---|---|---|---|---|---|")
+    bds = {p: [] for p in others}
+    for v in a.videos:
+        pics = pictures(v, a.every)
+        curves = {}
+        for p in a.presets:
+            rows = [code_chain(pics, "av1-chain", crf, {"preset": p}, lp) for crf in PRESET_CRFS]
+            curves[p] = ([sum(r[0] for r in c) for c in rows], [np.mean([r[1] for r in c]) for c in rows],
+                         [np.mean([r[3] for r in c]) for c in rows],
+                         1000 * np.mean([c[0][2] for c in rows]), 1000 * np.mean([r[2] for c in rows for r in c[1:]]))
+        for p in a.presets:
+            r, q, l, first, rest = curves[p]
+            if p == ref:
+                bp = bl = 0.0
+            else:
+                bp = bd_rate(curves[ref][0], curves[ref][1], r, q)["bd_rate"]
+                bl = bd_rate(curves[ref][0], curves[ref][2], r, l, higher_is_better=False)["bd_rate"]
+                bds[p].append((bp, bl))
+            print(f"| {Path(v).stem} | {p} | {bp:+.1f} % | {bl:+.1f} % | {first:.0f} | {rest:.0f} |", flush=True)
+    for p, v in bds.items():
+        print(f"\npreset {p} against {ref}, mean over {len(v)} clips: PSNR BD-rate "
+              f"{np.nanmean([x[0] for x in v]):+.1f} %, LPIPS {np.nanmean([x[1] for x in v]):+.1f} %")
     return 0
 
 
