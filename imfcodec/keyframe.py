@@ -35,10 +35,16 @@ ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "li
             "av1-chain": "libsvtav1"}
 DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9", "av1-chain": "libdav1d"}
 # SVT-AV1's low-delay structure (pred-struct 1): no lookahead, one packet out per picture in,
-# key pictures only when asked (keyint -1). Preset 2 because a keyframe is one picture in
-# many: 41-91 ms per picture at 256x256 against 15-25 at preset 6, for 21-29 % fewer bytes than
-# the VP9 chain at equal PSNR where preset 6 saved 1-19 % (docs/bitstream.md).
-AV1_CHAIN_PRESET = "2"
+# key pictures only when asked (keyint -1). A slow preset because a keyframe is one picture in
+# many: preset 2 took 41-91 ms per picture at 256x256 against 15-25 at preset 6, for 21-29 %
+# fewer bytes than the VP9 chain at equal PSNR where preset 6 saved 1-19 % (docs/bitstream.md).
+# Preset 1 (since December 2026): refresh pictures in 62-182 ms where preset 2 takes 33-77 (one
+# core), for -4.4 % PSNR and -5.7 % LPIPS BD-rate on the pictures (4 training clips,
+# `bench/keyframe_chain.py --presets 2 1 0`); through the codec on the val clips -2.3 % LPIPS,
+# -1.4 % PSNR, -3.7 % DISTS BD-rate (docs/MODEL_CARD.md). Preset 0 (-8.3 / -9.6 %) takes
+# 142-489 ms a picture and 1.2-1.9 s for the first: a stall of several frames at each refresh
+# of a live call.
+AV1_CHAIN_PRESET = "1"
 
 
 class KeyframeError(IMFCodecError, ValueError):
