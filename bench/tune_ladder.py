@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     if a.min_interval is None:
         # the interval the encoder takes at this level: its Encoder runs --base-layer auto
-        a.min_interval = [model.min_keyframe_interval(a.quality, base=model.base_size(a.quality) > 0,
+        a.min_interval = [model.min_keyframe_interval(a.quality, base=model.base_layer_at(a.quality),
                                                       codec=a.keyframe_codec)]
     rows = []
     for path in a.videos:

@@ -182,6 +182,12 @@ class CodecModel:
         level is token-only."""
         return int(self.quality_table[quality - 1].get("base_size", 0)) if self.has_base_layer else 0
 
+    def base_layer_at(self, quality: int, mode: str = "auto") -> bool:
+        """Whether the encoder codes a base layer at this level under ``--base-layer mode``
+        without a size override: auto and on where the level has a base picture size (on
+        refuses a level without one), never with off (imfcodec.codec.Encoder)."""
+        return mode != "off" and self.base_size(quality) > 0
+
     def base_crf(self, quality: int) -> int:
         return int(self._ladder(quality, "base_crf", DEFAULT_BASE_LADDER))
 

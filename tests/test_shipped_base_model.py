@@ -33,6 +33,21 @@ def test_it_extends_the_shipped_imf_cpu(models):
     assert base.base_size(1) == 0 and base.base_size(4) > 0
 
 
+def test_base_layer_at_is_the_encoders_rule(models):
+    """CodecModel.base_layer_at (what the bench, speed.py and tune_ladder.py ask) says what
+    the Encoder does at every level and mode, for the token-only model too."""
+    from imfcodec.codec import Encoder
+    for m in models:
+        for q in range(1, 9):
+            for mode in ("auto", "on", "off"):
+                if mode == "on" and not m.base_layer_at(q):
+                    continue        # refused by the encoder (tests/test_base_layer.py)
+                enc = Encoder(m, 64, 64, Fraction(25), q, base_layer=mode)
+                assert (enc.base_layer is not None) == m.base_layer_at(q, mode), (m.model_id, q, mode)
+    assert models[1].base_layer_at(4) and not models[1].base_layer_at(1)
+    assert not models[1].base_layer_at(4, "off") and not models[0].base_layer_at(4)
+
+
 def test_base_layer_off_decodes_imf_cpu_frames_and_on_codes_version_5(models):
     from imfcodec import container
     from imfcodec.codec import encode_frames

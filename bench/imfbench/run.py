@@ -33,7 +33,7 @@ def default_sizes(test_size: int) -> list[int]:
 def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
     """One level's encoder rule as the log prints it: the base-layer levels refresh by
     their own min interval (imfcodec.codec.Encoder)."""
-    base = base_layer != "off" and model.base_size(q) > 0
+    base = model.base_layer_at(q, base_layer)
     rule = (f"q{q} {model.keyframe_crf(q, kc, base)} {model.refresh_drop(q):g}/"
             f"{model.min_keyframe_interval(q, base, kc):g}")
     return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
@@ -41,7 +41,7 @@ def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
 
 def _imf_encoders(model, q: int, kc: str, base_layer: str) -> dict:
     """The keyframe and base-layer encoders' settings of one level (imfcodec.keyframe)."""
-    base = base_layer != "off" and model.base_size(q) > 0
+    base = model.base_layer_at(q, base_layer)
     out = {"keyframe": keyframe.encoder_settings(kc, model.keyframe_crf(q, kc, base))}
     if base:
         out["base"] = keyframe.encoder_settings(baselayer.CODEC, model.base_crf(q), baselayer.OPTIONS)
