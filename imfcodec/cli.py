@@ -15,7 +15,7 @@ import sys
 
 from .config import DEFAULT_KEYFRAME_CODEC, DEFAULT_MODEL, PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
-from .errors import IMFCodecError, describe
+from .errors import IMFCodecError, OptionError, describe
 
 
 def _size(s: str):
@@ -52,13 +52,20 @@ def _summary(args, line: str):
 def cmd_encode(args):
     from . import codec, video
     from .model import load_model
+    kc = args.keyframe_codec or DEFAULT_KEYFRAME_CODEC
+    keyframe_options = None
+    if args.keyframe_preset is not None:
+        if kc not in ("av1-chain", "av1"):
+            raise OptionError(f"--keyframe-preset is an SVT-AV1 preset: it needs --keyframe-codec av1-chain "
+                              f"or av1, not {kc}")
+        keyframe_options = {"preset": str(args.keyframe_preset)}
     model = load_model(args.model, args.device, args.precision)
     total = None if args.input == video.PIPE else video.probe(args.input, args.size, args.fps).frames
     update, close = _progress(args, total, desc="encode")
     try:
         st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
                                raw_fps=args.fps, progress=update,
-                               keyframe_codec=args.keyframe_codec or DEFAULT_KEYFRAME_CODEC,
+                               keyframe_codec=kc, keyframe_options=keyframe_options,
                                packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
                                max_keyframe_interval=args.max_keyframe_interval,
                                min_keyframe_interval=args.min_keyframe_interval,
@@ -177,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="av1-chain (SVT-AV1 low delay) and vp9 predict refresh keyframes from "
                         "the previous one; av1, hevc, h264 code every keyframe intra "
                         f"(default: {DEFAULT_KEYFRAME_CODEC})")
+    e.add_argument("--keyframe-preset", type=int, default=None, choices=range(0, 14), metavar="0..13",
+                   help="SVT-AV1 preset of the keyframes (av1-chain, av1): lower = fewer bytes, "
+                        "slower. 0 saves 3.6 %% of the rate at equal LPIPS over the default 1 "
+                        "(av1-chain) on the val clips, but a refresh can take up to 0.5 s to encode, "
+                        "a stall in a live stream: for files (default: the codec's own)")
     e.add_argument("--packet-frames", type=int, default=8,
                    help="token frames per packet: fewer = lower latency, more bytes (default 8)")
     e.add_argument("--refresh-drop", type=float, default=None,

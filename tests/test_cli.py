@@ -221,6 +221,31 @@ def test_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file, cha
     assert run(capsys, "decode", imf, tmp_path / "v.mp4", "--model", tiny_model_file, "-q")[0] == 0
 
 
+def test_keyframe_preset_reaches_the_svt_av1_encoder(tmp_path, capsys, clip, tiny_model_file, monkeypatch):
+    """--keyframe-preset sets the AV1 keyframe encoder's preset (and nothing else), the stream
+    still decodes; out of range or with a keyframe codec that is not SVT-AV1 it is one error
+    line and no output file."""
+    from imfcodec import keyframe
+    seen = []
+    context = keyframe._context
+    monkeypatch.setattr(keyframe, "_context", lambda codec, crf, w, h, extra=None:
+                        seen.append((codec, dict(extra or {}))) or context(codec, crf, w, h, extra))
+    imf = tmp_path / "p.imf"
+    code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--keyframe-preset", "3")
+    assert code == 0, err
+    assert ("av1-chain", {"preset": "3"}) in seen and all(e.get("preset") in (None, "3") for _, e in seen)
+    assert run(capsys, "decode", imf, tmp_path / "p.mp4", "--model", tiny_model_file, "-q")[0] == 0
+    out = tmp_path / "bad.imf"
+    code, _, err = run(capsys, "encode", clip, out, "--model", tiny_model_file, "-q", "--keyframe-preset", "2",
+                       "--keyframe-codec", "vp9")
+    assert_one_line_error(code, err)
+    assert "--keyframe-preset" in err and not out.exists()
+    with pytest.raises(SystemExit) as e:             # argparse: usage line + one error line
+        run(capsys, "encode", clip, out, "--model", tiny_model_file, "--keyframe-preset", "14")
+    assert e.value.code != 0 and "--keyframe-preset" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_precision_choices(tmp_path, capsys, clip, tiny_model_file, monkeypatch):
     import torch
     from imfcodec import codec, model
