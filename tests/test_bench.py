@@ -454,6 +454,22 @@ def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
     assert strip == [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in new]
 
 
+def test_a_cache_copied_without_its_streams_says_why_it_measures_again(run, tmp_path, capsys):
+    """Rows whose key matches but whose stream file is gone are measured again, and the log
+    says so for each (not a silent re-measure of a whole folder)."""
+    import shutil
+    out = tmp_path / "cacheonly"
+    out.mkdir()
+    shutil.copytree(run["out"] / "cache", out / "cache")
+    args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
+            str(run["src"] / "tiny.pt"), "--codecs", "imf,x265", "--sizes", "64,32", "-q"]
+    assert rd.main(args) == 0
+    n = len([r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x265", "x265@32")])
+    assert n and f"{n} streams ({n} measured, 0 from the cache" in capsys.readouterr().out
+    log = (out / "log.txt").read_text()
+    assert log.count("the cached row's stream is missing") == n
+
+
 def test_a_ladder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeypatch):
     """The same weights file under another encoder rule (here every level's refresh drop, as
     a ladder table changed in code would give a file without that key): the imf rows are

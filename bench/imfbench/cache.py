@@ -28,6 +28,7 @@ class RowCache:
         self.root = Path(folder)
         self.dir = self.root / "cache"
         self.writable = writable
+        self.missing: Path | None = None
         if writable:
             self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -39,13 +40,17 @@ class RowCache:
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
     def get(self, video, codec, setting, key: dict, fps: Fraction) -> Result | None:
+        """The cached row, or None; then ``self.missing`` is the stream file of a row whose key
+        matched but whose stream is gone (a cache copied without its streams/), else None."""
         stem = self._stem(video, codec, setting)
+        self.missing = None
         try:
             rec = json.loads(stem.with_suffix(".json").read_text())
             if rec.get("key") != self.digest(key):
                 return None
             stream = (self.root / rec["stream"]).resolve()
             if not stream.exists():
+                self.missing = stream
                 return None
             with np.load(stem.with_suffix(".npz")) as z:
                 per_frame = {k: z[k].astype(np.float64) for k in z.files}

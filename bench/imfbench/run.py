@@ -328,6 +328,10 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                         again.append((label, r, key))
                         continue
                 if r is None:
+                    gone = [str(rc.missing) for rc in [cache] + reuse if rc.missing is not None]
+                    if gone:      # a matching row without its stream (a cache copied without streams/)
+                        log(f"[{vname}] {cname} {label}: the cached row's stream is missing ({gone[0]}): "
+                            "measuring again")
                     todo.append((label, value, key))
                     continue
                 r.note = "; ".join(x for x in [r.note, where] if x)
