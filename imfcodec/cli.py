@@ -50,12 +50,12 @@ def _summary(args, line: str):
 
 
 def cmd_encode(args):
-    from . import codec, video
+    from . import codec, keyframe, video
     from .model import load_model
     kc = args.keyframe_codec or DEFAULT_KEYFRAME_CODEC
     keyframe_options = None
     if args.keyframe_preset is not None:
-        if kc not in ("av1-chain", "av1"):
+        if keyframe.ENCODERS[kc] != "libsvtav1":
             raise OptionError(f"--keyframe-preset is an SVT-AV1 preset: it needs --keyframe-codec av1-chain "
                               f"or av1, not {kc}")
         keyframe_options = {"preset": str(args.keyframe_preset)}

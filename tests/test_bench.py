@@ -470,21 +470,29 @@ def test_a_cache_copied_without_its_streams_says_why_it_measures_again(run, tmp_
     assert log.count("the cached row's stream is missing") == n
 
 
-def test_a_ladder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeypatch):
-    """The same weights file under another encoder rule (here every level's refresh drop, as
-    a ladder table changed in code would give a file without that key): the imf rows are
-    coded again, the anchors' come from the cache."""
+def _rerun_copy_codes_only_imf(run, tmp_path, capsys):
+    """Rerun imf and x264 into a copy of the fixture's run folder (after the caller changed the
+    code's encoder behaviour): every imf row is coded again, every x264 row comes from the
+    cache. Returns the copy."""
     import shutil
-    from imfcodec.model import CodecModel
     out = tmp_path / "copy"
     shutil.copytree(run["out"], out)
-    monkeypatch.setattr(CodecModel, "refresh_drop", lambda self, quality: 7.5)
     args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
             str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
     assert rd.main(args) == 0
     n = len(FAST_QUALITIES)
     rows = [r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x264", "x264@32")]
     assert f"{len(rows)} streams ({n} measured, {len(rows) - n} from the cache" in capsys.readouterr().out
+    return out
+
+
+def test_a_ladder_changed_in_code_codes_imf_again(run, tmp_path, capsys, monkeypatch):
+    """The same weights file under another encoder rule (here every level's refresh drop, as
+    a ladder table changed in code would give a file without that key): the imf rows are
+    coded again, the anchors' come from the cache."""
+    from imfcodec.model import CodecModel
+    monkeypatch.setattr(CodecModel, "refresh_drop", lambda self, quality: 7.5)
+    out = _rerun_copy_codes_only_imf(run, tmp_path, capsys)
     assert "7.5/" in (out / "log.txt").read_text()
 
 
@@ -492,18 +500,10 @@ def test_a_keyframe_encoder_changed_in_code_codes_imf_again(run, tmp_path, capsy
     """The same weights and ladder with the keyframe encoder's options changed in code (here
     every keyframe codec's, as a new SVT-AV1 preset would): the imf rows are coded again, the
     anchors' come from the cache."""
-    import shutil
     from imfcodec import keyframe
-    out = tmp_path / "copy"
-    shutil.copytree(run["out"], out)
     options = keyframe._options
     monkeypatch.setattr(keyframe, "_options", lambda codec, crf: {**options(codec, crf), "threads": "1"})
-    args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
-            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
-    assert rd.main(args) == 0
-    n = len(FAST_QUALITIES)
-    rows = [r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x264", "x264@32")]
-    assert f"{len(rows)} streams ({n} measured, {len(rows) - n} from the cache" in capsys.readouterr().out
+    _rerun_copy_codes_only_imf(run, tmp_path, capsys)
 
 
 def test_dists_frames_are_stratified_and_not_phase_locked():

@@ -156,13 +156,11 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                      keyframe_codec=runners["imf"].keyframe_codec)
             if model.has_base_layer:    # a token-only model codes alike under every setting: old keys hold
                 k.update(base_layer=runners["imf"].base_layer)
-            # the level's encoder rule (keyframe CRF, refresh, base picture): a ladder changed
-            # in code (a model file without a ladder key takes the code's table) codes anew
-            k.update(rule=_imf_rule(model, int(label[1:]), runners["imf"].keyframe_codec,
-                                    runners["imf"].base_layer))
-            # and the encoders' own options (a keyframe preset changed in code codes anew)
-            k.update(encoders=_imf_encoders(model, int(label[1:]), runners["imf"].keyframe_codec,
-                                            runners["imf"].base_layer))
+            # the level's encoder rule (keyframe CRF, refresh, base picture) and the encoders'
+            # own options: a ladder changed in code (a model file without a ladder key takes the
+            # code's table) or a keyframe preset changed in code codes anew
+            level = (model, int(label[1:]), runners["imf"].keyframe_codec, runners["imf"].base_layer)
+            k.update(rule=_imf_rule(*level), encoders=_imf_encoders(*level))
         else:
             a = ANCHORS[c]
             k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
