@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, off gives rows labelled imf-tokens (default auto)")
     p.add_argument("--imf-keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
                    help="imfcodec's keyframe codec (default: the codec's default)")
+    p.add_argument("--imf-keyframe-preset", type=int, default=None, metavar="0..13",
+                   help="imfcodec's SVT-AV1 keyframe preset (imfcodec encode --keyframe-preset; "
+                        "default: the codec's own); part of the cache key")
     p.add_argument("--size", type=int, default=None,
                    help="test size S (default: the model's coded size, 256 without imf)")
     p.add_argument("--sizes", default=None, metavar="LIST",

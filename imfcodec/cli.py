@@ -53,12 +53,10 @@ def cmd_encode(args):
     from . import codec, keyframe, video
     from .model import load_model
     kc = args.keyframe_codec or DEFAULT_KEYFRAME_CODEC
-    keyframe_options = None
-    if args.keyframe_preset is not None:
-        if keyframe.ENCODERS[kc] != "libsvtav1":
-            raise OptionError(f"--keyframe-preset is an SVT-AV1 preset: it needs --keyframe-codec av1-chain "
-                              f"or av1, not {kc}")
-        keyframe_options = {"preset": str(args.keyframe_preset)}
+    try:
+        keyframe_options = keyframe.preset_options(kc, args.keyframe_preset)
+    except keyframe.KeyframeError as e:
+        raise OptionError(f"--keyframe-preset: {e}") from None
     model = load_model(args.model, args.device, args.precision)
     total = None if args.input == video.PIPE else video.probe(args.input, args.size, args.fps).frames
     update, close = _progress(args, total, desc="encode")

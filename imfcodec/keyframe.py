@@ -79,6 +79,24 @@ def encoder_settings(codec: str, crf: int, extra: dict | None = None) -> dict:
     return {"encoder": ENCODERS[codec], **_options(codec, crf), **(extra or {})}
 
 
+PRESETS = range(0, 14)
+
+
+def preset_options(codec: str, preset: int | None) -> dict | None:
+    """The keyframe options that set SVT-AV1's ``preset`` (0..13; None: the codec's own),
+    for ``imfcodec encode --keyframe-preset`` and the bench's ``--imf-keyframe-preset``.
+    KeyframeError for a codec that is not SVT-AV1 or a preset out of range."""
+    if preset is None:
+        return None
+    _check_codec(codec, ENCODERS)
+    if ENCODERS[codec] != "libsvtav1":
+        raise KeyframeError(f"a keyframe preset is an SVT-AV1 preset: it needs keyframe codec av1-chain "
+                            f"or av1, not {codec}")
+    if preset not in PRESETS:
+        raise KeyframeError(f"SVT-AV1 presets are {PRESETS.start}..{PRESETS.stop - 1}, got {preset!r}")
+    return {"preset": str(preset)}
+
+
 def _check_codec(codec: str, table: dict):
     if codec not in table:
         raise KeyframeError(f"unknown keyframe codec {codec!r}; choose from {', '.join(table)}")

@@ -470,15 +470,15 @@ def test_a_cache_copied_without_its_streams_says_why_it_measures_again(run, tmp_
     assert log.count("the cached row's stream is missing") == n
 
 
-def _rerun_copy_codes_only_imf(run, tmp_path, capsys):
+def _rerun_copy_codes_only_imf(run, tmp_path, capsys, extra=()):
     """Rerun imf and x264 into a copy of the fixture's run folder (after the caller changed the
-    code's encoder behaviour): every imf row is coded again, every x264 row comes from the
-    cache. Returns the copy."""
+    code's encoder behaviour, or with ``extra`` arguments): every imf row is coded again, every
+    x264 row comes from the cache. Returns the copy."""
     import shutil
     out = tmp_path / "copy"
     shutil.copytree(run["out"], out)
     args = ["--videos", str(run["src"] / "talk.mp4"), "--out", str(out), "--fast", "--model",
-            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
+            str(run["src"] / "tiny.pt"), "--codecs", "imf,x264", "--sizes", "64,32", "-q", *extra]
     assert rd.main(args) == 0
     n = len(FAST_QUALITIES)
     rows = [r for r in _rows(run["out"] / "rd.csv") if r["codec"] in ("imf", "x264", "x264@32")]
@@ -504,6 +504,29 @@ def test_a_keyframe_encoder_changed_in_code_codes_imf_again(run, tmp_path, capsy
     options = keyframe._options
     monkeypatch.setattr(keyframe, "_options", lambda codec, crf: {**options(codec, crf), "threads": "1"})
     _rerun_copy_codes_only_imf(run, tmp_path, capsys)
+
+
+def test_imf_keyframe_preset_codes_imf_again_and_is_recorded(run, tmp_path, capsys, monkeypatch):
+    """--imf-keyframe-preset reaches the SVT-AV1 keyframe encoder (imfcodec encode
+    --keyframe-preset): the imf rows are coded again under their own key, the anchors' come
+    from the cache, and the log and meta.json say which preset; with a keyframe codec that is
+    not SVT-AV1 it is one error line and nothing runs."""
+    from imfcodec import keyframe
+    seen = []
+    real = keyframe.encoder_settings
+    monkeypatch.setattr(keyframe, "encoder_settings",
+                        lambda codec, crf, extra=None: seen.append(extra) or real(codec, crf, extra))
+    out = _rerun_copy_codes_only_imf(run, tmp_path, capsys, ["--imf-keyframe-preset", "9"])
+    assert {"preset": "9"} in seen
+    assert "av1-chain at preset 9" in (out / "log.txt").read_text()
+    assert json.loads((out / "meta.json").read_text())["imf"]["keyframe_preset"] == 9
+    bad = tmp_path / "bad"
+    assert rd.main(["--videos", str(run["src"] / "talk.mp4"), "--out", str(bad), "--fast", "--model",
+                    str(run["src"] / "tiny.pt"), "--codecs", "imf", "-q", "--imf-keyframe-codec", "vp9",
+                    "--imf-keyframe-preset", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "--imf-keyframe-preset" in err and "vp9" in err and "Traceback" not in err
+    assert not (bad / "rd.csv").exists()
 
 
 def test_dists_frames_are_stratified_and_not_phase_locked():

@@ -248,15 +248,20 @@ class ImfRunner:
     ``base_layer``: imfcodec's --base-layer; a base-layer model coded with it off gives rows
     labelled ``imf-tokens`` (common.IMF_ROWS), everything else ``imf``."""
 
-    def __init__(self, model, streams: Path, keyframe_codec: str | None = None, base_layer: str = "auto"):
+    def __init__(self, model, streams: Path, keyframe_codec: str | None = None, base_layer: str = "auto",
+                 keyframe_preset: int | None = None):
+        from imfcodec import keyframe
         from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, base_layer_mode
         self.model, self.streams = model, streams
         self.keyframe_codec = keyframe_codec or DEFAULT_KEYFRAME_CODEC
         self.base_layer = base_layer_mode(base_layer)
+        # KeyframeError for a preset the keyframe codec has not
+        self.keyframe_options = keyframe.preset_options(self.keyframe_codec, keyframe_preset)
         self.label = "imf-tokens" if self.base_layer == "off" and model.has_base_layer else "imf"
 
     def _opts(self) -> dict:
-        return {"keyframe_codec": self.keyframe_codec, "base_layer": self.base_layer}
+        opts = {"keyframe_codec": self.keyframe_codec, "base_layer": self.base_layer}
+        return {**opts, "keyframe_options": self.keyframe_options} if self.keyframe_options else opts
 
     def settings(self, qualities):
         return [(f"q{q}", q, q) for q in qualities]          # (label, value, order)

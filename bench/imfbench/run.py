@@ -39,10 +39,10 @@ def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
     return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
 
 
-def _imf_encoders(model, q: int, kc: str, base_layer: str) -> dict:
+def _imf_encoders(model, q: int, kc: str, base_layer: str, keyframe_options: dict | None = None) -> dict:
     """The keyframe and base-layer encoders' settings of one level (imfcodec.keyframe)."""
     base = model.base_layer_at(q, base_layer)
-    out = {"keyframe": keyframe.encoder_settings(kc, model.keyframe_crf(q, kc, base))}
+    out = {"keyframe": keyframe.encoder_settings(kc, model.keyframe_crf(q, kc, base), keyframe_options)}
     if base:
         out["base"] = keyframe.encoder_settings(baselayer.CODEC, model.base_crf(q), baselayer.OPTIONS)
     return out
@@ -131,10 +131,15 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
         return _error("--remeter-dists needs DISTS (" + (metrics.dists_note or "not measured") + ")")
     runners = {}
     if model is not None:
-        runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer)
+        try:
+            runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer,
+                                       args.imf_keyframe_preset)
+        except keyframe.KeyframeError as e:
+            return _error(f"--imf-keyframe-preset: {e}")
         kc = runners["imf"].keyframe_codec
-        log(f"imf keyframe codec {kc}; per quality: keyframe CRF, refresh drop dB / min interval s"
-            f"[, base picture side/CRF]: "
+        log(f"imf keyframe codec {kc}"
+            + (f" at preset {args.imf_keyframe_preset}" if args.imf_keyframe_preset is not None else "")
+            + "; per quality: keyframe CRF, refresh drop dB / min interval s[, base picture side/CRF]: "
             + ", ".join(_imf_rule(model, q, kc, args.base_layer) for q in qualities))
     for c in codecs:
         if c in ANCHORS:
@@ -159,8 +164,9 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             # the level's encoder rule (keyframe CRF, refresh, base picture) and the encoders'
             # own options: a ladder changed in code (a model file without a ladder key takes the
             # code's table) or a keyframe preset changed in code codes anew
-            level = (model, int(label[1:]), runners["imf"].keyframe_codec, runners["imf"].base_layer)
-            k.update(rule=_imf_rule(*level), encoders=_imf_encoders(*level))
+            imf = runners["imf"]
+            level = (model, int(label[1:]), imf.keyframe_codec, imf.base_layer)
+            k.update(rule=_imf_rule(*level), encoders=_imf_encoders(*level, imf.keyframe_options))
         else:
             a = ANCHORS[c]
             k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
@@ -196,7 +202,8 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 "model_id": model.model_id, "sha256": model.sha256, "image_size": model.config.image_size,
                 "token_dim": model.config.token_dim, "device": str(model.device),
                 "precision": str(model.dtype).replace("torch.", ""), "qualities": qualities,
-                "model_arg": args.model, "base_layer": args.base_layer, "imfcodec_version": __import__("imfcodec").__version__},
+                "model_arg": args.model, "base_layer": args.base_layer,
+                "keyframe_preset": args.imf_keyframe_preset, "imfcodec_version": __import__("imfcodec").__version__},
             "anchors": {c: {"ladder": ladders[c], "reduced_size_ladder": small[c], "coded_sizes": sizes,
                             "options": ANCHORS[c].options("<crf>", "<frames+1>"),
                             "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,
