@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model-id", default=None, help="name recorded in streams (default: config name)")
     x.add_argument("--calib", nargs="+", default=None,
                    help="videos (training data, never val) on which to measure the frame-to-frame "
-                        "token differences the entropy tables are built for")
+                        "token differences the entropy tables are built for (with --parent: the "
+                        "parent's tables, each level's choice fitted to them)")
     x.add_argument("--calib-frames", type=int, default=64, help="first frames of each calibration clip")
     x.add_argument("--calib-clips", type=int, default=32, help="clips used, spread evenly")
     x.add_argument("--step-scale", type=float, default=1.0,

@@ -87,6 +87,37 @@ class TokenEntropyModel(nn.Module):
         idx = (s[..., None] - table.log()).abs().argmin(-1)
         self.index_table.copy_(idx.to(torch.int32))
 
+    def fit(self, deltas: list):
+        """Re-choose each (quality, channel)'s table among the built ones: the table that
+        codes ``deltas[quality - 1][:, channel]`` (integer symbol differences, what the codec's
+        T packets carry) in the fewest bits, escapes included (CompressAI's exact cost,
+        :func:`_symbol_bits`). A quality without differences keeps its tables. The Gaussian
+        of :meth:`update` fits the token's differences before rounding; after rounding at a
+        coarse step they are mostly 0 with a heavier tail, which a wider table codes in fewer
+        bits (docs/MODEL_CARD.md, "Token tables")."""
+        cdf, lengths, offsets = self._tables()
+        if len(deltas) != self.levels:
+            raise EntropyError(f"fit needs the differences of all {self.levels} quality levels, got {len(deltas)}")
+        for q, d in enumerate(deltas):
+            d = torch.as_tensor(d).to(torch.int64).reshape(-1, self.token_dim)
+            if len(d) == 0:
+                continue
+            for c in range(self.token_dim):
+                values, counts = torch.unique(d[:, c], return_counts=True)
+                pairs = list(zip(values.tolist(), counts.tolist()))
+                cost = [sum(k * _symbol_bits(v - offsets[i], cdf[i], lengths[i] - 2) for v, k in pairs)
+                        for i in range(len(lengths))]
+                self.index_table[q, c] = min(range(len(cost)), key=cost.__getitem__)
+
+    def bits(self, symbols: torch.Tensor, quality: int) -> float:
+        """The bits the rANS coder spends on ``symbols`` (N, C) at ``quality``, without the
+        string's flushed state and word padding (:func:`_symbol_bits`)."""
+        cdf, lengths, offsets = self._tables()
+        idx = self.index_table[quality - 1].tolist()
+        s = torch.as_tensor(symbols).to(torch.int64).reshape(-1, self.token_dim)
+        return sum(_symbol_bits(int(v) - offsets[idx[c]], cdf[idx[c]], lengths[idx[c]] - 2)
+                   for c in range(self.token_dim) for v in s[:, c].tolist())
+
     def _indexes(self, n: int, quality: int) -> torch.Tensor:
         if not 1 <= quality <= self.levels:
             raise EntropyError(f"quality {quality} outside 1..{self.levels}")

@@ -22,6 +22,9 @@ from .models.imf import IMFGenerator
 from .train.checkpoint import is_training_checkpoint
 
 
+FITTED = "per quality and channel the table that codes the quantized token differences in the fewest bits on"
+
+
 @torch.no_grad()
 def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
     """Per-channel std (token units) of frame-to-frame token differences over ``clips``
@@ -32,6 +35,20 @@ def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
         diffs.append(t[1:] - t[:-1])
     d = torch.cat(diffs)
     return d.pow(2).mean(0).sqrt()
+
+
+@torch.no_grad()
+def token_symbol_deltas(gen: IMFGenerator, clips, quality_table, max_frames=200) -> list:
+    """Per quality level of ``quality_table``, the frame-to-frame differences (N, C) of the
+    quantized token symbols over ``clips``: exactly what the codec's T packets code between
+    keyframes (the tables are fitted to these, :meth:`TokenEntropyModel.fit`)."""
+    tokens = [torch.cat([gen.encode_token(f[i:i + 16]) for i in range(0, min(len(f), max_frames), 16)])
+              for f in clips]
+    out = []
+    for r in quality_table:
+        qs = [gen.quantize(t, r["step_mult"]) for t in tokens]
+        out.append(torch.cat([q[1:] - q[:-1] for q in qs]).to(torch.int64))
+    return out
 
 
 def calibration_clips(videos, image_size: int, clips: int = 32, frames: int = 64) -> list:
@@ -88,11 +105,13 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
                       parent=None) -> str:
     """Training checkpoint -> shippable model file (generator + entropy tables + config).
     ``calib_videos``: folders or files whose frame-to-frame token differences the tables are
-    built for (:func:`calibration_clips`; None: the trained rate model). ``step_scale``
-    multiplies every quality level's token step_mult. ``parent``: a model (name or file)
-    whose token path the checkpoint kept frozen (``train_parts``); the file then extends it:
-    only the changed tensors, the parent's entropy tables and token steps, so with the base
-    layer off it codes exactly the parent's streams. Returns the file's sha256."""
+    built for (:func:`calibration_clips`: each level's tables fitted to the rounded differences,
+    :meth:`TokenEntropyModel.fit`; None: the trained rate model). ``step_scale`` multiplies
+    every quality level's token step_mult. ``parent``: a model (name or file) whose token path
+    the checkpoint kept frozen (``train_parts``); the file then extends it: only the changed
+    tensors, the parent's token steps and entropy tables (with ``calib_videos``, their choice
+    per level and channel fitted anew: other bytes, the same symbols), so with the base layer
+    off it decodes exactly the parent's frames. Returns the file's sha256."""
     if not step_scale > 0:        # before the calibration, which takes a while
         raise OptionError(f"--step-scale must be > 0, got {step_scale}")
     ck = load_torch_file(ckpt_path, what="an imfcodec training checkpoint")
@@ -100,20 +119,23 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
         raise ModelError(f"{ckpt_path}: not an imfcodec training checkpoint")
     gen = generator_from_checkpoint(ck, ckpt_path)
     cfg = gen.cfg
-    if parent is not None:
-        return _export_extension(ck, gen, out_path, parent, model_id, meta)
     clips = calibration_clips(calib_videos, cfg.image_size, calib_clips, calib_frames) if calib_videos else None
+    if parent is not None:
+        return _export_extension(ck, gen, out_path, parent, model_id, meta, clips)
     std = token_delta_std(gen, clips) if clips else None
     table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in quality_table_for(cfg)]
     ent = build_entropy(gen, table, std)
+    if clips:
+        ent.fit(token_symbol_deltas(gen, clips, table))
     m = {**_checkpoint_meta(ck),
-         "entropy_calibration": (f"token-delta std measured on {len(clips)} clips" if std is not None
-                                 else "trained rate model"), "step_scale": step_scale}
+         "entropy_calibration": (f"{FITTED} {len(clips)} clips" if clips else "trained rate model"),
+         "step_scale": step_scale}
     m.update(meta or {})
     return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)
 
 
-def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta) -> str:
+def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta, clips=None) -> str:
+    import copy
     from .model import load_model
     par = load_model(parent, "cpu", "fp32")
     if par.config.image_size != gen.cfg.image_size or par.config.token_dim != gen.cfg.token_dim:
@@ -125,7 +147,11 @@ def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta) -
         raise ModelError(f"--parent {parent}: the checkpoint changed the parent's token path or "
                          f"encoders ({', '.join(token_path[:3])}...), so its tokens would not be the parent's")
     table = quality_table_for(gen.cfg, par.quality_table)
-    m = {**_checkpoint_meta(ck), "entropy_calibration": f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"}
+    ent, calibration = par.entropy, f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"
+    if clips:       # the parent's token steps and scale tables; each level's choice fitted anew
+        ent = copy.deepcopy(par.entropy)
+        ent.fit(token_symbol_deltas(gen, clips, table))
+        calibration = f"the parent's ({par.model_id}, sha256 {par.sha256[:16]}) tables, {FITTED} {len(clips)} clips"
+    m = {**_checkpoint_meta(ck), "entropy_calibration": calibration}
     m.update(meta or {})
-    return save_model(out_path, gen, par.entropy, model_id or gen.cfg.name, quality_table=table, meta=m,
-                      parent=par)
+    return save_model(out_path, gen, ent, model_id or gen.cfg.name, quality_table=table, meta=m, parent=par)
