@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ladder_sweep  # noqa: E402
 
 import imfcodec.codec as codec  # noqa: E402
-from imfcodec import video  # noqa: E402
 
 RULES = ("area", "area_per_kb", "lp_tau", "g_drop")
 
@@ -68,28 +67,10 @@ class ProbeEncoder(codec.Encoder):
             return area >= (r["area"] if "area" in r else r["area_per_kb"] * self.kf_bytes / 1000)
         return self.kscore - self._score(x_hat, x) > r.get("lp_tau", r.get("g_drop"))
 
-    @torch.no_grad()
-    def push(self, frame, force_keyframe=False):
+    def _refresh(self, x, x_hat, p: float) -> bool:
         if not self.rule:
-            return super().push(frame, force_keyframe)
-        x = video.to_model(frame, self.size).to(self.m.device)
-        intra = self.ref is None or self.since_key + 1 >= self.max_interval
-        out, base = [], None
-        if self.base_layer is not None:
-            base = self._base_picture(x, key=intra)
-        if intra:
-            out += self._keyframe(x, intra=True, base=base)
-        else:
-            q = codec._check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
-            x_hat = self.m.decode(q[None], self.mult, self.ref, base)
-            p = codec._capped_psnr(x_hat, x)
-            if self._low(x, x_hat, p) and self.since_key + 1 >= self.min_interval:
-                out += self._keyframe(x, intra=False, base=base)
-            else:
-                out += self._predicted(q, x_hat, p)
-        self.index += 1
-        self.stats.frames = self.index
-        return out
+            return super()._refresh(x, x_hat, p)
+        return self._low(x, x_hat, p) and self.since_key + 1 >= self.min_interval
 
 
 if __name__ == "__main__":

@@ -274,15 +274,20 @@ class Encoder:
             q = _check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
             x_hat = self.m.decode(q[None], self.mult, self.ref, base)
             p = _capped_psnr(x_hat, x)
-            low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
-            self.low_run = self.low_run + 1 if low else 0
-            if low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval:
+            if self._refresh(x, x_hat, p):
                 out += self._keyframe(x, intra=False, base=base)
             else:
                 out += self._predicted(q, x_hat, p)
         self.index += 1
         self.stats.frames = self.index
         return out
+
+    def _refresh(self, x, x_hat, p: float) -> bool:
+        """The refresh rule: whether frame x, predicted as x_hat at PSNR p, is coded as a new
+        keyframe instead (bench/refresh_rule_probe.py replaces it to try other rules)."""
+        low = self.refresh_drop > 0 and p < self.base_psnr - self.refresh_drop
+        self.low_run = self.low_run + 1 if low else 0
+        return low and self.low_run >= self.refresh_persist and self.since_key + 1 >= self.min_interval
 
     def _predicted(self, q, x_hat, p: float) -> list:
         """Code the current frame as its token q (C,) with reconstruction x_hat (PSNR p);
