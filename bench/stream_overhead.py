@@ -32,10 +32,10 @@ def split(data: bytes, model) -> dict:
     """Bytes of one stream by part (PARTS)."""
     header, packets = parse(data)
     out = dict.fromkeys(PARTS, 0.0)
-    out["file"] = len(data)
-    out["header"] = len(data) - sum(len(packet_to_bytes(p)) for p in packets)
+    out["file"] = out["header"] = len(data)
     for p in packets:
         n = len(packet_to_bytes(p))
+        out["header"] -= n              # what no packet holds is the file header
         if isinstance(p, KeyframePacket):
             pay = len(p.payload) + sum(len(put_svarint(int(s))) for s in p.ref_symbols)
             out["keyframes"] += pay

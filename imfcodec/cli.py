@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from .config import DEFAULT_KEYFRAME_CODEC, DEFAULT_MODEL, PRECISIONS
+from .config import DEFAULT_KEYFRAME_CODEC, DEFAULT_MODEL, KEYFRAME_PRESETS, PRECISIONS
 from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError, OptionError, describe
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="av1-chain (SVT-AV1 low delay) and vp9 predict refresh keyframes from "
                         "the previous one; av1, hevc, h264 code every keyframe intra "
                         f"(default: {DEFAULT_KEYFRAME_CODEC})")
-    e.add_argument("--keyframe-preset", type=int, default=None, choices=range(0, 14), metavar="0..13",
+    e.add_argument("--keyframe-preset", type=int, default=None, choices=KEYFRAME_PRESETS, metavar="0..13",
                    help="SVT-AV1 preset of the keyframes (av1-chain, av1): lower = fewer bytes, "
                         "slower. 0 saves 3.6 %% of the rate at equal LPIPS over the default 1 "
                         "(av1-chain) on the val clips, but a refresh can take up to 0.5 s to encode, "

@@ -25,6 +25,7 @@ DEFAULT_MODEL = "imf-cpu-base"
 # clips, imf-cpu-base; docs/MODEL_CARD.md "The AV1 keyframe chain")
 DEFAULT_KEYFRAME_CODEC = "av1-chain"
 PRECISIONS = ("auto", "fp32", "bf16")    # network arithmetic (imfcodec.model.resolve_precision)
+KEYFRAME_PRESETS = range(0, 14)          # SVT-AV1's presets (imfcodec.keyframe.preset_options)
 
 
 class ConfigError(IMFCodecError, ValueError):

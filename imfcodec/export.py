@@ -26,24 +26,25 @@ FITTED = "per quality and channel the table that codes the quantized token diffe
 
 
 @torch.no_grad()
-def token_delta_std(gen: IMFGenerator, clips, max_frames=200) -> torch.Tensor:
-    """Per-channel std (token units) of frame-to-frame token differences over ``clips``
-    (a list of (N, 3, S, S) tensors): what the codec actually entropy-codes."""
-    diffs = []
-    for frames in clips:
-        t = torch.cat([gen.encode_token(frames[i:i + 16]) for i in range(0, min(len(frames), max_frames), 16)])
-        diffs.append(t[1:] - t[:-1])
-    d = torch.cat(diffs)
+def clip_tokens(gen: IMFGenerator, clips, max_frames=200) -> list:
+    """The tokens (N, C) of the first ``max_frames`` frames of each of ``clips`` (a list of
+    (N, 3, S, S) tensors), encoded once for both calibrations below."""
+    return [torch.cat([gen.encode_token(f[i:i + 16]) for i in range(0, min(len(f), max_frames), 16)])
+            for f in clips]
+
+
+def token_delta_std(tokens) -> torch.Tensor:
+    """Per-channel std (token units) of the frame-to-frame differences of each clip's
+    ``tokens`` (:func:`clip_tokens`): what the codec actually entropy-codes."""
+    d = torch.cat([t[1:] - t[:-1] for t in tokens])
     return d.pow(2).mean(0).sqrt()
 
 
 @torch.no_grad()
-def token_symbol_deltas(gen: IMFGenerator, clips, quality_table, max_frames=200) -> list:
-    """Per quality level of ``quality_table``, the frame-to-frame differences (N, C) of the
-    quantized token symbols over ``clips``: exactly what the codec's T packets code between
-    keyframes (the tables are fitted to these, :meth:`TokenEntropyModel.fit`)."""
-    tokens = [torch.cat([gen.encode_token(f[i:i + 16]) for i in range(0, min(len(f), max_frames), 16)])
-              for f in clips]
+def token_symbol_deltas(gen: IMFGenerator, tokens, quality_table) -> list:
+    """Per quality level of ``quality_table``, the frame-to-frame differences (N, C) of each
+    clip's ``tokens`` (:func:`clip_tokens`) quantized: exactly what the codec's T packets code
+    between keyframes (the tables are fitted to these, :meth:`TokenEntropyModel.fit`)."""
     out = []
     for r in quality_table:
         qs = [gen.quantize(t, r["step_mult"]) for t in tokens]
@@ -120,21 +121,22 @@ def export_checkpoint(ckpt_path, out_path, calib_videos=None, model_id=None, met
     gen = generator_from_checkpoint(ck, ckpt_path)
     cfg = gen.cfg
     clips = calibration_clips(calib_videos, cfg.image_size, calib_clips, calib_frames) if calib_videos else None
+    tokens = clip_tokens(gen, clips) if clips else None
     if parent is not None:
-        return _export_extension(ck, gen, out_path, parent, model_id, meta, clips)
-    std = token_delta_std(gen, clips) if clips else None
+        return _export_extension(ck, gen, out_path, parent, model_id, meta, tokens)
+    std = token_delta_std(tokens) if tokens else None
     table = [dict(r, step_mult=round(r["step_mult"] * step_scale, 4)) for r in quality_table_for(cfg)]
     ent = build_entropy(gen, table, std)
-    if clips:
-        ent.fit(token_symbol_deltas(gen, clips, table))
+    if tokens:
+        ent.fit(token_symbol_deltas(gen, tokens, table))
     m = {**_checkpoint_meta(ck),
-         "entropy_calibration": (f"{FITTED} {len(clips)} clips" if clips else "trained rate model"),
+         "entropy_calibration": (f"{FITTED} {len(tokens)} clips" if tokens else "trained rate model"),
          "step_scale": step_scale}
     m.update(meta or {})
     return save_model(out_path, gen, ent, model_id or cfg.name, quality_table=table, meta=m)
 
 
-def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta, clips=None) -> str:
+def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta, tokens=None) -> str:
     import copy
     from .model import load_model
     par = load_model(parent, "cpu", "fp32")
@@ -148,10 +150,10 @@ def _export_extension(ck, gen: IMFGenerator, out_path, parent, model_id, meta, c
                          f"encoders ({', '.join(token_path[:3])}...), so its tokens would not be the parent's")
     table = quality_table_for(gen.cfg, par.quality_table)
     ent, calibration = par.entropy, f"the parent's ({par.model_id}, sha256 {par.sha256[:16]})"
-    if clips:       # the parent's token steps and scale tables; each level's choice fitted anew
+    if tokens:      # the parent's token steps and scale tables; each level's choice fitted anew
         ent = copy.deepcopy(par.entropy)
-        ent.fit(token_symbol_deltas(gen, clips, table))
-        calibration = f"the parent's ({par.model_id}, sha256 {par.sha256[:16]}) tables, {FITTED} {len(clips)} clips"
+        ent.fit(token_symbol_deltas(gen, tokens, table))
+        calibration = f"the parent's ({par.model_id}, sha256 {par.sha256[:16]}) tables, {FITTED} {len(tokens)} clips"
     m = {**_checkpoint_meta(ck), "entropy_calibration": calibration}
     m.update(meta or {})
     return save_model(out_path, gen, ent, model_id or gen.cfg.name, quality_table=table, meta=m, parent=par)

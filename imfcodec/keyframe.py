@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from .container import CHAINED_CODECS as CHAINED   # refresh keyframes predicted from the previous
+from .config import KEYFRAME_PRESETS
 from .errors import IMFCodecError, describe
 
 # SVT-AV1 prints a banner per encoder to stderr, and an "error" line for an encoder dropped
@@ -79,7 +80,7 @@ def encoder_settings(codec: str, crf: int, extra: dict | None = None) -> dict:
     return {"encoder": ENCODERS[codec], **_options(codec, crf), **(extra or {})}
 
 
-PRESETS = range(0, 14)
+PRESETS = KEYFRAME_PRESETS      # one home: imfcodec/config.py (the CLI's choices, without loading this module)
 
 
 def preset_options(codec: str, preset: int | None) -> dict | None:

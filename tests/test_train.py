@@ -498,14 +498,15 @@ def test_export_an_extension_of_the_parent_model(tmp_path, data, other_tiny_mode
     assert ext.stat().st_size < parent.stat().st_size
     # --calib: the same tensors, the parent's tables with each level's choice fitted to the
     # rounded token differences of the calibration clips, which they then code in no more bits
-    from imfcodec.export import calibration_clips, token_symbol_deltas
+    from imfcodec.export import calibration_clips, clip_tokens, token_symbol_deltas
     fitted = models / "tiny-base-fitted.pt"
     assert cli.main(["export", str(run / "last.pt"), str(fitted), "--parent", str(parent), "--calib", str(data)]) == 0
     f = load_model(fitted, "cpu", "fp32")
     fs = f.generator.state_dict()
     assert all(torch.equal(fs[k], ms[k]) for k in ms) and f.quality_table == m.quality_table
     assert "fewest bits" in f.meta["entropy_calibration"]
-    deltas = token_symbol_deltas(f.generator, calibration_clips([data], f.config.image_size), f.quality_table)
+    clips = calibration_clips([data], f.config.image_size)
+    deltas = token_symbol_deltas(f.generator, clip_tokens(f.generator, clips), f.quality_table)
     assert all(f.entropy.bits(d, q + 1) <= m.entropy.bits(d, q + 1) for q, d in enumerate(deltas))
     parent.write_bytes(parent.read_bytes() + b"x")           # not the parent it was made from
     with pytest.raises(ModelError, match="extends model"):
