@@ -42,7 +42,7 @@ import numpy as np
 
 from imfbench import common  # noqa: E402
 from imfbench.anchors import ANCHORS, AnchorRunner  # noqa: E402
-from imfcodec import container  # noqa: E402
+from imfcodec.format import container  # noqa: E402
 from imfbench.bdrate import bd_rate  # noqa: E402
 from imfbench.metrics import Metrics  # noqa: E402
 from imfbench.source import find_videos, parse_aspect, test_source, widen  # noqa: E402

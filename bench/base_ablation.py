@@ -34,8 +34,8 @@ COLUMNS = ["video", "quality", "variant", "kbps", "base_kbps", "keyframes", "psn
 
 
 def run_clip(model, path: Path, qualities, frames: int, metrics: Metrics, log) -> list[dict]:
-    from imfcodec import container
-    from imfcodec.codec import decode_bytes, encode_frames
+    from imfcodec.format import container
+    from imfcodec.api import decode_bytes, encode_frames
     src, fps = test_source(path, frames, model.config.image_size)
     metrics.set_source(path.stem, src)
     rows = []
@@ -49,7 +49,7 @@ def run_clip(model, path: Path, qualities, frames: int, metrics: Metrics, log) -
             rows.append(_row(path.stem, q, variant, header.kbps(len(data)), header.kbps(base_bytes),
                              stats.keyframes, metrics(src, dec)))
             if mode == "on":      # the same base stream, alone and upscaled
-                from imfcodec.baselayer import BaseDecoder
+                from imfcodec.media.baselayer import BaseDecoder
                 bd = BaseDecoder(header.base_layer.size)
                 pics = np.stack([bd.decode(x) for p in packets if isinstance(p, container.BasePacket)
                                  for x in p.pictures])

@@ -28,7 +28,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from imfcodec import codec, container, video
+from imfcodec.codec import encoder as codec
+from imfcodec.format import container
+from imfcodec.media import video
 from imfcodec.errors import IMFCodecError
 from imfcodec.metrics import get_lpips, psnr
 from imfcodec.model import load_model

@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from imfcodec import baselayer, video
-from imfcodec.codec import DEFAULT_PACKET_FRAMES
-from imfcodec.container import BasePacket, kbps, packet_to_bytes
-from imfcodec.model import DEFAULT_BASE_LADDER
+from imfcodec.media import baselayer, video
+from imfcodec.options import DEFAULT_PACKET_FRAMES
+from imfcodec.format.container import BasePacket, kbps, packet_to_bytes
+from imfcodec.codec.ladder import DEFAULT_BASE_LADDER
 
 
 def measure(path: str, frames: int, image_size: int, packet_frames: int = DEFAULT_PACKET_FRAMES) -> list[dict]:

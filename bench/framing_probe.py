@@ -50,7 +50,8 @@ def column_parts(crop_x: np.ndarray, left: int, side: int, width: int, feather: 
 
 def probe(path: Path, args, model) -> list[str]:
     import imfcodec
-    from imfcodec import container, framing
+    from imfcodec.format import container
+    from imfcodec.codec import framing
     S = model.config.image_size
     sq, fps = test_source(path, args.frames, S)
     wide, (top, left) = widen(sq, args.aspect)

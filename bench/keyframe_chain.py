@@ -35,9 +35,9 @@ import torch
 from imfbench.bdrate import bd_rate
 from imfbench.source import test_source
 
-from imfcodec import keyframe, video  # noqa: E402
+from imfcodec.media import keyframe, video  # noqa: E402
 from imfcodec.metrics import psnr as _psnr  # noqa: E402
-from imfcodec.model import VP9_CRF_OFFSET  # noqa: E402
+from imfcodec.codec.ladder import VP9_CRF_OFFSET  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
 
-from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
-from imfcodec.container import kbps  # noqa: E402
+from imfcodec.api import decode_bytes, encode_frames  # noqa: E402
+from imfcodec.format.container import kbps  # noqa: E402
 from imfcodec.metrics import get_dists, get_lpips, psnr  # noqa: E402
 from imfcodec.model import load_model  # noqa: E402
 

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
 
-from imfcodec import container  # noqa: E402
-from imfcodec.codec import Encoder, _capped_psnr, _check_symbols  # noqa: E402
+from imfcodec.format import container  # noqa: E402
+from imfcodec.codec.encoder import Encoder, _capped_psnr, _check_symbols  # noqa: E402
 from imfcodec.metrics import get_lpips, psnr  # noqa: E402
 from imfcodec.model import load_model  # noqa: E402
 

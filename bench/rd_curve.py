@@ -27,8 +27,8 @@ os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1: errors only, no banner per en
 from imfbench.anchors import ANCHORS, CODECS  # noqa: E402  (torch-free)
 from imfbench.metrics import DISTS_EVERY  # noqa: E402
 from imfbench.run import FAST_FRAMES, FAST_QUALITIES  # noqa: E402
-from imfcodec.config import PRECISIONS  # noqa: E402  (torch-free)
-from imfcodec.container import KEYFRAME_CODEC_IDS  # noqa: E402  (torch-free)
+from imfcodec.options import DEFAULT_MODEL, PRECISIONS  # noqa: E402  (torch-free)
+from imfcodec.format.container import KEYFRAME_CODEC_IDS  # noqa: E402  (torch-free)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imfcodec quality levels, e.g. 1-8 or 1,4,8 (default 1-8)")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default 250)")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                   help="imfcodec model: shipped name or model file (default: imf-cpu)")
+                   help=f"imfcodec model: shipped name or model file (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="device for imfcodec (auto, cpu, cuda)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="imfcodec's network arithmetic (default auto: bf16 on a CPU with native bf16)")

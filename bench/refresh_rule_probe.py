@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ladder_sweep  # noqa: E402
 
-import imfcodec.codec as codec  # noqa: E402
+import imfcodec.codec.encoder as codec  # noqa: E402
 
 RULES = ("area", "area_per_kb", "lp_tau", "g_drop")
 

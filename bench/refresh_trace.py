@@ -13,7 +13,7 @@ import torch
 
 from imfbench.source import test_source
 
-from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
+from imfcodec.api import decode_bytes, encode_frames  # noqa: E402
 from imfcodec.metrics import psnr  # noqa: E402
 from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
 

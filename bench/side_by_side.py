@@ -120,7 +120,7 @@ def write(out: Path, frames, fps, crf):
                         duration=int(round(1000 / float(fps))), loop=0, optimize=True)
         atomic_write(out, save)
         return
-    from imfcodec.video import VideoWriter
+    from imfcodec.media.video import VideoWriter
     w = VideoWriter(out, frames.shape[2], frames.shape[1], fps, crf=crf)
     try:
         for f in frames:

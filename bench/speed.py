@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from imfcodec.config import PRECISIONS
+from imfcodec.options import PRECISIONS
 from imfcodec.fileio import atomic_write
 
 
@@ -158,10 +158,12 @@ def _stream_run(m, header, packets, n_streams, warmup, batched: bool) -> dict:
 
 def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
     """--streams: MultiDecoder against sequential Decoders for each stream count."""
-    from imfcodec import codec, container
+    from imfcodec import api
+    from imfcodec import options
+    from imfcodec.format import container
     S = m.config.image_size
     frames = synthetic_clip(S, 1 + warmup + steps)
-    data, _ = codec.encode_frames(frames, 25, m, 4, packet_frames=1, refresh_drop=0.0)
+    data, _ = api.encode_frames(frames, 25, m, 4, packet_frames=1, refresh_drop=0.0)
     header, packets = container.parse(data)
     assert isinstance(packets[0], container.KeyframePacket) and len(packets) == len(frames)
     med = lambda runs, k: round(statistics.median(r[k] for r in runs), 2)       # noqa: E731
@@ -206,7 +208,7 @@ RECORDED = {"imf-cpu": "bench/results/speed.json", "imf-cpu-base": "bench/result
 def files_bench(m, source, files, repeats, out_path) -> int:
     """Whole-file decode speed of real .imf streams (see the module docstring)."""
     import imfcodec
-    from imfcodec.container import kbps
+    from imfcodec.format.container import kbps
     rows = []
     for path in files:
         data = Path(path).read_bytes()
@@ -267,7 +269,9 @@ def main(argv=None):
         if not counts or min(counts) < 1 or args.steps < 1 or args.warmup < 0:
             ap.error("--streams takes positive integers (1,4,16,64); --steps, --repeats >= 1")
 
-    from imfcodec import codec, keyframe, video
+    from imfcodec import api
+    from imfcodec import options
+    from imfcodec.media import keyframe, video
     from imfcodec.config import load_model_config
     from imfcodec.model import load_model, random_model
     if args.config:
@@ -303,7 +307,7 @@ def main(argv=None):
         ref_med, _ = timeit(lambda: gen.prepare_reference(x, t), max(5, n // 10))
     tok_med, _ = timeit(lambda: gen.encode_token(x), n)
     rgb = video.to_uint8(x)[0]
-    kc = codec.DEFAULT_KEYFRAME_CODEC
+    kc = options.DEFAULT_KEYFRAME_CODEC
     crf = m.keyframe_crf(4, kc, m.base_layer_at(4))
     kf_bytes = keyframe.KeyframeEncoder(kc, crf).encode(rgb)
     kfe, _ = timeit(lambda: keyframe.KeyframeEncoder(kc, crf).encode(rgb), 5, 1)     # intra picture
@@ -311,15 +315,15 @@ def main(argv=None):
 
     # whole pipeline through the public API on a synthetic moving clip at S x S
     frames = synthetic_clip(S, min(n, 50))
-    codec.encode_frames(frames[:3], 25, m, 4)                                        # warm-up
-    data, st = codec.encode_frames(frames, 25, m, 4, refresh_drop=0.0)
+    api.encode_frames(frames[:3], 25, m, 4)                                        # warm-up
+    data, st = api.encode_frames(frames, 25, m, 4, refresh_drop=0.0)
     # the first decode in a process also builds the kernels for the decoder's batch shapes
     # (a one-off cost, reported apart); the second is the steady speed
     t0 = time.perf_counter()
-    nout = sum(1 for _ in codec.decode_bytes(data, m)[1])
+    nout = sum(1 for _ in api.decode_bytes(data, m)[1])
     dec_cold = (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    nout = sum(1 for _ in codec.decode_bytes(data, m)[1])
+    nout = sum(1 for _ in api.decode_bytes(data, m)[1])
     dec_api = (time.perf_counter() - t0)
 
     res = {

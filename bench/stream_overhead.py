@@ -21,8 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from imfcodec.container import (BasePacket, KeyframePacket, TokenPacket, _base_body, packet_to_bytes, parse,
-                                put_svarint, put_uvarint)
+from imfcodec.format.container import BasePacket, KeyframePacket, TokenPacket, _base_body, packet_to_bytes, parse, put_svarint, put_uvarint
 from imfcodec.model import load_model
 
 PARTS = ("file", "header", "keyframes", "base", "tokens", "rans", "framing")

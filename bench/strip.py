@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import imfcodec
-from imfcodec import video
+from imfcodec.media import video
 
 TILE, GAP, LABEL = 256, 8, 22
 

@@ -23,8 +23,8 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imfbench.source import test_source  # noqa: E402
 
-from imfcodec.codec import encode_frames  # noqa: E402
-from imfcodec.container import TokenPacket, parse  # noqa: E402
+from imfcodec.api import encode_frames  # noqa: E402
+from imfcodec.format.container import TokenPacket, parse  # noqa: E402
 from imfcodec.entropy import SCALE_MIN  # noqa: E402
 from imfcodec.model import load_model  # noqa: E402
 

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 import torch
 
-from imfcodec import video
+from imfcodec.media import video
 from imfcodec.metrics import get_lpips, psnr
 from imfcodec.model import load_model
 

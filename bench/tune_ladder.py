@@ -27,8 +27,10 @@ from imfbench.common import parse_int_list
 from imfbench.metrics import Metrics
 from imfbench.source import test_source
 
-from imfcodec import container, video
-from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, Encoder
+from imfcodec.format import container
+from imfcodec.media import video
+from imfcodec.options import DEFAULT_KEYFRAME_CODEC
+from imfcodec.codec.encoder import Encoder
 from imfcodec.model import DEFAULT_MODEL, load_model
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imfcodec import keyframe, video
+from imfcodec.media import keyframe, video
 from imfcodec.metrics import get_lpips, psnr
 
 CLIPS = ["liveportrait_d3", "iplap_129", "dpe_d", "spec_MEAD_W015_level_1_neutral_030",

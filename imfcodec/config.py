@@ -16,18 +16,6 @@ import yaml
 
 from .errors import IMFCodecError
 
-# The shipped model that encode uses without --model (decode takes the model a stream names).
-# imf-cpu-base (issue 15: base layer and pixel skip, an extension of imf-cpu) since it beat
-# imf-cpu on the val clips on LPIPS, DISTS and PSNR (docs/MODEL_CARD.md)
-DEFAULT_MODEL = "imf-cpu-base"
-# refresh keyframes predicted from the previous one (keyframe.py): the SVT-AV1 low-delay
-# chain, 12.3 % less rate than the VP9 chain at equal LPIPS over the ladder (4 training
-# clips, imf-cpu-base; docs/MODEL_CARD.md "The AV1 keyframe chain")
-DEFAULT_KEYFRAME_CODEC = "av1-chain"
-PRECISIONS = ("auto", "fp32", "bf16")    # network arithmetic (imfcodec.model.resolve_precision)
-KEYFRAME_PRESETS = range(0, 14)          # SVT-AV1's presets (imfcodec.keyframe.preset_options)
-
-
 class ConfigError(IMFCodecError, ValueError):
     """A config file or dict that does not describe a valid config."""
 

@@ -32,10 +32,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models import GaussianConditional
 
-from .container import MAX_SYMBOL
+from .format.container import MAX_SYMBOL
 from .errors import IMFCodecError
+from .options import QUALITIES
 
-QUALITY_LEVELS = 8
+QUALITY_LEVELS = len(QUALITIES)          # one table per quality level
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 # the largest symbol difference coded: two symbols within +-MAX_SYMBOL; the rANS coder's
 # escape loop shifts an int32 by 4 bits per nibble and hangs from 2^28 on (undefined shift)

@@ -15,11 +15,12 @@ import torch
 from .entropy import TokenEntropyModel
 from .errors import OptionError
 from .fileio import atomic_write
+from .codec.ladder import quality_table_for
 from .model import (MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, build_entropy,
-                    generator_from_checkpoint, load_torch_file, quality_table_for)
+                    generator_from_checkpoint, load_torch_file)
 from .config import to_dict
 from .models.imf import IMFGenerator
-from .train.checkpoint import is_training_checkpoint
+from .checkpoint import is_training_checkpoint
 
 
 FITTED = "per quality and channel the table that codes the quantized token differences in the fewest bits on"

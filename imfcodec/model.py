@@ -17,109 +17,21 @@ import os
 import pickle
 import zipfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL, PRECISIONS, ConfigError, ModelConfig, from_dict  # noqa: F401 (re-exported)
+from .checkpoint import checkpoint_generator_state, is_training_checkpoint
+from .codec.ladder import CRF_KEYS, DEFAULT_BASE_LADDER, DEFAULT_QUALITY_TABLE, quality_table_for
+from .config import ConfigError, ModelConfig, from_dict
 from .entropy import QUALITY_LEVELS, TokenEntropyModel, resize_buffers_for
 from .errors import IMFCodecError, describe
 from .models.imf import IMFGenerator
+from .options import DEFAULT_MODEL, PRECISIONS, check_device, shipped_models
 
 MODEL_FORMAT = "imfcodec-model"
 MODEL_FORMAT_VERSION = 1
-
-# quality level q (1..8) -> the token step multiplier (Δ = exp(log_step) * mult; halves every
-# two levels) and the encoder's ladder: keyframe CRFs (intra AV1 `keyframe_crf`, the default
-# AV1 chain `crf_av1_chain`, libvpx `crf_vp9`, `crf_h26x` for HEVC/H.264) and the refresh rule
-# (`refresh_drop` dB, at most one refresh per `min_keyframe_interval` seconds). Stored in
-# every exported model file, so a model can carry a ladder tuned for it; files exported
-# before the ladder keys existed (imf-cpu up to step 4750) take them from this table.
-# The VP9 CRF, drop and interval come from `python bench/tune_ladder.py` on training clips
-# (README, "Quality levels"): a large drop, short intervals from the middle levels up.
-VP9_CRF_OFFSET = -6     # VP9 (qmin = crf) at AV1's CRF - 6: about the same PSNR (bench/keyframe_chain.py)
-LADDER_VP9_CRF = (45, 42, 40, 38, 35, 32, 29, 26)
-LADDER_REFRESH_DROP_DB = (6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 5.0, 4.0)
-LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)
-# The SVT-AV1 low-delay chain (keyframe.py "av1-chain"): the VP9 CRF + 8, where it gives
-# about the same LPIPS through the codec for 14-17 % less rate (q3-q5 on 4 training clips,
-# imf-cpu-base), except q8 at + 4, so that the top of the ladder reaches as far as the VP9
-# ladder's (those clips: VP9 26 117.9 kbps / LPIPS 0.0239; AV1 34 95.5 / 0.0246, 30 123.2 /
-# 0.0215; docs/MODEL_CARD.md "The AV1 keyframe chain"). Files exported before the key take these.
-LADDER_AV1_CHAIN_CRF = (53, 50, 48, 46, 43, 40, 37, 30)
-CRF_KEYS = {"av1": "keyframe_crf", "vp9": "crf_vp9", "hevc": "crf_h26x", "h264": "crf_h26x",
-            "av1-chain": "crf_av1_chain"}
-DEFAULT_QUALITY_TABLE = [
-    {"quality": q, "step_mult": round(2 ** ((4 - q) / 2), 4),
-     "keyframe_crf": 50 - 4 * (q - 1), "crf_h26x": 42 - 3 * (q - 1),
-     "crf_vp9": LADDER_VP9_CRF[q - 1], "crf_av1_chain": LADDER_AV1_CHAIN_CRF[q - 1],
-     "refresh_drop": LADDER_REFRESH_DROP_DB[q - 1],
-     "min_keyframe_interval": LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1]}
-    for q in range(1, QUALITY_LEVELS + 1)
-]
-# The base layer's ladder (issue 15), for models whose D_F reads a base picture
-# (config.base_channels > 0): per level the base picture's side (0: a token-only level) and
-# its VP9 CRF, and the refresh rule's min keyframe interval when the base layer is on (with
-# ``--base-layer off`` the level's token-only `min_keyframe_interval` applies). Export writes
-# these keys into the quality table of a model with base_channels; a model file without them
-# is token-only at every level. Chosen on 4 training clips (eamm_fear, liveportrait_d10,
-# sadtalker_WDA_KatieHill_000, hmeme_nice; 150 frames; the stage-1 stems; format version 5,
-# whose deflated B packets cost 1.2-3.1 kbps at 48 px, CRF 56 where version 4's cost 4.3-5.7;
-# `bench/results/ladder_base/sweep.txt`, docs/MODEL_CARD.md "Base layer"):
-#  - q1 stays token-only, the paper's codec as the floor of the ladder; from q2 up a base
-#    layer beats spending its bits on tokens and keyframes (q2 + 48 px CRF 63: 7.78 kbps,
-#    LPIPS 0.135; token-only q2 6.47 / 0.152, q3 10.02 / 0.126);
-#  - 48 px up to q6: 64 px bought <= 0.0004 LPIPS for 1-2 kbps more at q3-q6, 96 px nothing;
-#    64 px at the top (q8: 64 px CRF 36, 46.6 kbps / 0.0794; 96 px CRF 40, 49.5 / 0.0798);
-#  - longer refresh intervals (2 or 4 s) do not hold the picture on fast clips (LPIPS
-#    0.096 -> 0.130 / 0.134 at q4, version 4), so q1-q4 keep the token-only intervals;
-#  - from q5 up the interval is what buys quality (`bench/results/ladder_base/interval_sweep.txt`):
-#    at 0.5 s the refresh rule waits on the interval, not the drop (q8, drop 4/3/2 dB: the
-#    same 46.6-47.1 kbps / 0.0794), and a lower keyframe CRF buys little (q8, CRF 18: 62.3
-#    kbps / 0.0769), where refreshing sooner is a steeper curve: q5 at 0.33 s 30.2 / 0.0781
-#    (0.5 s: q5 24.3 / 0.0885, q6 29.2 / 0.0856), q6 at 0.25 s 40.6 / 0.0710, q7 at 0.16 s
-#    65.4 / 0.0578, q8 at 0.08 s 105.3 / 0.0434 (0.12 s: 91.0 / 0.0493). At q4 it is even
-#    (0.25 s with keyframe CRF 44: 19.6 / 0.0944; the ladder's 19.8 / 0.0933).
-BASE_LADDER_SIZE = (0, 48, 48, 48, 48, 48, 64, 64)
-BASE_LADDER_CRF = (63, 63, 60, 56, 50, 44, 40, 36)
-BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.08)
-# With the base layer on and the (default) SVT-AV1 keyframe chain, whose keyframes cost 15-25 %
-# less than VP9's, refreshing sooner pays at q2 and q4-q6: the refresh drop still decides, so a
-# clip the motion holds keeps its keyframes, and a fast one gets more of them at the same CRF
-# (4 training clips as above, 150 frames; `bench/results/ladder_base/av1_chain_refresh_sweep.txt`;
-# "line": the old ladder's LPIPS at that rate, linear in log-rate between its levels):
-#   q4 at most every 0.33 s (was 0.5): 20.47 kbps / LPIPS 0.0641, 6.6 % below the line
-#      (0.5 s: 17.04 / 0.0755; 0.25 s: 23.97 / 0.0595, 5.0 % below);
-#   q5 every 0.25 s (was 0.33): 29.63 / 0.0547, 2.7 % below it (0.33 s: 25.75 / 0.0599);
-#   q3 every 0.5 s (was 1): 14.63 / 0.0806, 0.7 % below it: q3 keeps 1 s;
-# and against the ladder with those two (q4 20.47 / 0.0641, q5 29.63 / 0.0547):
-#   q2 every 1 s (was 2): 9.12 / 0.0984, 6.6 % below its line (q2 7.74 / 0.1196, q3 10.39 / 0.0939);
-#   q6 every 0.16 s (was 0.25): 44.73 / 0.0419, 6.9 % below it (q6 36.24 / 0.0509, q7 57.95 / 0.0377);
-#   q7 every 0.12 s (was 0.16): 62.85 / 0.0351, 2.5 % below it: q7 keeps 0.16 s; q3 every
-#   0.66 s: 13.02 / 0.0850, 1.2 % above it.
-# (Coarser keyframes with them, CRF +2 to +6 at q2-q5, were 1.5-8.8 % below the line on those
-# clips but cost DISTS 4.1 % on val: not taken.) The chain's own pair of keyframe CRF and min
-# keyframe interval per level, under the quality table key `base_av1_chain`; files exported
-# before it take this table. The VP9 chain and token-only coding keep theirs.
-BASE_AV1_CHAIN_CRF = LADDER_AV1_CHAIN_CRF
-BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 1.0, 1.0, 0.33, 0.25, 0.16, 0.16, 0.08)
-DEFAULT_BASE_LADDER = [
-    {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
-     "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1],
-     "base_av1_chain": {"crf": BASE_AV1_CHAIN_CRF[q - 1],
-                        "min_keyframe_interval": BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1]}}
-    for q in range(1, QUALITY_LEVELS + 1)
-]
-
-
-def quality_table_for(config: ModelConfig, table=None) -> list:
-    """The quality table a model file of ``config`` gets: ``table`` (default
-    DEFAULT_QUALITY_TABLE) plus DEFAULT_BASE_LADDER's keys when D_F reads a base picture."""
-    table = [dict(r) for r in (table or DEFAULT_QUALITY_TABLE)]
-    if config.base_channels:
-        table = [{**b, **r} for r, b in zip(table, DEFAULT_BASE_LADDER)]
-    return table
+# the quality ladder's tables (what a model file without a key takes): imfcodec/codec/ladder.py
 
 
 class ModelError(IMFCodecError, ValueError):
@@ -218,6 +130,10 @@ class CodecModel:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (a string is
+    checked by :func:`imfcodec.options.check_device`), or a torch.device."""
+    if isinstance(device, str):
+        check_device(device)
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -249,19 +165,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-
-
-def shipped_models() -> dict[str, Path]:
-    """Registered model names -> files inside the package."""
-    root = resources.files("imfcodec") / "weights"
-    out = {}
-    try:
-        for entry in root.iterdir():
-            if entry.name.endswith(".pt"):
-                out[entry.name[:-3]] = Path(str(entry))
-    except FileNotFoundError:
-        pass
-    return dict(sorted(out.items()))
 
 
 def model_path(name_or_path: str | os.PathLike | None) -> Path:
@@ -314,7 +217,6 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
     sha = hashlib.sha256(data).hexdigest()
     blob = load_torch_file(path, data)
     if not _is_model_blob(blob):
-        from .train.checkpoint import is_training_checkpoint   # only then: decoding never loads train
         if is_training_checkpoint(blob):
             # its entropy tables would be built here from float weights, and could differ from
             # machine to machine while the stream's hash (of this file) vouches for them
@@ -403,7 +305,6 @@ def _is_model_blob(blob) -> bool:
 
 def generator_from_checkpoint(ck: dict, path) -> IMFGenerator:
     """The generator a training checkpoint stands for (eval mode), or a ModelError."""
-    from .train.checkpoint import checkpoint_generator_state
     try:
         cfg = from_dict(ModelConfig, ck["model_config"], where=str(path))
         gen = IMFGenerator(cfg)

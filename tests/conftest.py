@@ -91,7 +91,7 @@ def assert_stream_checked(data: bytes, flip: int = 0x10):
     """A well-formed stream: StreamReader fed byte by byte gives the packets parse does, and
     every truncation and a bit flip at every byte is a StreamError."""
     import pytest
-    from imfcodec import container as C
+    from imfcodec.format import container as C
     r = C.StreamReader()
     got = []
     for b in data:

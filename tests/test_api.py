@@ -7,7 +7,10 @@ from fractions import Fraction
 import pytest
 
 from conftest import REPO, moving_pattern
-from imfcodec import codec, container, keyframe
+from imfcodec import api
+from imfcodec import options
+from imfcodec.format import container
+from imfcodec.media import keyframe
 from imfcodec.errors import OptionError
 from imfcodec.fileio import OutputError
 
@@ -20,7 +23,7 @@ import sys
 from fractions import Fraction
 sys.path.insert(0, {str(REPO / 'tests')!r})
 from conftest import moving_pattern
-import imfcodec.codec as c
+import imfcodec.api as c
 m = c.load_model({str(tiny_model_file)!r}, "cpu")
 data, _ = c.encode_frames(moving_pattern(3), Fraction(25), m, keyframe_codec="h264")
 _, frames = c.decode_bytes(data, m)
@@ -37,26 +40,26 @@ print(sorted(n for n in ("imfcodec.assets", "imfcodec.train", "imfcodec.export",
                                   {"packet_frames": 0}, {"refresh_persist": 0}])
 def test_bad_codec_options_are_option_errors(tiny_model, opts):
     with pytest.raises(OptionError):
-        codec.Encoder(tiny_model, 64, 48, Fraction(25), **opts)
+        api.Encoder(tiny_model, 64, 48, Fraction(25), **opts)
 
 
 def test_missing_output_folder_is_an_output_error(tmp_path, clip, tiny_model):
     with pytest.raises(OutputError, match="output folder does not exist"):
-        codec.encode_file(clip, tmp_path / "nope" / "o.imf", tiny_model, keyframe_codec="h264")
-    data, _ = codec.encode_frames(moving_pattern(2), Fraction(25), tiny_model, keyframe_codec="h264")
+        api.encode_file(clip, tmp_path / "nope" / "o.imf", tiny_model, keyframe_codec="h264")
+    data, _ = api.encode_frames(moving_pattern(2), Fraction(25), tiny_model, keyframe_codec="h264")
     (tmp_path / "a.imf").write_bytes(data)
     with pytest.raises(OutputError, match="output folder does not exist"):
-        codec.decode_file(tmp_path / "a.imf", tmp_path / "nope" / "o.mp4", tiny_model)
+        api.decode_file(tmp_path / "a.imf", tmp_path / "nope" / "o.mp4", tiny_model)
 
 
 def test_keyframe_crf_and_options_are_parameters(tiny_model):
     frames = moving_pattern(3)
 
     def size(**opts):
-        data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, **opts)
+        data, st = api.encode_frames(frames, Fraction(25), tiny_model, 4, **opts)
         return st.keyframe_bytes
     own = size()
-    assert size(keyframe_crf=tiny_model.keyframe_crf(4, codec.DEFAULT_KEYFRAME_CODEC)) == own
+    assert size(keyframe_crf=tiny_model.keyframe_crf(4, options.DEFAULT_KEYFRAME_CODEC)) == own
     assert size(keyframe_crf=20) > own > size(keyframe_crf=60)
     assert size(keyframe_options={"crf": "60", "qmin": "60"}) < own
 
@@ -74,14 +77,14 @@ def test_encode_file_takes_a_frame_reader(tmp_path, clip, tiny_model):
     def reader(src, raw_size=None, raw_fps=None):
         calls.append(src)
         return iter(moving_pattern(4))
-    st = codec.encode_file(clip, tmp_path / "o.imf", tiny_model, keyframe_codec="h264", reader=reader)
+    st = api.encode_file(clip, tmp_path / "o.imf", tiny_model, keyframe_codec="h264", reader=reader)
     assert calls == [clip] and st.frames == 4
-    data, _ = codec.encode_frames(moving_pattern(4), Fraction(25), tiny_model, keyframe_codec="h264")
+    data, _ = api.encode_frames(moving_pattern(4), Fraction(25), tiny_model, keyframe_codec="h264")
     assert (tmp_path / "o.imf").read_bytes() == data
 
 
 def test_stream_stats_are_the_containers_count(tiny_model):
-    data, st = codec.encode_frames(moving_pattern(5), Fraction(25), tiny_model, packet_frames=2)
+    data, st = api.encode_frames(moving_pattern(5), Fraction(25), tiny_model, packet_frames=2)
     header, packets = container.parse(data)
     again, sizes = container.assemble(header, packets)
     assert again == data

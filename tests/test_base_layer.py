@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from conftest import REPO, assert_stream_checked, moving_pattern
-from imfcodec import cli, codec, container as C, video
+from imfcodec import cli
+from imfcodec import api
+from imfcodec.codec import encoder
+from imfcodec.format import container as C
+from imfcodec.media import video
 from imfcodec.errors import OptionError
-from imfcodec.multi import MultiDecoder
+from imfcodec.codec.multi import MultiDecoder
 
 
 def _base_model(tmp_path_factory, stems: str, name: str):
@@ -60,7 +64,7 @@ def _frames(model, n=14):
 
 def _encode(model, frames, **opts):
     size = model.config.image_size
-    enc = codec.Encoder(model, size, size, Fraction(25), opts.pop("quality", 4), **opts)
+    enc = api.Encoder(model, size, size, Fraction(25), opts.pop("quality", 4), **opts)
     packets, recon = [], []
     for f in frames:
         packets += enc.push(f)
@@ -73,8 +77,8 @@ def test_round_trip_decodes_what_the_closed_loop_saw(base_model, monkeypatch):
     """Refreshes (predicted keyframes) and a forced intra keyframe mid-stream included; every
     K, P and T packet comes right after the B packet of its frames."""
     script = itertools.cycle([29.0] * 9 + [20.0])
-    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
-    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
+    monkeypatch.setattr(encoder, "psnr", lambda a, b: torch.tensor(next(script)))
+    monkeypatch.setattr(api.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
     frames = _frames(base_model, 16)
     enc, packets, recon = _encode(base_model, frames, refresh_drop=3.0, min_keyframe_interval=0.0,
                                   max_keyframe_interval=0.24)
@@ -94,7 +98,7 @@ def test_round_trip_decodes_what_the_closed_loop_saw(base_model, monkeypatch):
     data, sizes = C.assemble(header, packets)
     assert data[4] == C.BASE_VERSION and sizes.of("base") == sum(len(C.packet_to_bytes(p)) for p in bases)
     assert C.parse(data) == (header, packets)
-    _, out = codec.decode_bytes(data, base_model)
+    _, out = api.decode_bytes(data, base_model)
     out = list(out)
     assert len(out) == len(frames)
     for a, b in zip(recon, out):
@@ -107,10 +111,10 @@ def test_the_base_picture_changes_the_frames(base_model):
     frames = _frames(base_model, 6)
     enc, packets, _ = _encode(base_model, frames)
     header = enc.header(len(frames))
-    dec = codec.Decoder(base_model, header)
+    dec = api.Decoder(base_model, header)
     with_base = [f for p in packets for f in dec.push(p)]
     plain = dataclasses.replace(header, base_layer=None)
-    dec = codec.Decoder(base_model, plain)
+    dec = api.Decoder(base_model, plain)
     without = [f for p in packets if not isinstance(p, C.BasePacket) for f in dec.push(p)]
     assert max(abs(a.astype(int) - b.astype(int)).max() for a, b in zip(with_base[1:], without[1:])) > 8
 
@@ -120,15 +124,15 @@ def test_zero_stems_decode_the_token_only_frames(zero_stem_model):
     same keyframes and tokens and decodes the same frames with and without a base layer."""
     frames = _frames(zero_stem_model, 12)
     rule = {"min_keyframe_interval": 0.08, "max_keyframe_interval": 0.16}    # the same rule for both
-    on, st_on = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="on", **rule)
-    off, st_off = codec.encode_frames(frames, 25, zero_stem_model, 4, base_layer="off", **rule)
+    on, st_on = api.encode_frames(frames, 25, zero_stem_model, 4, base_layer="on", **rule)
+    off, st_off = api.encode_frames(frames, 25, zero_stem_model, 4, base_layer="off", **rule)
     assert 1 < st_on.keyframes < 12
     assert on[4] == 5 and off[4] == C.VERSION == 2 and st_on.base_bytes > 0 == st_off.base_bytes
     h_on, p_on = C.parse(on)
     h_off, p_off = C.parse(off)
     assert [p for p in p_on if not isinstance(p, C.BasePacket)] == p_off
-    a = list(codec.decode_bytes(on, zero_stem_model)[1])
-    b = list(codec.decode_bytes(off, zero_stem_model)[1])
+    a = list(api.decode_bytes(on, zero_stem_model)[1])
+    b = list(api.decode_bytes(off, zero_stem_model)[1])
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 12
 
 
@@ -170,32 +174,32 @@ def test_the_base_picture_steers_the_queries_and_gates_the_pixel_skip(base_model
 
 def test_token_only_models_and_levels_write_version_2(tiny_model, base_model):
     frames = _frames(tiny_model, 3)
-    assert codec.encode_frames(frames, 25, tiny_model, 4)[0][4] == 2          # auto, token-only model
+    assert api.encode_frames(frames, 25, tiny_model, 4)[0][4] == 2          # auto, token-only model
     assert base_model.base_size(1) == 0
-    assert codec.encode_frames(frames, 25, base_model, 1)[0][4] == 2          # token-only level
+    assert api.encode_frames(frames, 25, base_model, 1)[0][4] == 2          # token-only level
     with pytest.raises(OptionError, match="token-only level"):
-        codec.encode_frames(frames, 25, base_model, 1, base_layer="on")
+        api.encode_frames(frames, 25, base_model, 1, base_layer="on")
     with pytest.raises(OptionError, match="token-only"):
-        codec.encode_frames(frames, 25, tiny_model, 4, base_layer="on")
+        api.encode_frames(frames, 25, tiny_model, 4, base_layer="on")
     with pytest.raises(OptionError, match="auto, on or off"):
-        codec.encode_frames(frames, 25, base_model, 4, base_layer="yes")
+        api.encode_frames(frames, 25, base_model, 4, base_layer="yes")
     with pytest.raises(OptionError, match="base picture size"):
-        codec.encode_frames(frames, 25, base_model, 4, base_size=40)
+        api.encode_frames(frames, 25, base_model, 4, base_size=40)
     with pytest.raises(OptionError, match="CRF"):
-        codec.encode_frames(frames, 25, base_model, 4, base_crf=64)
+        api.encode_frames(frames, 25, base_model, 4, base_crf=64)
 
 
 def test_ladder_and_overrides(base_model, tiny_model):
-    from imfcodec.model import BASE_LADDER_SIZE, DEFAULT_BASE_LADDER
+    from imfcodec.codec.ladder import BASE_LADDER_SIZE, DEFAULT_BASE_LADDER
     assert [base_model.base_size(q) for q in range(1, 9)] == list(BASE_LADDER_SIZE)
     assert [tiny_model.base_size(q) for q in range(1, 9)] == [0] * 8        # a file without the keys
     assert "base_size" not in tiny_model.quality_table[0]
     size = base_model.config.image_size
-    enc = codec.Encoder(base_model, size, size, Fraction(25), 8, base_size=32, base_crf=50)
+    enc = api.Encoder(base_model, size, size, Fraction(25), 8, base_size=32, base_crf=50)
     assert enc.base_layer.size == 32 and enc.base_enc.crf == 50
     # q8 refreshes sooner with its base layer than token-only: each mode takes its own key
     assert enc.min_interval == round(DEFAULT_BASE_LADDER[7]["base_min_keyframe_interval"] * 25) == 2
-    off = codec.Encoder(base_model, size, size, Fraction(25), 8, base_layer=False)
+    off = api.Encoder(base_model, size, size, Fraction(25), 8, base_layer=False)
     assert off.base_layer is None and off.min_interval == round(base_model.min_keyframe_interval(8) * 25) == 12
 
 
@@ -204,42 +208,41 @@ def test_av1_chain_has_its_own_base_layer_ladder(base_model):
     keyframe interval (quality-table key `base_av1_chain`; BASE_AV1_CHAIN_* for a file
     without it); the VP9 chain and token-only coding keep theirs."""
     import dataclasses
-    from imfcodec.model import (BASE_AV1_CHAIN_CRF, BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S,
-                                DEFAULT_BASE_LADDER)
+    from imfcodec.codec.ladder import BASE_AV1_CHAIN_CRF, BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S, DEFAULT_BASE_LADDER
     assert base_model.quality_table[3]["base_av1_chain"] == {"crf": 46, "min_keyframe_interval": 0.33}
     old = dataclasses.replace(base_model, quality_table=[
         {k: v for k, v in r.items() if k != "base_av1_chain"} for r in base_model.quality_table])
     size, fps = base_model.config.image_size, Fraction(25)
     for m in (base_model, old):
         for q in (2, 4, 5, 6):
-            on = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain")
+            on = api.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain")
             assert on.base_layer is not None and on.crf == BASE_AV1_CHAIN_CRF[q - 1]
             assert on.min_interval == round(BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1] * 25)
-            vp9 = codec.Encoder(m, size, size, fps, q, keyframe_codec="vp9")
+            vp9 = api.Encoder(m, size, size, fps, q, keyframe_codec="vp9")
             assert vp9.crf == m.keyframe_crf(q, "vp9")
             assert vp9.min_interval == round(DEFAULT_BASE_LADDER[q - 1]["base_min_keyframe_interval"] * 25)
             assert vp9.min_interval > on.min_interval                  # e.g. q4: 0.5 s against 0.33
-            off = codec.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain", base_layer="off")
+            off = api.Encoder(m, size, size, fps, q, keyframe_codec="av1-chain", base_layer="off")
             assert off.crf == m.keyframe_crf(q, "av1-chain")
             assert off.min_interval == round(m.min_keyframe_interval(q) * 25)
     own = dataclasses.replace(base_model, quality_table=[dict(r) for r in base_model.quality_table])
     own.quality_table[3]["base_av1_chain"] = {"crf": 33, "min_keyframe_interval": 1.0}
-    enc = codec.Encoder(own, size, size, fps, 4)
+    enc = api.Encoder(own, size, size, fps, 4)
     assert (enc.crf, enc.min_interval) == (33, 25)                      # the file's own pair
 
 
 def test_face_framing_goes_token_only_or_refuses_on(base_model):
     frames = [np.zeros((144, 256, 3), np.uint8)] * 2
-    assert codec.encode_frames(frames, 25, base_model, 4, framing="face")[0][4] == C.FRAMED_VERSION
+    assert api.encode_frames(frames, 25, base_model, 4, framing="face")[0][4] == C.FRAMED_VERSION
     with pytest.raises(OptionError, match="face framing"):
-        codec.encode_frames(frames, 25, base_model, 4, framing="face", base_layer="on")
+        api.encode_frames(frames, 25, base_model, 4, framing="face", base_layer="on")
 
 
 def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
     """Streams with base pictures of two sizes and a token-only stream of the same model, in
     one MultiDecoder: each stream's frames are its lone Decoder's."""
     frames = _frames(base_model, 12)
-    datas = [codec.encode_frames(frames[k:], 25, base_model, 4, **opts)[0]
+    datas = [api.encode_frames(frames[k:], 25, base_model, 4, **opts)[0]
              for k, opts in enumerate([{}, {"base_size": 32}, {"base_layer": "off"}])]
     assert [d[4] for d in datas] == [5, 5, 2]
     md = MultiDecoder(base_model)
@@ -250,7 +253,7 @@ def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
         sids.append(sid)
         for p in packets:
             md.push(sid, p)
-        want[sid] = list(codec.decode_bytes(data, base_model)[1])
+        want[sid] = list(api.decode_bytes(data, base_model)[1])
     got = {sid: [] for sid in sids}
     for out in md.drain():
         for sid, fs in out.items():
@@ -262,11 +265,11 @@ def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
 
 def test_token_only_model_refuses_a_base_layer_stream(base_model, tiny_model):
     from imfcodec.model import ModelError
-    data, _ = codec.encode_frames(_frames(base_model, 2), 25, base_model, 4)
+    data, _ = api.encode_frames(_frames(base_model, 2), 25, base_model, 4)
     h = dataclasses.replace(C.parse(data)[0], model_id=tiny_model.model_id, model_hash=tiny_model.hash8,
                             token_dim=tiny_model.config.token_dim)
     with pytest.raises(ModelError, match="token-only"):
-        codec.Decoder(tiny_model, h)
+        api.Decoder(tiny_model, h)
 
 
 def test_live_decoder_checks_base_packets_itself(base_model):
@@ -275,10 +278,10 @@ def test_live_decoder_checks_base_packets_itself(base_model):
     frames = _frames(base_model, 6)
     enc, packets, _ = _encode(base_model, frames)
     h = enc.header(0)
-    dec = codec.Decoder(base_model, h)
+    dec = api.Decoder(base_model, h)
     with pytest.raises(C.StreamError, match="base-layer pictures from frame 1, expected 0"):
         dec.push(dataclasses.replace(packets[0], first_frame=1))
-    dec = codec.Decoder(base_model, h)
+    dec = api.Decoder(base_model, h)
     missing = packets[:2] + packets[3:]
     assert isinstance(packets[2], C.BasePacket) and isinstance(packets[3], C.TokenPacket)
     with pytest.raises(C.StreamError, match="no base-layer pictures before the packet that carries frame 1"):
@@ -288,22 +291,22 @@ def test_live_decoder_checks_base_packets_itself(base_model):
 
 def test_wrong_size_base_picture_is_refused(base_model):
     frames = _frames(base_model, 3)
-    data, _ = codec.encode_frames(frames, 25, base_model, 4, base_size=48)
+    data, _ = api.encode_frames(frames, 25, base_model, 4, base_size=48)
     h, ps = C.parse(data)
     lied, _ = C.assemble(dataclasses.replace(h, base_layer=C.BaseLayer(32)), ps)
     with pytest.raises(C.StreamError, match="base-layer picture of frame 0.*48x48, the header says 32x32"):
-        list(codec.decode_bytes(lied, base_model)[1])
+        list(api.decode_bytes(lied, base_model)[1])
 
 
 def test_damaged_base_picture_is_one_stream_error(base_model):
     frames = _frames(base_model, 4)
-    data, _ = codec.encode_frames(frames, 25, base_model, 4)
+    data, _ = api.encode_frames(frames, 25, base_model, 4)
     h, ps = C.parse(data)
     for cut in (1, 5):
         bad = [dataclasses.replace(p, pictures=(p.pictures[0][:cut],)) if isinstance(p, C.BasePacket)
                and p.first_frame == 0 else p for p in ps]
         with pytest.raises(C.StreamError, match="base-layer picture of frame 0"):
-            list(codec.decode_bytes(C.assemble(h, bad)[0], base_model)[1])
+            list(api.decode_bytes(C.assemble(h, bad)[0], base_model)[1])
 
 
 # ---- container ------------------------------------------------------------------------
@@ -479,7 +482,7 @@ def test_fuzzing_reaches_the_base_layer_decoder(base_model):
             out = fuzz_imf.run_case(data if i % 2 else streams.fix_crcs(streams._mutate(d, data)), base_model, 20)
             seen[out] = seen.get(out, 0) + 1
     assert any(k.startswith("refused by decode: base-layer picture") for k in seen), seen
-    real, _ = codec.encode_frames(_frames(base_model, 6), 25, base_model, 4, packet_frames=2)
+    real, _ = api.encode_frames(_frames(base_model, 6), 25, base_model, 4, packet_frames=2)
     assert real[4] == C.BASE_VERSION and fuzz_imf.run_case(real, base_model, 20) == "decoded"
     mutated = {}
     for i in range(120):

@@ -91,7 +91,7 @@ def _rows(path):
 
 def _test_source(path, frames, size):
     """The documented test source, derived here without the bench."""
-    from imfcodec import video
+    from imfcodec.media import video
     raw = np.stack(list(video.read_frames(path, max_frames=frames)))
     return video.to_uint8(video.to_model(raw, size))
 
@@ -136,7 +136,7 @@ def test_rate_rises_with_quality(run):
 
 def test_imf_rate_and_psnr_match_independent_measurement(run):
     import imfcodec
-    from imfcodec import video
+    from imfcodec.media import video
     src_clip = run["src"] / "talk.mp4"
     fps = video.probe(src_clip).fps
     model = imfcodec.load_model(str(run["src"] / "tiny.pt"), "cpu")
@@ -500,7 +500,7 @@ def test_a_keyframe_encoder_changed_in_code_codes_imf_again(run, tmp_path, capsy
     """The same weights and ladder with the keyframe encoder's options changed in code (here
     every keyframe codec's, as a new SVT-AV1 preset would): the imf rows are coded again, the
     anchors' come from the cache."""
-    from imfcodec import keyframe
+    from imfcodec.media import keyframe
     options = keyframe._options
     monkeypatch.setattr(keyframe, "_options", lambda codec, crf: {**options(codec, crf), "threads": "1"})
     _rerun_copy_codes_only_imf(run, tmp_path, capsys)
@@ -511,7 +511,7 @@ def test_imf_keyframe_preset_codes_imf_again_and_is_recorded(run, tmp_path, caps
     --keyframe-preset): the imf rows are coded again under their own key, the anchors' come
     from the cache, and the log and meta.json say which preset; with a keyframe codec that is
     not SVT-AV1 it is one error line and nothing runs."""
-    from imfcodec import keyframe
+    from imfcodec.media import keyframe
     seen = []
     real = keyframe.encoder_settings
     monkeypatch.setattr(keyframe, "encoder_settings",
@@ -659,7 +659,9 @@ def _load_tune():
 def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
     """Rows for every setting; the bytes are those of imfcodec.encode_frames with the same
     settings on the same source."""
-    from imfcodec import assets, codec, model
+    from imfcodec import assets, model
+    from imfcodec import api
+    from imfcodec import options
     try:
         from imfcodec.metrics import get_lpips
         get_lpips("alex", "cpu")
@@ -673,8 +675,8 @@ def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
     assert {(r["crf"], r["drop"]) for r in rows} == {("30", "0.0"), ("30", "2.0"), ("50", "0.0"), ("50", "2.0")}
     m = model.load_model(tiny, "cpu")
     src = _test_source(clip, 6, m.config.image_size)
-    m.quality_table[3] = {**m.quality_table[3], model.CRF_KEYS[codec.DEFAULT_KEYFRAME_CODEC]: 50}
-    data, _ = codec.encode_frames(iter(src), FPS, m, 4, refresh_drop=2.0, min_keyframe_interval=0.1)
+    m.quality_table[3] = {**m.quality_table[3], model.CRF_KEYS[options.DEFAULT_KEYFRAME_CODEC]: 50}
+    data, _ = api.encode_frames(iter(src), FPS, m, 4, refresh_drop=2.0, min_keyframe_interval=0.1)
     row = next(r for r in rows if r["crf"] == "50" and r["drop"] == "2.0")
     assert int(row["bytes"]) == len(data)
     assert 0 < float(row["lpips"]) < 1 and float(row["psnr"]) > 5

@@ -7,7 +7,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from imfcodec import cli, container, video
+from imfcodec import cli
+from imfcodec.format import container
+from imfcodec.media import video
 
 
 def run(capsys, *argv):
@@ -72,9 +74,9 @@ def test_raw_yuv_input_and_output(tmp_path, capsys, clip, tiny_model_file):
 def test_decode_is_deterministic(tmp_path, capsys, clip, tiny_model_file):
     imf = tmp_path / "d.imf"
     run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q")
-    from imfcodec import codec
-    a = list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
-    b = list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
+    from imfcodec import api
+    a = list(api.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
+    b = list(api.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu")[1])
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == 12
 
 
@@ -86,7 +88,7 @@ def good_imf(tmp_path_factory, clip, tiny_model_file):
 
 
 def test_decode_reads_the_file_once(tmp_path, capsys, good_imf, tiny_model_file, monkeypatch):
-    from imfcodec import container
+    from imfcodec.format import container
     calls, read = [], container.read_file
     monkeypatch.setattr(container, "read_file", lambda path: calls.append(path) or read(path))
     code, _, err = run(capsys, "decode", good_imf, tmp_path / "o.y4m", "--model", tiny_model_file, "-q")
@@ -198,19 +200,19 @@ def test_keyframe_chain(tmp_path, capsys, clip, tiny_model, tiny_model_file, cha
     """Chained keyframes (VP9, the SVT-AV1 low-delay chain): refreshes are predicted from
     the previous keyframe (and much smaller), the max-interval keyframes stay intra, and the
     decoder follows the chain."""
-    from imfcodec import codec
+    from imfcodec import api
     frames = list(video.read_frames(clip))
-    data, st = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
+    data, st = api.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
                                    refresh_drop=1e-6, min_keyframe_interval=0.0)
     _, packets = container.parse(data)
     keys = [p for p in packets if isinstance(p, container.KeyframePacket)]
     assert len(keys) == st.keyframes >= 2
     assert not keys[0].predicted and all(k.predicted for k in keys[1:])
     assert max(len(k.payload) for k in keys[1:]) < len(keys[0].payload) / 2
-    out = list(codec.decode_bytes(data, tiny_model, "cpu")[1])
+    out = list(api.decode_bytes(data, tiny_model, "cpu")[1])
     assert len(out) == len(frames)
     # a forced random-access keyframe is intra even in a chain
-    data2, _ = codec.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
+    data2, _ = api.encode_frames(frames, Fraction(25), tiny_model, 4, keyframe_codec=chain,
                                    refresh_drop=0, max_keyframe_interval=0.2)
     keys2 = [p for p in container.parse(data2)[1] if isinstance(p, container.KeyframePacket)]
     assert [k.frame_index for k in keys2] == [0, 5, 10] and not any(k.predicted for k in keys2)
@@ -225,7 +227,7 @@ def test_keyframe_preset_reaches_the_svt_av1_encoder(tmp_path, capsys, clip, tin
     """--keyframe-preset sets the AV1 keyframe encoder's preset (and nothing else), the stream
     still decodes; out of range or with a keyframe codec that is not SVT-AV1 it is one error
     line and no output file."""
-    from imfcodec import keyframe
+    from imfcodec.media import keyframe
     seen = []
     context = keyframe._context
     monkeypatch.setattr(keyframe, "_context", lambda codec, crf, w, h, extra=None:
@@ -248,7 +250,8 @@ def test_keyframe_preset_reaches_the_svt_av1_encoder(tmp_path, capsys, clip, tin
 
 def test_precision_choices(tmp_path, capsys, clip, tiny_model_file, monkeypatch):
     import torch
-    from imfcodec import codec, model
+    from imfcodec import api
+    from imfcodec import model
     cpu = torch.device("cpu")
     assert model.resolve_precision("fp32", cpu) == torch.float32
     assert model.resolve_precision("bf16", cpu) == torch.bfloat16
@@ -263,8 +266,8 @@ def test_precision_choices(tmp_path, capsys, clip, tiny_model_file, monkeypatch)
     imf = tmp_path / "p.imf"
     code, _, err = run(capsys, "encode", clip, imf, "--model", tiny_model_file, "-q", "--precision", "fp32")
     assert code == 0, err
-    a = np.stack(list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="fp32")[1]))
-    b = np.stack(list(codec.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="bf16")[1]))
+    a = np.stack(list(api.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="fp32")[1]))
+    b = np.stack(list(api.decode_bytes(imf.read_bytes(), tiny_model_file, "cpu", precision="bf16")[1]))
     assert a.shape == b.shape == (12, 48, 64, 3)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
     assert not np.array_equal(a, b)                  # bf16 did run

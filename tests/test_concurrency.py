@@ -16,16 +16,16 @@ STREAMS = [(0, 2, "vp9", 4), (1, 4, "h264", 8), (2, 6, "hevc", 3), (3, 8, "vp9",
 
 
 def _encode(model, spec, n=8):
-    from imfcodec import codec
+    from imfcodec import api
     seed, q, kc, pf = spec
-    data, _ = codec.encode_frames(moving_pattern(n, 48, 64, seed=seed), Fraction(25), model, q,
+    data, _ = api.encode_frames(moving_pattern(n, 48, 64, seed=seed), Fraction(25), model, q,
                                   keyframe_codec=kc, packet_frames=pf, max_keyframe_interval=0.2)
     return data
 
 
 def _decode(model, data):
-    from imfcodec import codec
-    return np.stack(list(codec.decode_bytes(data, model)[1]))
+    from imfcodec import api
+    return np.stack(list(api.decode_bytes(data, model)[1]))
 
 
 def _at_once(fn, args, rounds=2):

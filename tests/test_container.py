@@ -3,7 +3,7 @@ from fractions import Fraction
 
 import pytest
 
-from imfcodec import container as C
+from imfcodec.format import container as C
 
 
 def header(frames=5, pf=2):

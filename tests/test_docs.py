@@ -1,7 +1,9 @@
 """What the README and docs promise matches the code."""
 import re
 
-from imfcodec import codec, model
+from imfcodec import api
+from imfcodec import options
+from imfcodec import model
 
 from conftest import REPO
 
@@ -19,7 +21,7 @@ def test_readme_quality_table_matches_code():
         q = int(q)
         assert q == row["quality"]
         assert float(mult) == round(m.step_mult(q), 2)
-        assert int(crf) == m.keyframe_crf(q, codec.DEFAULT_KEYFRAME_CODEC)
+        assert int(crf) == m.keyframe_crf(q, options.DEFAULT_KEYFRAME_CODEC)
         assert float(drop) == m.refresh_drop(q)
         assert float(gap) == m.min_keyframe_interval(q)
         if not m.has_base_layer:                       # no shipped model: the base columns say nothing
@@ -29,11 +31,11 @@ def test_readme_quality_table_matches_code():
         else:
             side_crf, base_gap = base.split(" | ")
             assert side_crf == f"{m.base_size(q)} / {m.base_crf(q)}"
-            assert float(base_gap) == m.min_keyframe_interval(q, base=True, codec=codec.DEFAULT_KEYFRAME_CODEC)
+            assert float(base_gap) == m.min_keyframe_interval(q, base=True, codec=options.DEFAULT_KEYFRAME_CODEC)
 
 
 def test_bitstream_spec_magic_and_version():
-    from imfcodec import container
+    from imfcodec.format import container
     spec = (REPO / "docs/bitstream.md").read_text()
     assert f"format version {container.VERSION}" in spec
     assert " ".join(f"{b:02X}" for b in container.MAGIC) in spec
@@ -60,11 +62,11 @@ def test_encode_help_states_the_codec_defaults():
     from imfcodec import cli
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub.choices["encode"]._actions}
-    assert f"(default: {codec.DEFAULT_KEYFRAME_CODEC})" in helps["keyframe_codec"]
-    assert f"(default {codec.DEFAULT_REFRESH_PERSIST}" in helps["refresh_persist"]
+    assert f"(default: {options.DEFAULT_KEYFRAME_CODEC})" in helps["keyframe_codec"]
+    assert f"(default {options.DEFAULT_REFRESH_PERSIST}" in helps["refresh_persist"]
     assert "(default depends on --quality)" in helps["min_keyframe_interval"]
     assert "(default depends on --quality" in helps["refresh_drop"]
-    assert f"(default {codec.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]
+    assert f"(default {options.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]
 
 
 def test_readme_multi_stream_example_runs(capsys):

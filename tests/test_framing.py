@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imfcodec import codec, container as C, framing, video
+from imfcodec import api
+from imfcodec.codec import framing
+from imfcodec.format import container as C
+from imfcodec.media import video
 from conftest import assert_stream_checked, moving_pattern, write_clip
 
 
@@ -203,7 +206,7 @@ def test_v3_packet_order_and_kind():
 
 
 def test_multi_decoder_refuses_face_framed_streams(tiny_model):
-    from imfcodec.multi import MultiDecoder
+    from imfcodec.codec.multi import MultiDecoder
     with pytest.raises(C.StreamError, match="make_decoder"):
         MultiDecoder(tiny_model).add(v3_header())
 
@@ -220,13 +223,13 @@ def test_version_2_streams_refuse_framing_packets_and_still_parse():
 # ---- codec round trips ---------------------------------------------------------------------------
 def test_face_framing_round_trip_keeps_the_source_size(tiny_model):
     frames = wide_clip(10)
-    data, st = codec.encode_frames(frames, 25, tiny_model, 4, framing="face")
+    data, st = api.encode_frames(frames, 25, tiny_model, 4, framing="face")
     h, packets = C.parse(data)
     assert data[4] == 3 and (h.width, h.height) == (170, 96) and h.framing.mode == "face"
     crops = [p for p in packets if isinstance(p, C.CropPacket)]
     assert crops[0] == C.CropPacket(0, 37, 0, 96)        # no face: the centred crop
     assert st.layer_bytes > 0 and st.header_bytes + st.keyframe_bytes + st.token_bytes + st.layer_bytes == len(data)
-    _, it = codec.decode_bytes(data, tiny_model)
+    _, it = api.decode_bytes(data, tiny_model)
     dec = np.stack(list(it))
     assert dec.shape == (10, 96, 170, 3)
     src = np.stack(frames).astype(float)
@@ -235,20 +238,20 @@ def test_face_framing_round_trip_keeps_the_source_size(tiny_model):
 
 def test_auto_framing_on_square_and_thumbnail_input_is_todays_path(tiny_model):
     for frames in (moving_pattern(6, 64, 64), moving_pattern(6)):      # square, 64x48
-        stretch, _ = codec.encode_frames(frames, 25, tiny_model, 4, framing="stretch")
-        auto, _ = codec.encode_frames(frames, 25, tiny_model, 4)
+        stretch, _ = api.encode_frames(frames, 25, tiny_model, 4, framing="stretch")
+        auto, _ = api.encode_frames(frames, 25, tiny_model, 4)
         assert auto == stretch and auto[4] == C.VERSION == 2
 
 
 def test_feather_is_a_fraction_of_the_crop_side(tiny_model):
     frames = wide_clip(2)                                        # 170x96: side 96
-    data, _ = codec.encode_frames(frames, 25, tiny_model, 4, framing="face")
+    data, _ = api.encode_frames(frames, 25, tiny_model, 4, framing="face")
     assert C.parse(data)[0].framing.feather == round(96 * framing.FEATHER_FRACTION) == 3
-    data, _ = codec.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=0.25)
+    data, _ = api.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=0.25)
     assert C.parse(data)[0].framing.feather == 24
     for bad in (0, 0.6):
         with pytest.raises(framing.FramingError, match="feather_fraction"):
-            codec.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=bad)
+            api.encode_frames(frames, 25, tiny_model, 4, framing="face", feather_fraction=bad)
 
 
 def test_crop_moves_only_at_forced_keyframes_when_the_face_moves(tiny_model):
@@ -268,7 +271,7 @@ def test_crop_moves_only_at_forced_keyframes_when_the_face_moves(tiny_model):
     # once, when most of the median's window (9 detections, one every 3 frames) has seen it
     assert len(moves) == 1 and 30 + 3 * 4 <= moves[0] <= 30 + 3 * 5
     data = enc.header(enc.index).to_bytes() + b"".join(C.packet_to_bytes(p) for p in packets)
-    _, it = codec.decode_bytes(data, tiny_model)
+    _, it = api.decode_bytes(data, tiny_model)
     assert len(list(it)) == 60
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import imfcodec
-from imfcodec import codec, container
-from imfcodec.container import KeyframePacket, StreamError
+from imfcodec import api
+from imfcodec.format import container
+from imfcodec.format.container import KeyframePacket, StreamError
 from imfcodec.metrics import psnr
 from imfcodec.model import ModelError, load_model
 
@@ -25,10 +26,10 @@ def _coded(model, specs=STREAMS, keyframe_s=0.2):
     """[(header, packets, frames a lone Decoder gives, keyframe indices)] per stream."""
     out = []
     for i, (n, h, w, q, pf) in enumerate(specs):
-        data, st = codec.encode_frames(moving_pattern(n, h, w, seed=i), 25, model, q,
+        data, st = api.encode_frames(moving_pattern(n, h, w, seed=i), 25, model, q,
                                        packet_frames=pf, max_keyframe_interval=keyframe_s)
         header, packets = container.parse(data)
-        out.append((header, packets, list(codec.decode_bytes(data, model)[1]), st.keyframe_indices))
+        out.append((header, packets, list(api.decode_bytes(data, model)[1]), st.keyframe_indices))
     return out
 
 
@@ -155,7 +156,7 @@ def test_max_batch_splits_the_pass(tiny_model, coded, monkeypatch):
 
 def test_refuses_another_model_and_unknown_streams(tiny_model, other_tiny_model_file, coded):
     other = load_model(other_tiny_model_file, "cpu")
-    data, _ = codec.encode_frames(moving_pattern(3), 25, other, 4)
+    data, _ = api.encode_frames(moving_pattern(3), 25, other, 4)
     foreign = container.parse(data)[0]
     md = imfcodec.MultiDecoder(tiny_model)
     sid = md.add(coded[0][0])

@@ -39,17 +39,17 @@ def test_atomic_write_gives_open_s_permissions(tmp_path, mask):
 
 @pytest.mark.parametrize("name", ["rec.mp4", "rec.y4m", "rec.yuv"])
 def test_decoded_video_has_ordinary_permissions(tmp_path, clip, tiny_model, name):
-    from imfcodec import codec
+    from imfcodec import api
     with umask(0o027):
-        codec.encode_file(clip, tmp_path / "x.imf", tiny_model, keyframe_codec="h264")
-        codec.decode_file(tmp_path / "x.imf", tmp_path / name, tiny_model)
+        api.encode_file(clip, tmp_path / "x.imf", tiny_model, keyframe_codec="h264")
+        api.decode_file(tmp_path / "x.imf", tmp_path / name, tiny_model)
     assert mode(tmp_path / name) == 0o640 and mode(tmp_path / "x.imf") == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "x.imf"])   # no temp left
 
 
 def test_video_writer_removes_its_temp_file_when_the_output_does_not_open(tmp_path, monkeypatch):
     import av
-    from imfcodec import video
+    from imfcodec.media import video
 
     def refuse(*a, **k):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
@@ -187,7 +187,7 @@ def test_export_of_a_foreign_archive_is_not_a_torch_problem(tmp_path):
 
 # ---- decode errors: the data's fault, or ours ----------------------------------------------
 def test_keyframe_errors_keep_pyav_s_message():
-    from imfcodec import keyframe
+    from imfcodec.media import keyframe
     with pytest.raises(keyframe.KeyframeError,
                        match=r"h264 keyframe picture does not decode \(InvalidDataError: Invalid data found"):
         keyframe.decode(b"\x00\x00\x01\xff" * 40, "h264")
@@ -195,24 +195,25 @@ def test_keyframe_errors_keep_pyav_s_message():
 
 @pytest.fixture(scope="module")
 def stream(tiny_model):
-    from imfcodec import codec
-    data, _ = codec.encode_frames(moving_pattern(6, 48, 64), Fraction(25), tiny_model,
+    from imfcodec import api
+    data, _ = api.encode_frames(moving_pattern(6, 48, 64), Fraction(25), tiny_model,
                                   keyframe_codec="h264", packet_frames=4)
     return data
 
 
 def test_a_bug_in_the_token_decoder_is_not_a_corrupt_payload(stream, tiny_model, monkeypatch):
-    from imfcodec import codec, entropy
+    from imfcodec import api
+    from imfcodec import entropy
 
     def bug(*a, **k):
         raise TypeError("rans_decode() got an unexpected keyword argument")
     monkeypatch.setattr(entropy, "rans_decode", bug)
     with pytest.raises(TypeError):
-        list(codec.decode_bytes(stream, tiny_model)[1])
+        list(api.decode_bytes(stream, tiny_model)[1])
     monkeypatch.undo()
 
     # a damaged payload, by contrast, is the stream's fault: one EntropyError line
-    from imfcodec import container
+    from imfcodec.format import container
     header, packets = container.parse(stream)
     tok = next(p for p in packets if isinstance(p, container.TokenPacket))
     with pytest.raises(entropy.EntropyError):
@@ -220,13 +221,13 @@ def test_a_bug_in_the_token_decoder_is_not_a_corrupt_payload(stream, tiny_model,
 
 
 def test_cli_labels_a_bug_as_an_internal_error(tmp_path, stream, tiny_model_file, monkeypatch, capsys):
-    from imfcodec import codec
+    from imfcodec import api
     from imfcodec.cli import main
     (tmp_path / "x.imf").write_bytes(stream)
 
     def bug(self, packet):
         raise AssertionError("ref is None")
-    monkeypatch.setattr(codec.Decoder, "push", bug)
+    monkeypatch.setattr(api.Decoder, "push", bug)
     rc = main(["decode", str(tmp_path / "x.imf"), str(tmp_path / "y.mp4"), "--model", str(tiny_model_file), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 70 and len(err) == 1

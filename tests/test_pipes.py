@@ -51,15 +51,15 @@ def imfcodec(*args, stdin=b""):
 def piped(tmp_path_factory, tiny_model_file):
     """A clip sent through `encode -`, and the same clip encoded from a .y4m file and
     decoded to one (in this process)."""
-    from imfcodec import codec
+    from imfcodec import api
     d = tmp_path_factory.mktemp("pipes")
     data = y4m_bytes(moving_pattern(10, 48, 64, seed=3), Fraction(30000, 1001))
     (d / "in.y4m").write_bytes(data)
     r = imfcodec("encode", "-", d / "pipe.imf", "--model", tiny_model_file, "--keyframe-codec", "h264",
                  stdin=data)
     assert r.returncode == 0, r.stderr.decode()
-    codec.encode_file(d / "in.y4m", d / "file.imf", tiny_model_file, keyframe_codec="h264", device="cpu")
-    codec.decode_file(d / "file.imf", d / "out.y4m", tiny_model_file, device="cpu")
+    api.encode_file(d / "in.y4m", d / "file.imf", tiny_model_file, keyframe_codec="h264", device="cpu")
+    api.decode_file(d / "file.imf", d / "out.y4m", tiny_model_file, device="cpu")
     return d, r
 
 
@@ -91,7 +91,7 @@ def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
 def test_stdin_is_read_as_it_arrives(monkeypatch):
     """The first frame comes out while the writer still holds the rest back (no waiting for a
     full 32 KiB read, or for the end of the input)."""
-    from imfcodec import video
+    from imfcodec.media import video
     data = y4m_bytes(moving_pattern(6, 48, 64))
     head = data.index(b"\n") + 1
     frame = (len(data) - head) // 6
@@ -124,9 +124,9 @@ def test_decode_to_closed_pipe_is_one_line(tmp_path, tiny_model, tiny_model_file
     (40 frames of 160x160, 1.5 MB of Y4M) is far over a pipe's buffer, so the decoder is
     still writing when the reader goes, however the two processes are scheduled (with 10
     small frames, 46 KB, it could finish into the buffer first and exit 0 on a loaded CPU)."""
-    from imfcodec import codec
+    from imfcodec import api
     frames = moving_pattern(40, 160, 160, seed=5)
-    data, _ = codec.encode_frames(frames, 25, tiny_model, keyframe_codec="h264")
+    data, _ = api.encode_frames(frames, 25, tiny_model, keyframe_codec="h264")
     (tmp_path / "big.imf").write_bytes(data)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = subprocess.Popen([sys.executable, "-m", "imfcodec", "decode", str(tmp_path / "big.imf"), "-",
@@ -140,7 +140,7 @@ def test_decode_to_closed_pipe_is_one_line(tmp_path, tiny_model, tiny_model_file
 
 
 def test_video_to_a_terminal_is_refused(monkeypatch, tmp_path, capsys):
-    from imfcodec import video
+    from imfcodec.media import video
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     with pytest.raises(video.VideoError, match="terminal"):
         video.VideoWriter("-", 64, 48, Fraction(25))
@@ -168,7 +168,7 @@ def test_the_imf_stream_itself_through_pipes(piped, tiny_model_file):
 
 def test_raw_yuv_on_stdin_with_its_size(monkeypatch):
     """`ffmpeg -i IN -f rawvideo -pix_fmt yuv420p - | imfcodec encode - OUT --size 64x48 --fps 30`."""
-    from imfcodec import video
+    from imfcodec.media import video
     raw = np.random.default_rng(0).integers(0, 255, 3 * 64 * 48 * 3 // 2, dtype=np.uint8).tobytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
     info, frames = video.read_video(video.PIPE, (64, 48), 30)

@@ -3,7 +3,8 @@ from fractions import Fraction
 
 import pytest
 
-from imfcodec import cli, video
+from imfcodec import cli
+from imfcodec.media import video
 
 from conftest import SHARED
 
@@ -29,7 +30,7 @@ def test_raw_h264_elementary_stream(tmp_path, tiny_model_file):
     n = len(list(video.read_frames(src)))
     imf = tmp_path / "b.imf"
     assert cli.main(["encode", str(src), str(imf), "--model", str(tiny_model_file), "-q"]) == 0
-    from imfcodec.streaminfo import stream_info
+    from imfcodec.format.streaminfo import stream_info
     d = stream_info(imf)
     assert d["frames"] == n and (d["width"], d["height"]) == (640, 320)
 

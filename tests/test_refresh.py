@@ -4,7 +4,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from imfcodec import codec
+from imfcodec import api
+from imfcodec.codec import encoder
 from imfcodec.errors import OptionError
 
 from conftest import moving_pattern
@@ -16,7 +17,7 @@ def keyframes_for(model, monkeypatch, psnrs, base=30.0, **opts):
     dB (frame 0 is the first keyframe; a refresh keyframe consumes its frame's value).
     Returns the keyframe indices."""
     script = iter(psnrs)
-    real_psnr, real_decode = codec.psnr, model.generator.decode_frame
+    real_psnr, real_decode = encoder.psnr, model.generator.decode_frame
     predicted = []
 
     def decode_frame(*a, **k):
@@ -26,10 +27,10 @@ def keyframes_for(model, monkeypatch, psnrs, base=30.0, **opts):
     def fake_psnr(a, b):
         return torch.tensor(float(next(script))) if predicted and predicted.pop() else real_psnr(a, b)
 
-    monkeypatch.setattr(codec, "psnr", fake_psnr)
-    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: float(base))
+    monkeypatch.setattr(encoder, "psnr", fake_psnr)
+    monkeypatch.setattr(api.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: float(base))
     monkeypatch.setattr(model.generator, "decode_frame", decode_frame)
-    _, st = codec.encode_frames(moving_pattern(n=len(psnrs) + 1), Fraction(25), model, 4, **opts)
+    _, st = api.encode_frames(moving_pattern(n=len(psnrs) + 1), Fraction(25), model, 4, **opts)
     return st.keyframe_indices
 
 
@@ -66,16 +67,16 @@ def test_a_keyframe_whose_predictions_start_poor_is_replaced(tiny_model, monkeyp
 
 
 def test_base_is_the_model_reconstructing_the_keyframe_itself(tiny_model):
-    from imfcodec import video
+    from imfcodec.media import video
     size = tiny_model.config.image_size
     frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=2)]
-    enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4)
+    enc = api.Encoder(tiny_model, size, size, Fraction(25), 4)
     enc.push(frames[0])
     x = video.to_model(frames[0], size)
     q_r = tiny_model.generator.quantize(tiny_model.generator.encode_token(enc.recon), enc.mult)
     with torch.no_grad(), tiny_model.compute():
         x_self = tiny_model.generator.decode_frame(tiny_model.generator.dequantize(q_r, enc.mult), enc.ref)
-    assert enc.base_psnr == pytest.approx(codec.psnr(x_self.float(), x).item(), abs=1e-4)
+    assert enc.base_psnr == pytest.approx(encoder.psnr(x_self.float(), x).item(), abs=1e-4)
 
 
 def test_min_interval_delays_the_refresh(tiny_model, monkeypatch):
@@ -92,20 +93,20 @@ def test_zero_drop_disables_refresh(tiny_model, monkeypatch):
 
 def test_bad_persistence_is_refused(tiny_model):
     with pytest.raises(OptionError, match="refresh_persist"):
-        codec.Encoder(tiny_model, 64, 48, Fraction(25), refresh_persist=0)
+        api.Encoder(tiny_model, 64, 48, Fraction(25), refresh_persist=0)
 
 
 def test_encoder_recon_is_what_the_decoder_rebuilds(tiny_model, monkeypatch):
     """Encoder.recon (used by bench/tune_ladder.py to score settings without a decode) must
     match the decoded frames, keyframes and refreshes included."""
-    from imfcodec import video
+    from imfcodec.media import video
     import itertools
     script = itertools.cycle([29.0, 29.0, 20.0])       # every third prediction refreshes
-    monkeypatch.setattr(codec, "psnr", lambda a, b: torch.tensor(next(script)))
-    monkeypatch.setattr(codec.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
+    monkeypatch.setattr(encoder, "psnr", lambda a, b: torch.tensor(next(script)))
+    monkeypatch.setattr(api.Encoder, "_base_psnr", lambda self, x, q_r, base_pic=None: 30.0)
     size = tiny_model.config.image_size
     frames = [video.to_uint8(video.to_model(f, size))[0] for f in moving_pattern(n=14)]
-    enc = codec.Encoder(tiny_model, size, size, Fraction(25), 4, refresh_drop=3.0,
+    enc = api.Encoder(tiny_model, size, size, Fraction(25), 4, refresh_drop=3.0,
                         min_keyframe_interval=0.0, max_keyframe_interval=100.0)
     packets, recon = [], []
     for f in frames:
@@ -113,7 +114,7 @@ def test_encoder_recon_is_what_the_decoder_rebuilds(tiny_model, monkeypatch):
         recon.append(video.to_uint8(enc.recon)[0])
     packets += enc.flush()
     assert 1 < enc.stats.keyframes < len(frames)      # refreshes and predicted frames both seen
-    dec = codec.Decoder(tiny_model, enc.header(len(frames)))
+    dec = api.Decoder(tiny_model, enc.header(len(frames)))
     out = [f for p in packets for f in dec.push(p)]
     assert len(out) == len(frames)
     for a, b in zip(recon, out):
@@ -124,8 +125,7 @@ def test_a_model_file_without_ladder_keys_uses_the_default_ladder(tiny_model):
     """Model files exported before the ladder lived in the quality table (the step-4750
     imf-cpu) have no crf_vp9 / refresh_drop / min_keyframe_interval: they get LADDER_*."""
     from dataclasses import replace
-    from imfcodec.model import (LADDER_AV1_CHAIN_CRF, LADDER_MIN_KEYFRAME_INTERVAL_S,
-                                LADDER_REFRESH_DROP_DB, LADDER_VP9_CRF)
+    from imfcodec.codec.ladder import LADDER_AV1_CHAIN_CRF, LADDER_MIN_KEYFRAME_INTERVAL_S, LADDER_REFRESH_DROP_DB, LADDER_VP9_CRF
     ladder = ("crf_vp9", "crf_av1_chain", "refresh_drop", "min_keyframe_interval")
     old = replace(tiny_model, quality_table=[{k: v for k, v in r.items() if k not in ladder}
                                              for r in tiny_model.quality_table])

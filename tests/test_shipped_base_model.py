@@ -19,7 +19,7 @@ def models():
 
 
 def _decode(data, model):
-    from imfcodec.codec import decode_bytes
+    from imfcodec.api import decode_bytes
     return np.stack(list(decode_bytes(data, model)[1]))
 
 
@@ -36,7 +36,7 @@ def test_it_extends_the_shipped_imf_cpu(models):
 def test_base_layer_at_is_the_encoders_rule(models):
     """CodecModel.base_layer_at (what the bench, speed.py and tune_ladder.py ask) says what
     the Encoder does at every level and mode, for the token-only model too."""
-    from imfcodec.codec import Encoder
+    from imfcodec.codec.encoder import Encoder
     for m in models:
         for q in range(1, 9):
             for mode in ("auto", "on", "off"):
@@ -49,8 +49,8 @@ def test_base_layer_at_is_the_encoders_rule(models):
 
 
 def test_base_layer_off_decodes_imf_cpu_frames_and_on_codes_version_5(models):
-    from imfcodec import container
-    from imfcodec.codec import encode_frames
+    from imfcodec.format import container
+    from imfcodec.api import encode_frames
     plain, base = models
     frames = moving_pattern(10, 96, 128, seed=3)
     ref, _ = encode_frames(frames, Fraction(25), plain, 4)

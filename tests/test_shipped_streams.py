@@ -25,7 +25,7 @@ def shipped():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_shipped_model_stream_bytes_unchanged(shipped, name):
-    from imfcodec.codec import encode_frames
+    from imfcodec.api import encode_frames
     quality, kf_codec, opts = CASES[name]
     frames = moving_pattern(10, 96, 128, seed=3)
     data, st = encode_frames(frames, Fraction(25), shipped, quality, keyframe_codec=kf_codec,

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from imfcodec import cli, codec, container as C, entropy, keyframe
+from imfcodec import cli, entropy
+from imfcodec import api
+from imfcodec.format import container as C
+from imfcodec.media import keyframe
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import streams  # noqa: E402
@@ -25,9 +28,9 @@ FUZZ = REPO / "tests/fuzz/fuzz_imf.py"
 
 @pytest.fixture(scope="module")
 def tiny_stream(tiny_model, clip):
-    from imfcodec import video
+    from imfcodec.media import video
     frames = list(video.read_frames(clip))[:5]
-    data, _ = codec.encode_frames(frames, 25, tiny_model, 4, keyframe_codec="av1", packet_frames=2)
+    data, _ = api.encode_frames(frames, 25, tiny_model, 4, keyframe_codec="av1", packet_frames=2)
     return data
 
 
@@ -134,7 +137,7 @@ def test_crafted_huge_packet(tiny_stream, tiny_model, tiny_model_file, tmp_path)
     ok = streams.with_header(base + tok, frame_count=257, packet_frames=256)
     assert C.parse(ok)[1][1].count == 256
     with pytest.raises(entropy.EntropyError, match="token payload does not decode"):
-        list(codec.decode_bytes(ok, tiny_model)[1])
+        list(api.decode_bytes(ok, tiny_model)[1])
 
 
 def test_keyframe_picture_larger_than_coded_size_is_refused_before_allocation(tiny_model):
@@ -151,7 +154,7 @@ def test_keyframe_picture_larger_than_coded_size_is_refused_before_allocation(ti
     big = keyframe.encode(np.full((4 * s, 4 * s, 3), 128, np.uint8), "av1", 60)
     data = h.to_bytes() + C.packet_to_bytes(C.KeyframePacket(0, (0,) * h.token_dim, big))
     with pytest.raises(keyframe.KeyframeError):
-        list(codec.decode_bytes(data, tiny_model)[1])
+        list(api.decode_bytes(data, tiny_model)[1])
 
 
 # ---- frame count 0: a live recording ------------------------------------------------------
@@ -165,7 +168,7 @@ def test_frame_count_zero_is_a_live_recording(tiny_stream, tiny_model, tiny_mode
     out = capsys.readouterr().out
     assert '"frames": 5' in out and '"header_frame_count": 0' in out
     assert cli.main(["decode", str(f), str(tmp_path / "live.y4m"), "--model", str(tiny_model_file), "-q"]) == 0
-    assert len(list(codec.decode_bytes(live, tiny_model)[1])) == 5
+    assert len(list(api.decode_bytes(live, tiny_model)[1])) == 5
     header_only = live[:len(live) - len(streams._split(live)[1])]
     with pytest.raises(C.StreamError, match="empty stream"):
         C.parse(header_only)
@@ -187,7 +190,7 @@ def test_token_symbols_stay_exact_integers(tiny_model):
     h = C.Header(m.model_id, m.hash8, s, s, s, Fraction(25), 4, 4, "av1", td, 4)
     data = h.to_bytes() + C.packet_to_bytes(C.KeyframePacket(0, ref, pic)) + C.packet_to_bytes(
         C.TokenPacket(1, 3, m.entropy.encode(d, 4)))
-    dec = codec.Decoder(m, h)
+    dec = api.Decoder(m, h)
     _, packets = C.parse(data)
     dec.push(packets[0])
     assert dec.prev_q.dtype == torch.int64 and tuple(dec.prev_q.tolist()) == ref
@@ -224,7 +227,7 @@ def test_python_rans_decoder_matches_compressai(tiny_model):
 
 def test_training_checkpoint_is_not_a_model(tmp_path):
     from imfcodec.model import ModelError, load_model
-    from imfcodec.train.checkpoint import CKPT_FORMAT
+    from imfcodec.checkpoint import CKPT_FORMAT
     torch.save({"format": CKPT_FORMAT, "step": 1}, tmp_path / "last.pt")
     with pytest.raises(ModelError, match=r"a training checkpoint, not a model file; make one with `imfcodec export"):
         load_model(tmp_path / "last.pt", "cpu")

@@ -250,8 +250,8 @@ class ImfRunner:
 
     def __init__(self, model, streams: Path, keyframe_codec: str | None = None, base_layer: str = "auto",
                  keyframe_preset: int | None = None):
-        from imfcodec import keyframe
-        from imfcodec.codec import DEFAULT_KEYFRAME_CODEC, base_layer_mode
+        from imfcodec.media import keyframe
+        from imfcodec.options import DEFAULT_KEYFRAME_CODEC, base_layer_mode
         self.model, self.streams = model, streams
         self.keyframe_codec = keyframe_codec or DEFAULT_KEYFRAME_CODEC
         self.base_layer = base_layer_mode(base_layer)

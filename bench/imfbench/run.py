@@ -18,7 +18,7 @@ from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics
 from imfbench.report import codec_versions, machine_info, plot_detail, plot_rd, write_tables
 from imfbench.source import find_videos, test_source
 
-from imfcodec import baselayer, keyframe
+from imfcodec.media import baselayer, keyframe
 
 FAST_FRAMES = 8
 FAST_QUALITIES = (2, 6)

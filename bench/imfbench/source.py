@@ -31,7 +31,7 @@ def find_videos(paths, skip) -> list[Path]:
 
 def test_source(path: Path, frames: int, size: int) -> tuple[np.ndarray, Fraction]:
     """The clip's first ``frames`` frames at size x size, uint8 (N, S, S, 3), and its fps."""
-    from imfcodec import video
+    from imfcodec.media import video
     try:
         info = video.probe(path)
         chunks, buf = [], []
@@ -53,7 +53,7 @@ def downscale(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, S, S, 3) -> (N, size, size, 3): antialiased bilinear (the same filter as the
     test source, ``imfcodec.video.to_model``), rounded to uint8; what a sender does before
     coding a reduced resolution."""
-    from imfcodec import video
+    from imfcodec.media import video
     out = [video.to_uint8(video.to_model(frames[i:i + 32], size)) for i in range(0, len(frames), 32)]
     return np.ascontiguousarray(np.concatenate(out))
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import IMFCodecError
 from ..fileio import atomic_write
-from ..video import VideoError, read_frames, to_uint8
+from ..media.video import VideoError, read_frames, to_uint8
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m", ".m4v")
 CACHE_VERSION = 1
@@ -56,7 +56,7 @@ def face_origin(frames: np.ndarray) -> tuple[int, int]:
     """Top-left corner of the square of side min(H, W) that imfcodec.framing's first crop
     would be for the median face box of (N, H, W, 3) frames: the centred square, moved only
     as far as it takes to hold the face with a margin; centred when no face is found."""
-    from ..framing import CropTracker, FaceLocator
+    from ..codec.framing import CropTracker, FaceLocator
     n, h, w, _ = frames.shape
     track = CropTracker(w, h, min(h, w), window=FACE_SAMPLES)
     locate = FaceLocator()
@@ -146,7 +146,7 @@ def cache_bytes(clips) -> int:
 def code_reference(x: torch.Tensor, crf: int) -> torch.Tensor:
     """One frame (3, S, S) in [0, 1] as the decoder sees a keyframe: a VP9 key picture at
     ``crf`` through the codec's own keyframe encoder and decoder, back in [0, 1]."""
-    from .. import keyframe
+    from ..media import keyframe
     rgb = to_uint8(x[None])[0]
     out = keyframe.decode(keyframe.encode(rgb, "vp9", crf), "vp9")
     return torch.from_numpy(out).permute(2, 0, 1).float() / 255.0
@@ -197,7 +197,7 @@ class PairSampler:
     def _base(self, cur, prev, rng, n):
         """The base pictures of ``cur`` as the decoder gets them: the previous frame and this
         one coded as a two-picture base stream at one drawn size and per-sample CRFs."""
-        from .. import baselayer
+        from ..media import baselayer
         size = int(self.base_sizes[rng.integers(len(self.base_sizes))])
         crfs = rng.integers(self.base_crf[0], self.base_crf[1] + 1, n)
         if rng.random() < self.base_dropout:

@@ -24,7 +24,7 @@ from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
     load_train_config, to_dict
 from ..entropy import symbol_likelihood
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator
-from .checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
+from ..checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
 from .data import PairSampler, build_cache, cache_bytes, code_reference, frame_cache_root, val_frames
 from .losses import LPIPSLoss, PerceptualLoss, hinge_d_loss, hinge_g_loss
 
@@ -110,7 +110,7 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
     for frames in clips:
         pics = None
         if base:
-            from .. import baselayer
+            from ..media import baselayer
             pics = baselayer.to_tensor(baselayer.code_chain(baselayer.thumbnail(frames, base[0]), base[1])).to(device)
         frames = frames.to(device)
         t = gen.encode_token(frames)

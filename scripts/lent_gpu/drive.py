@@ -43,7 +43,7 @@ def setup():
     json.dump(man, open(f"{H}/manifest.json", "w"))
     blob = torch.load("imfcodec/weights/imf-cpu.pt", weights_only=True)
     disc = torch.load(f"{A}/disc.pt", weights_only=True)
-    from imfcodec.train.checkpoint import CKPT_FORMAT
+    from imfcodec.checkpoint import CKPT_FORMAT
     torch.save({"format": CKPT_FORMAT, "step": disc["step"], "model_config": blob["config"],
                 "generator": {k: v.float() if v.is_floating_point() else v for k, v in blob["generator"].items()},
                 "discriminator": {k: v.float() for k, v in disc["discriminator"].items()}}, "/root/init.pt")
@@ -57,7 +57,7 @@ def setup():
 
 
 def slim(src, dst):
-    from imfcodec.train.checkpoint import checkpoint_generator_state
+    from imfcodec.checkpoint import checkpoint_generator_state
     ck = torch.load(src, map_location="cpu", weights_only=True)
     g = checkpoint_generator_state(ck)
     torch.save({"format": ck["format"], "step": ck["step"], "best": ck.get("best"),

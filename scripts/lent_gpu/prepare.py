@@ -66,7 +66,7 @@ def fidelity(videos, cache):
     """What the re-encoding costs the training frames: LPIPS / PSNR against the cache."""
     import numpy as np
     from imfcodec.metrics import get_lpips
-    from imfcodec.video import read_frames
+    from imfcodec.media.video import read_frames
     lpips, lp, ps = get_lpips("alex", "cpu"), [], []
     for v in videos:
         ref = np.load(next(cache.glob(f"{v.stem}-*.npy")), mmap_mode="r")

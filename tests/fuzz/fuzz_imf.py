@@ -1,5 +1,5 @@
 """Fuzz the .imf reader and decoder: container.parse, StreamReader fed in random chunks,
-and codec.decode_bytes with a real model, under a memory cap and a time bound per case.
+and imfcodec.decode_bytes with a real model, under a memory cap and a time bound per case.
 
 The only exceptions allowed are IMFCodecError subclasses; anything else, a case slower
 than ``--case-seconds``, or memory beyond ``--mem-gb`` (address space) is a finding.
@@ -37,9 +37,11 @@ import numpy as np  # noqa: E402
 
 def _imports():
     """imfcodec and the generator, imported late so that atheris can instrument them."""
-    global streams, codec, container, keyframe, IMFCodecError
+    global streams, api, container, keyframe, IMFCodecError
     import streams
-    from imfcodec import codec, container, keyframe
+    from imfcodec import api
+    from imfcodec.format import container
+    from imfcodec.media import keyframe
     from imfcodec.errors import IMFCodecError
 
 MAX_DECODE_FRAMES = 24          # per case: enough to reach every decoder state, keeps cases short
@@ -63,7 +65,7 @@ def target_for(model) -> streams.Target:
         enc = keyframe.KeyframeEncoder(name, 50)
         t.pictures[name] = [enc.encode(p, intra=(i == 0)) for i, p in enumerate(pics)]
     if model.has_base_layer:
-        from imfcodec import baselayer
+        from imfcodec.media import baselayer
         enc = baselayer.BaseEncoder(56)
         thumbs = baselayer.thumbnail(torch.from_numpy(np.stack(pics * 2)).permute(0, 3, 1, 2) / 255.0,
                                      t.base_size)
@@ -105,7 +107,7 @@ def check_one(data: bytes, model) -> str:
     if header is None:
         return "refused by parse: " + why.split("(")[0].split(":")[0].split(" at byte")[0].split(" version")[0].strip()
     try:
-        h, frames = codec.decode_bytes(data, model)
+        h, frames = api.decode_bytes(data, model)
         for i, f in enumerate(frames):
             assert f.shape == (h.height, h.width, 3) and f.dtype == np.uint8, f"frame {i}: {f.shape}"
             if i + 1 >= MAX_DECODE_FRAMES:
@@ -226,13 +228,13 @@ def write_seeds(model, out: Path):
         img = np.stack([xx / 64, yy / 48, 0.5 + 0 * xx], -1) * (1 - blob) + blob * np.array([0.9, 0.7, 0.6])
         frames.append((img * 255).astype(np.uint8))
     for name in keyframe.ENCODERS:
-        data, _ = codec.encode_frames(frames, 25, model, 1, keyframe_codec=name, packet_frames=2)
+        data, _ = api.encode_frames(frames, 25, model, 1, keyframe_codec=name, packet_frames=2)
         (out / f"seed_{name}.imf").write_bytes(data)
         if name == "vp9":
             (out / "seed_live.imf").write_bytes(streams.with_header(data, frame_count=0))
     if model.has_base_layer:            # a version-5 stream: base pictures at the lowest base level
         q = next(q for q in range(1, 9) if model.base_size(q))
-        data, _ = codec.encode_frames(frames, 25, model, q, base_layer="on", packet_frames=2)
+        data, _ = api.encode_frames(frames, 25, model, q, base_layer="on", packet_frames=2)
         (out / "seed_base.imf").write_bytes(data)
     print(f"seeds in {out}")
     return 0

@@ -17,7 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from imfcodec import container as C
+from imfcodec.format import container as C
 
 U64 = (1 << 64) - 1
 

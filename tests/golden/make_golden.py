@@ -33,7 +33,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from conftest import moving_pattern  # noqa: E402  (the test suite's synthetic clip)
 
-from imfcodec import codec, container, keyframe, video  # noqa: E402
+from imfcodec import api
+from imfcodec.format import container
+from imfcodec.media import keyframe, video  # noqa: E402
 from imfcodec.model import load_model  # noqa: E402
 
 FRAMES = 8
@@ -62,9 +64,9 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
 def decode_record(data: bytes, model):
     """What a decoder makes of a stream: per-frame integer symbols, keyframe picture
     hashes, the packets, and the decoded frames. Symbols and pictures are decoded here
-    step by step and checked against what codec.Decoder holds."""
+    step by step and checked against what api.Decoder holds."""
     header, packets = container.parse(data)
-    dec = codec.Decoder(model, header)
+    dec = api.Decoder(model, header)
     pictures_dec = keyframe.KeyframeDecoder(header.keyframe_codec)
     symbols, pictures, frames, plist = [], [], [], []
     for p in packets:
@@ -98,7 +100,7 @@ def main(argv=None):
             opts = dict(keyframe_codec=name, packet_frames=4, max_keyframe_interval=0.2)
             if name in container.CHAINED_CODECS and source == "carphone":
                 opts.update(refresh_drop=0.01, min_keyframe_interval=0.08)
-            data, st = codec.encode_frames(frames, 25, model, 4, **opts)
+            data, st = api.encode_frames(frames, 25, model, 4, **opts)
             stem = f"{source}_{name}"
             (HERE / f"{stem}.imf").write_bytes(data)
             header, symbols, pictures, plist, out = decode_record(data, model)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .container import BASE_SIZES
+from ..format.container import BASE_SIZES
 from .keyframe import KeyframeDecoder, KeyframeEncoder, KeyframeError, max_pixels_for
 from .video import to_uint8
 

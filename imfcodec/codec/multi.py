@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import video
-from .codec import Decoder
-from .container import BasePacket, Header, KeyframePacket, StreamError
-from .model import CodecModel, ModelError
-from .models.imf import ReferenceState, ScaleCache
+from ..media import video
+from .decoder import Decoder
+from ..format.container import BasePacket, Header, KeyframePacket, StreamError
+from ..model import CodecModel, ModelError
+from ..models.imf import ReferenceState, ScaleCache
 
 
 @dataclass
@@ -102,7 +102,7 @@ class MultiDecoder:
         return len(self._streams)
 
     def header(self, sid: int) -> Header:
-        return self._get(sid).dec.h
+        return self._get(sid).dec.header
 
     def pending(self, sid: int) -> int:
         """Frames of stream ``sid`` pushed but not yet returned by :meth:`step`."""
@@ -122,13 +122,13 @@ class MultiDecoder:
         Returns the stream's pending frame count."""
         st = self._get(sid)
         if isinstance(packet, BasePacket):
-            st.dec._base(packet)
+            st.dec.base_packet(packet)
         elif isinstance(packet, KeyframePacket):
-            x_r = st.dec._keyframe(packet)
-            st.queue.append(st.dec._out(x_r)[0])
+            x_r = st.dec.decode_keyframe(packet)
+            st.queue.append(st.dec.frames(x_r)[0])
         else:
-            base = st.dec._take_base(packet.first_frame, packet.count)
-            q = st.dec._symbols(packet)
+            base = st.dec.take_base(packet.first_frame, packet.count)
+            q = st.dec.symbols(packet)
             st.queue.extend((row, st.dec.ref, None if base is None else base[i:i + 1]) for i, row in enumerate(q))
         return len(st.queue)
 
@@ -151,7 +151,7 @@ class MultiDecoder:
         x = self._decode(batch).cpu()                    # (B, 3, S, S): one copy off the device
         for (sid, *_), x_i in zip(batch, x):
             st = self._streams[sid]
-            frame = video.from_model(x_i[None], st.dec.h.width, st.dec.h.height)[0]
+            frame = video.from_model(x_i[None], st.dec.header.width, st.dec.header.height)[0]
             out.setdefault(sid, []).append(frame)
             out[sid] += self._ready(st)
         return out

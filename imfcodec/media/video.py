@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import IMFCodecError, describe
-from .fileio import check_output_folder, commit, discard, temp_file
+from ..errors import IMFCodecError, describe
+from ..fileio import check_output_folder, commit, discard, temp_file
 
 PIPE = "-"      # input from stdin / output to stdout
 

@@ -23,9 +23,9 @@ import os
 
 import numpy as np
 
-from .container import CHAINED_CODECS as CHAINED   # refresh keyframes predicted from the previous
-from .config import KEYFRAME_PRESETS
-from .errors import IMFCodecError, describe
+from ..format.container import CHAINED_CODECS as CHAINED   # refresh keyframes predicted from the previous
+from ..options import KEYFRAME_PRESETS
+from ..errors import IMFCodecError, describe
 
 # SVT-AV1 prints a banner per encoder to stderr, and an "error" line for an encoder dropped
 # mid-stream (an encode stopped by bad input): its failures reach us as FFmpeg errors anyway,
@@ -80,7 +80,7 @@ def encoder_settings(codec: str, crf: int, extra: dict | None = None) -> dict:
     return {"encoder": ENCODERS[codec], **_options(codec, crf), **(extra or {})}
 
 
-PRESETS = KEYFRAME_PRESETS      # one home: imfcodec/config.py (the CLI's choices, without loading this module)
+PRESETS = KEYFRAME_PRESETS
 
 
 def preset_options(codec: str, preset: int | None) -> dict | None:

@@ -32,11 +32,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import keyframe
-from .container import CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
-from .errors import IMFCodecError
+from ..errors import IMFCodecError
+from ..format.container import CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
+from ..media import keyframe
+from ..media.video import VideoError, to_uint8
+from ..options import FRAMINGS, EncoderOptions
+from .decoder import Decoder
+from .encoder import Encoder
 
-FRAMINGS = ("auto", "face", "stretch")
 # auto uses face framing at an aspect ratio of at least this (long side / short side):
 # 4:3 (1.33), 16:9 (1.78) and their portrait forms; 11:9 CIF/QCIF (1.22) and squares keep
 # the stretch path and its bytes. And only from this short side up (half the model's 256):
@@ -220,26 +223,26 @@ class Compositor:
 
 # ---- encoder and decoder -------------------------------------------------------------------------
 class FaceEncoder:
-    """Frames in, packets out, like :class:`imfcodec.codec.Encoder` (which codes the crop)."""
+    """Frames in, packets out, like :class:`~imfcodec.codec.encoder.Encoder` (which codes the
+    crop, with ``quality``, ``options`` and the keywords of :class:`~imfcodec.options.EncoderOptions`)."""
 
-    def __init__(self, model, width: int, height: int, fps: Fraction, quality: int = 4,
-                 layer_short: int = LAYER_SHORT_SIDE, layer_interval: float = LAYER_INTERVAL_S,
+    def __init__(self, model, width: int, height: int, fps: Fraction, quality: int | None = None, *,
+                 options: EncoderOptions | None = None, layer_short: int = LAYER_SHORT_SIDE, layer_interval: float = LAYER_INTERVAL_S,
                  layer_crf_offset: int = LAYER_CRF_OFFSET, min_move_interval: float = MIN_MOVE_INTERVAL_S,
                  feather_fraction: float = FEATHER_FRACTION, locator=None, **opts):
-        from .codec import Encoder
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.side = min(width, height)
         if self.side < 16:
             raise FramingError(f"face framing needs frames of at least 16 pixels a side, got {width}x{height}")
         if not 0 < feather_fraction <= 0.5:
             raise FramingError(f"feather_fraction must be in (0, 0.5], got {feather_fraction}")
-        self.inner = Encoder(model, self.side, self.side, fps, quality, **opts)
+        self.inner = Encoder(model, self.side, self.side, fps, quality, options=options, **opts)
         self.locate = locator or FaceLocator()
         self.track = CropTracker(width, height, self.side)
         lw, lh = layer_size(width, height, layer_short)
         self.framing = Framing(lw, lh, max(1, min(250, round(layer_interval * float(self.fps)))),
                                max(1, round(self.side * feather_fraction)))    # bounds: container
-        crf = min(63, model.keyframe_crf(quality, "vp9") + layer_crf_offset)
+        crf = min(63, model.keyframe_crf(self.inner.quality, "vp9") + layer_crf_offset)
         self.layer_enc = keyframe.KeyframeEncoder("vp9", crf)
         self.min_move = max(1, round(min_move_interval * float(self.fps)))
         self.crop = None
@@ -278,7 +281,6 @@ class FaceEncoder:
         return LayerPacket(self.index, self.layer_enc.encode(small, intra=intra), predicted=not intra)
 
     def push(self, frame: np.ndarray) -> list:
-        from .video import VideoError
         if frame.shape != (self.height, self.width, 3):
             raise VideoError(f"frame {self.index} has shape {frame.shape}, expected ({self.height}, {self.width}, 3)")
         if self.index % DETECT_EVERY == 0:
@@ -312,22 +314,13 @@ class FaceEncoder:
         return self.inner.flush()
 
 
-def face_decoder(model, header: Header):
-    """The decoder of a version-3 stream (a subclass of :class:`imfcodec.codec.Decoder`)."""
-    from .codec import Decoder
-
-    class FaceDecoder(_FaceDecoding, Decoder):
-        pass
-    return FaceDecoder(model, header)
-
-
-class _FaceDecoding:
+class FaceDecoder(Decoder):
     """Packets in, frames out (source size), for a version-3 stream: the crop through
-    :class:`imfcodec.codec.Decoder`, the frame layer through a VP9 decoder, composited."""
+    :class:`~imfcodec.codec.decoder.Decoder`, the frame layer through a VP9 decoder, composited."""
 
     def __init__(self, model, header: Header):
         super().__init__(model, header)
-        self.h, f = header, header.framing
+        f = header.framing
         # FFmpeg refuses a picture beyond the layer's size (in 64-pixel superblocks: its
         # check counts the padded size) before allocating it
         self.layer_dec = keyframe.KeyframeDecoder(f.layer_codec, keyframe.max_pixels_for(f.layer_width, f.layer_height))
@@ -336,9 +329,8 @@ class _FaceDecoding:
         self.next_crop = None
         self.frame = 0
 
-    def _out(self, x) -> list[np.ndarray]:
+    def frames(self, x) -> list[np.ndarray]:
         """Crop frames at coded size (N, 3, S, S) -> composited frames at source size."""
-        from .video import to_uint8
         out = []
         for crop in to_uint8(x):
             while len(self.layers) > 1 and self.layers[1][0] <= self.frame:
@@ -350,7 +342,7 @@ class _FaceDecoding:
         return out
 
     def push(self, packet) -> list[np.ndarray]:
-        f = self.h.framing
+        f = self.header.framing
         if isinstance(packet, CropPacket):
             self.next_crop = packet
             return []

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Union
 
-from .errors import IMFCodecError
+from ..errors import IMFCodecError
+from ..options import KEYFRAME_CODECS as _KEYFRAME_CODEC_NAMES, QUALITIES
 
 MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
@@ -36,6 +37,7 @@ KEYFRAME_CODECS = {0: "av1", 1: "hevc", 2: "h264", 3: "vp9", 4: "av1-chain"}
 CHAINED_CODECS = frozenset({"vp9", "av1-chain"})    # codecs whose keyframes may be predicted
 LAYER_CODECS = frozenset({"vp9"})       # the base layer's and the frame layer's (chained)
 KEYFRAME_CODEC_IDS = {v: k for k, v in KEYFRAME_CODECS.items()}
+assert set(KEYFRAME_CODEC_IDS) == set(_KEYFRAME_CODEC_NAMES), "a keyframe codec without a stream id, or the reverse"
 
 # Limits (docs/bitstream.md, "Limits"): every field a reader takes from a stream is bounded
 # here, so what a decoder allocates depends on these numbers and the model, never on what a
@@ -50,7 +52,6 @@ MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
 MAX_FRAME_COUNT = (1 << 32) - 1     # 0 = not known when the header was written (live)
 MAX_TOKEN_DIM = 1024
 MAX_PACKET_FRAMES = 256
-QUALITIES = range(1, 9)
 MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep CompressAI's escapes defined
 MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
 BASE_SIZES = (32, 48, 64, 96)       # a base picture's side (imfcodec.baselayer.SIZES)
@@ -199,7 +200,7 @@ def check_header(h: Header):
     _bound(fps.numerator <= MAX_FPS_TERM and fps.denominator <= MAX_FPS_TERM and MIN_FPS <= fps <= MAX_FPS,
            f"frame rate {fps} outside {MIN_FPS}..{MAX_FPS} fps")
     _bound(0 <= h.frame_count <= MAX_FRAME_COUNT, f"frame count {h.frame_count} over {MAX_FRAME_COUNT}")
-    _bound(h.quality in QUALITIES, f"quality {h.quality} outside 1..8")
+    _bound(h.quality in QUALITIES, f"quality {h.quality} outside {QUALITIES.start}..{QUALITIES.stop - 1}")
     _bound(h.keyframe_codec in KEYFRAME_CODEC_IDS, f"unknown keyframe codec {h.keyframe_codec!r}")
     _bound(1 <= h.token_dim <= MAX_TOKEN_DIM, f"token size {h.token_dim} outside 1..{MAX_TOKEN_DIM}")
     _bound(1 <= h.packet_frames <= MAX_PACKET_FRAMES,
