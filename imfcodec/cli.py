@@ -13,9 +13,22 @@ import json
 import os
 import sys
 
-from .config import DEFAULT_KEYFRAME_CODEC, DEFAULT_MODEL, KEYFRAME_PRESETS, PRECISIONS
-from .container import KEYFRAME_CODEC_IDS
 from .errors import IMFCodecError, OptionError, describe
+from .fileio import check_output_folder
+from .options import (BASE_LAYER_MODES, DEFAULT_KEYFRAME_CODEC, DEFAULT_MAX_KEYFRAME_INTERVAL_S, DEFAULT_MODEL,
+                      DEFAULT_PACKET_FRAMES, DEFAULT_QUALITY, DEFAULT_REFRESH_PERSIST, DEVICES, FRAMINGS,
+                      KEYFRAME_CODECS, KEYFRAME_PRESETS, PIPE, PRECISIONS, QUALITIES, VIDEO_OUTPUTS,
+                      EncoderOptions, check_device, is_raw_input, shipped_models)
+
+# Everything up to a command's first frame runs without torch: --help, argument errors, a
+# missing input, a missing output folder and `imfcodec models` answer at once.
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), as every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _size(s: str):
@@ -36,6 +49,35 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _device(s: str) -> str:
+    try:
+        return check_device(s)
+    except OptionError:
+        raise argparse.ArgumentTypeError(f"unknown device {s!r}; use {DEVICES}") from None
+
+
+def _input_file(path) -> None:
+    """A missing input is one line before anything loads (``-``: stdin, read later)."""
+    if str(path) == PIPE:
+        return
+    if not os.path.exists(path):
+        raise IMFCodecError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise IMFCodecError(f"{path}: is a directory, not a file")
+
+
+def _output_file(path, types=None) -> None:
+    """An output that cannot be written (its folder missing or read-only, an unknown video
+    type) is one line before anything is coded (``-``: stdout)."""
+    if str(path) == PIPE:
+        return
+    check_output_folder(path)
+    ext = os.path.splitext(str(path))[1].lower()
+    if types and ext not in types:
+        raise IMFCodecError(f"{path}: unsupported output type {ext or '(none)'}; use {', '.join(types)} "
+                            f"(or - for Y4M on stdout)")
+
+
 def _progress(args, total=None, unit="frame", desc=""):
     if args.quiet:
         return None, lambda: None
@@ -49,26 +91,38 @@ def _summary(args, line: str):
     print(line, file=sys.stderr if args.output == "-" else sys.stdout)
 
 
-def cmd_encode(args):
-    from . import codec, keyframe, video
-    from .model import load_model
+def check_encode(args) -> EncoderOptions:
+    """Everything about an encode command line that can be checked without torch; its
+    options, checked."""
+    _input_file(args.input)
+    _output_file(args.output)
+    if args.size is not None and not (args.input == PIPE or is_raw_input(args.input)):
+        raise OptionError(f"--size is the size of a raw .yuv input (or of raw video on stdin); "
+                          f"{args.input} says its own")
     kc = args.keyframe_codec or DEFAULT_KEYFRAME_CODEC
+    return EncoderOptions(quality=args.quality, keyframe_codec=kc, packet_frames=args.packet_frames,
+                          refresh_drop=args.refresh_drop, refresh_persist=args.refresh_persist,
+                          min_keyframe_interval=args.min_keyframe_interval,
+                          max_keyframe_interval=args.max_keyframe_interval, base_layer=args.base_layer)
+
+
+def cmd_encode(args):
+    import dataclasses
+    options = check_encode(args)
+    from .media import keyframe        # no torch yet: a bad preset is an answer at once
     try:
-        keyframe_options = keyframe.preset_options(kc, args.keyframe_preset)
+        keyframe_options = keyframe.preset_options(options.keyframe_codec, args.keyframe_preset)
     except keyframe.KeyframeError as e:
         raise OptionError(f"--keyframe-preset: {e}") from None
-    model = load_model(args.model, args.device, args.precision)
+    options = dataclasses.replace(options, keyframe_options=keyframe_options)
+    from . import api
+    from .media import video
+    model = api.load_model(args.model, args.device, args.precision)
     total = None if args.input == video.PIPE else video.probe(args.input, args.size, args.fps).frames
     update, close = _progress(args, total, desc="encode")
     try:
-        st = codec.encode_file(args.input, args.output, model, args.quality, raw_size=args.size,
-                               raw_fps=args.fps, progress=update,
-                               keyframe_codec=kc, keyframe_options=keyframe_options,
-                               packet_frames=args.packet_frames, refresh_drop=args.refresh_drop,
-                               max_keyframe_interval=args.max_keyframe_interval,
-                               min_keyframe_interval=args.min_keyframe_interval,
-                               refresh_persist=args.refresh_persist, framing=args.framing,
-                               base_layer=args.base_layer)
+        st = api.encode_file(args.input, args.output, model, raw_size=args.size, raw_fps=args.fps,
+                             progress=update, framing=args.framing, options=options)
     finally:
         close()
     _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
@@ -76,7 +130,10 @@ def cmd_encode(args):
 
 
 def cmd_decode(args):
-    from . import codec, container
+    _input_file(args.input)
+    _output_file(args.output, VIDEO_OUTPUTS)
+    from . import api
+    from .format import container
     # the frame count for the progress bar: stdin can be read only once (no bar total there),
     # and a live recording's header says 0, so count the packets' frames; the file is read
     # and checked once, here, and decode_file takes the result
@@ -84,7 +141,7 @@ def cmd_decode(args):
     total = None if parsed is None else container.frames_in(parsed[1])
     update, close = _progress(args, total, desc="decode")
     try:
-        st = codec.decode_file(args.input, args.output, args.model, args.device, progress=update,
+        st = api.decode_file(args.input, args.output, args.model, args.device, progress=update,
                                precision=args.precision, parsed=parsed)
     finally:
         close()
@@ -94,9 +151,11 @@ def cmd_decode(args):
 
 
 def cmd_info(args):
-    from .streaminfo import stream_info
+    from .format.streaminfo import stream_info
     d = stream_info(args.input)
     if args.json:
+        if not args.packets:
+            del d["packets"]
         print(json.dumps(d, indent=1))
         return
     print(f"{d['file']}: .imf v{d['format_version']}, model {d['model_id']} ({d['model_hash']})")
@@ -149,7 +208,6 @@ def cmd_fetch(args):
 
 
 def cmd_models(args):
-    from .model import shipped_models
     models = shipped_models()
     if not models:
         print("no shipped models installed")
@@ -159,14 +217,15 @@ def cmd_models(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    p = argparse.ArgumentParser(prog="imfcodec", description="Neural talking-head video codec (IMF).")
+    p = _Parser(prog="imfcodec", description="Neural talking-head video codec (IMF).")
     p.add_argument("--version", action="version", version=f"imfcodec {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp, device=True):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if device:
-            sp.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+            sp.add_argument("--device", default="auto", type=_device,
+                            help=f"{DEVICES} (default auto: a CUDA GPU when present, else the CPU)")
             sp.add_argument("--precision", default="auto", choices=PRECISIONS,
                             help="network arithmetic: auto = bf16 on a CPU with native bf16 "
                                  "(AVX512-BF16/AMX), else fp32")
@@ -175,46 +234,52 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("input", help="video file, or - for a video piped to stdin "
                                  "(ffmpeg -i IN -f yuv4mpegpipe - | imfcodec encode - OUT.imf)")
     e.add_argument("output", help=".imf file, or - for the stream on stdout")
-    e.add_argument("--quality", type=int, default=4, choices=range(1, 9), metavar="1..8",
-                   help="1 = fewest bits, 8 = best pictures (default 4)")
+    e.add_argument("--quality", type=int, default=DEFAULT_QUALITY, choices=QUALITIES,
+                   metavar=f"{QUALITIES.start}..{QUALITIES.stop - 1}",
+                   help=f"{QUALITIES.start} = fewest bits, {QUALITIES.stop - 1} = best pictures "
+                        f"(default {DEFAULT_QUALITY})")
     e.add_argument("--model", default=None, help=f"shipped model name or model file (default: {DEFAULT_MODEL})")
-    e.add_argument("--keyframe-codec", default=None, choices=list(KEYFRAME_CODEC_IDS),
+    e.add_argument("--keyframe-codec", default=None, choices=KEYFRAME_CODECS,
                    help="av1-chain (SVT-AV1 low delay) and vp9 predict refresh keyframes from "
                         "the previous one; av1, hevc, h264 code every keyframe intra "
                         f"(default: {DEFAULT_KEYFRAME_CODEC})")
-    e.add_argument("--keyframe-preset", type=int, default=None, choices=KEYFRAME_PRESETS, metavar="0..13",
+    e.add_argument("--keyframe-preset", type=int, default=None, choices=KEYFRAME_PRESETS,
+                   metavar=f"{KEYFRAME_PRESETS.start}..{KEYFRAME_PRESETS.stop - 1}",
                    help="SVT-AV1 preset of the keyframes (av1-chain, av1): lower = fewer bytes, "
-                        "slower. 0 saves 3.6 %% of the rate at equal LPIPS over the default 1 "
-                        "(av1-chain) on the val clips, but a refresh can take up to 0.5 s to encode, "
-                        "a stall in a live stream: for files (default: the codec's own)")
-    e.add_argument("--packet-frames", type=int, default=8,
-                   help="token frames per packet: fewer = lower latency, more bytes (default 8)")
+                        "slower; a low preset can stall a live stream at each refresh "
+                        "(default: the codec's own)")
+    e.add_argument("--packet-frames", type=_positive_int, default=DEFAULT_PACKET_FRAMES,
+                   help=f"token frames per packet: fewer = lower latency, more bytes "
+                        f"(default {DEFAULT_PACKET_FRAMES})")
     e.add_argument("--refresh-drop", type=float, default=None,
                    help="code a new keyframe when a frame's reconstruction PSNR falls this many dB "
                         "below the model's reconstruction of the last keyframe itself (default "
                         "depends on --quality; 0 disables)")
     e.add_argument("--refresh-persist", type=_positive_int, default=None,
                    help="frames the drop must last before a refresh keyframe, so a blink does "
-                        "not become the reference (default 1: refresh at once)")
+                        f"not become the reference (default {DEFAULT_REFRESH_PERSIST}: refresh at once)")
     e.add_argument("--min-keyframe-interval", type=float, default=None,
                    help="seconds between refresh keyframes at least (default depends on --quality)")
-    e.add_argument("--max-keyframe-interval", type=float, default=10.0, help="seconds (default 10)")
-    e.add_argument("--framing", default="auto", choices=["auto", "face", "stretch"],
+    e.add_argument("--max-keyframe-interval", type=float, default=DEFAULT_MAX_KEYFRAME_INTERVAL_S,
+                   help=f"seconds (default {DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})")
+    e.add_argument("--framing", default="auto", choices=FRAMINGS,
                    help="face: code a square crop around the face with IMF and the rest of the "
                         "frame as a small VP9 layer; stretch: scale the whole frame to the model's "
                         "square; auto (default): face at an aspect of 4:3 or wider and a short side "
                         "of 128 px or more, else stretch")
-    e.add_argument("--base-layer", default="auto", choices=["auto", "on", "off"],
+    e.add_argument("--base-layer", default="auto", choices=BASE_LAYER_MODES,
                    help="a small VP9 picture of every frame beside the tokens, read by the frame "
                         "decoder (format version 5): auto (default) where the model and the quality "
                         "level have one; on: the same, or an error where they do not; off: the "
                         "paper's token-only codec")
-    e.add_argument("--size", type=_size, default=None, help="WxH of a raw .yuv input")
-    e.add_argument("--fps", type=float, default=None, help="frame rate of a raw .yuv input")
+    e.add_argument("--size", type=_size, default=None,
+                   help="WxH of a raw .yuv input or raw video on stdin (other inputs say their own)")
+    e.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a raw .yuv input (default 25); with another input, replaces its own")
     common(e)
     e.set_defaults(fn=cmd_encode)
 
-    d = sub.add_parser("decode", help=".imf -> video file (.mp4, .mkv, .y4m, .yuv)")
+    d = sub.add_parser("decode", help=f".imf -> video file ({', '.join(VIDEO_OUTPUTS)})")
     d.add_argument("input", help=".imf file, or - for a stream on stdin")
     d.add_argument("output", help="video file, or - for Y4M on stdout (imfcodec decode IN.imf - | ffplay -)")
     d.add_argument("--model", default=None, help="model file (default: the shipped model the stream names)")
@@ -224,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="header, packet sizes and rates of an .imf file")
     i.add_argument("input")
     i.add_argument("--json", action="store_true")
-    i.add_argument("--packets", action="store_true", help="list every packet")
+    i.add_argument("--packets", action="store_true", help="list every packet (with --json too)")
     i.set_defaults(fn=cmd_info)
 
     t = sub.add_parser("train", help="train the networks (works under torchrun too)")
