@@ -36,15 +36,8 @@ ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "li
             "av1-chain": "libsvtav1"}
 DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9", "av1-chain": "libdav1d"}
 # SVT-AV1's low-delay structure (pred-struct 1): no lookahead, one packet out per picture in,
-# key pictures only when asked (keyint -1). A slow preset because a keyframe is one picture in
-# many: preset 2 took 41-91 ms per picture at 256x256 against 15-25 at preset 6, for 21-29 %
-# fewer bytes than the VP9 chain at equal PSNR where preset 6 saved 1-19 % (docs/bitstream.md).
-# Preset 1 (since December 2026): refresh pictures in 62-182 ms where preset 2 takes 33-77 (one
-# core), for -4.4 % PSNR and -5.7 % LPIPS BD-rate on the pictures (4 training clips,
-# `bench/keyframe_chain.py --presets 2 1 0`); through the codec on the val clips -2.3 % LPIPS,
-# -1.4 % PSNR, -3.7 % DISTS BD-rate (docs/MODEL_CARD.md). Preset 0 (-8.3 / -9.6 %) takes
-# 142-489 ms a picture and 1.2-1.9 s for the first: a stall of several frames at each refresh
-# of a live call.
+# key pictures only when asked (keyint -1). A slow preset because a keyframe is one picture
+# in many; 0 saves more rate but stalls a live call at each refresh (docs/MODEL_CARD.md).
 AV1_CHAIN_PRESET = "1"
 
 
@@ -62,12 +55,8 @@ def _options(codec: str, crf: int) -> dict:
         return {"crf": str(crf), "preset": "medium", "x265-params": "keyint=1:log-level=error:info=0"}
     if codec == "vp9":
         # low delay: no lookahead, no alt-ref, one packet out per picture in; key pictures
-        # only when asked (keyint far beyond any clip). qmin = crf keeps libvpx from boosting
-        # key pictures (2-3x the bytes for +4 dB): every keyframe, key or inter, gets about
-        # the same quality, and a key picture costs about what an AV1 intra picture does.
-        # cpu-used 0 (libvpx's slowest search): 37 ms per refresh picture against 18 at 2,
-        # for 1.6 % fewer bytes and +0.2 dB (4 training clips, CRF 38); through the codec
-        # -1.7 % LPIPS BD-rate (4 other training clips, q2/q4/q6; docs/MODEL_CARD.md).
+        # only when asked. qmin = crf keeps libvpx from boosting key pictures, so every
+        # keyframe gets about the same quality; cpu-used 0 is libvpx's slowest search.
         return {"crf": str(crf), "qmin": str(crf), "b": "0", "lag-in-frames": "0",
                 "auto-alt-ref": "0", "deadline": "good", "cpu-used": "0", "g": "1000000"}
     return {"crf": str(crf), "preset": "medium"}
