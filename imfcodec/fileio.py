@@ -22,10 +22,13 @@ class OutputError(IMFCodecError, OSError):
 
 
 def check_output_folder(path) -> Path:
-    """``path`` as a Path, or an OutputError when the folder it goes in does not exist."""
+    """``path`` as a Path, or an OutputError when the folder it goes in does not exist or
+    cannot be written to."""
     path = Path(path)
     if not path.parent.exists():
         raise OutputError(f"{path}: output folder does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output folder is not writable")
     return path
 
 
