@@ -1,15 +1,31 @@
 """What the README and docs promise matches the code."""
+import importlib.util
 import re
+import shlex
+
+import pytest
 
 from imfcodec import api
 from imfcodec import options
 from imfcodec import model
 
-from conftest import REPO
+from conftest import REPO, moving_pattern, write_clip
+
+README = REPO / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
-def test_readme_quality_table_matches_code():
-    text = (REPO / "README.md").read_text()
+def fenced(text, lang):
+    return [body for kind, body in FENCE.findall(text) if kind == lang]
+
+
+def needs_shipped_model():
+    if model.DEFAULT_MODEL not in model.shipped_models():
+        pytest.skip("no shipped default model")
+
+
+def test_design_quality_table_matches_code():
+    text = (REPO / "docs/design.md").read_text()
     rows = re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (- \| -|\d+ / \d+ \| [\d.]+) \|$",
                       text, re.M)
     assert len(rows) == 8
@@ -44,19 +60,6 @@ def test_bitstream_spec_magic_and_version():
     assert ", ".join(map(str, container.BASE_SIZES[:-1])) + f" or {container.BASE_SIZES[-1]}" in spec
 
 
-def test_readme_streaming_example_runs(capsys):
-    from imfcodec.model import DEFAULT_MODEL, shipped_models
-    if DEFAULT_MODEL not in shipped_models():
-        import pytest
-        pytest.skip("no shipped default model")
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    streaming = [b for b in blocks if "StreamReader" in b]
-    assert len(streaming) == 1
-    exec(compile(streaming[0], "README.md", "exec"), {})
-    assert "10 frames decoded" in capsys.readouterr().out
-
-
 def test_encode_help_states_the_codec_defaults():
     import argparse
     from imfcodec import cli
@@ -69,13 +72,74 @@ def test_encode_help_states_the_codec_defaults():
     assert f"(default {options.DEFAULT_MAX_KEYFRAME_INTERVAL_S:g})" in helps["max_keyframe_interval"]
 
 
-def test_readme_multi_stream_example_runs(capsys):
-    from imfcodec.model import DEFAULT_MODEL, shipped_models
-    if DEFAULT_MODEL not in shipped_models():
-        import pytest
-        pytest.skip("no shipped default model")
-    text = (REPO / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "MultiDecoder" in b]
-    assert len(blocks) == 1
-    exec(compile(blocks[0], "README.md", "exec"), {})
-    assert "[4, 4, 4] frames per call" in capsys.readouterr().out
+def test_readme_is_a_short_page():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250
+    first_fence = next(i for i, line in enumerate(lines) if line.startswith("```"))
+    assert first_fence < 40 and lines[first_fence + 1].strip()
+
+
+def test_readme_has_no_project_history():
+    text = README.read_text()
+    for pattern in (r"\bissue \d+", r"\bstage \d", r"\bstep \d", r"\bsitting\b", r"\bprevious\b",
+                    r"\bsince\b", r"\bwas\b", r"\b20\d\d-\d\d", r"(January|February|March|April|May|June|July|"
+                    r"August|September|October|November|December) 20\d\d"):
+        assert not re.search(pattern, text, re.I), pattern
+
+
+def test_no_machine_paths_in_docs():
+    files = [README, REPO / "NEWS.md", *(REPO / "docs").rglob("*.md")]
+    for f in files:
+        assert "../shared" not in f.read_text(), f
+
+
+def _model_card():
+    spec = importlib.util.spec_from_file_location("model_card", REPO / "bench/model_card.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_docs_are_up_to_date():
+    """docs/benchmarks.md and the marked tables of README.md and docs/MODEL_CARD.md are what
+    `python bench/model_card.py` writes from bench/results."""
+    for path, text in _model_card().render(REPO).items():
+        assert path.read_text() == text, f"{path} is out of date: run python bench/model_card.py"
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    """Every ```python block of the README runs, in a folder holding a small in.mp4: whole
+    files, streaming (10 frames decoded), in memory, and MultiDecoder ([4, 4, 4])."""
+    needs_shipped_model()
+    write_clip(tmp_path / "in.mp4", moving_pattern(12, 144, 176))
+    monkeypatch.chdir(tmp_path)
+    blocks = fenced(README.read_text(), "python")
+    assert len(blocks) >= 4
+    assert len([b for b in blocks if "StreamReader" in b]) == 1       # streaming, for a live call
+    assert len([b for b in blocks if "MultiDecoder" in b]) == 1       # many calls on one machine
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i + 1}", "exec"), {})
+    out = capsys.readouterr().out
+    assert "10 frames decoded" in out and "[4, 4, 4] frames per call" in out
+    assert (tmp_path / "rec.mp4").stat().st_size > 0
+
+
+def test_readme_cli_examples_run(tmp_path, monkeypatch, capsys):
+    """The README's ```bash blocks made of plain imfcodec commands run (pipes need ffmpeg and
+    a player: not run)."""
+    needs_shipped_model()
+    from imfcodec import cli
+    write_clip(tmp_path / "in.mp4", moving_pattern(12, 144, 176))
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for block in fenced(README.read_text(), "bash"):
+        commands = [line.split("#")[0].strip() for line in block.splitlines()]
+        commands = [c for c in commands if c]
+        if not all(c.startswith("imfcodec ") and "|" not in c for c in commands):
+            continue
+        for c in commands:
+            assert cli.main(shlex.split(c)[1:]) == 0, c
+            ran += 1
+    assert ran >= 4
+    assert (tmp_path / "rec.mov").stat().st_size > 0
+    assert "imf-cpu-base" in capsys.readouterr().out
