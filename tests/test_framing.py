@@ -317,13 +317,8 @@ def test_train_config_data_crop():
 # ---- bench/aspect.py's test source ---------------------------------------------------------------
 def aspect_bench():
     """bench/aspect.py as a module (it is a script, not part of a package)."""
-    import sys
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("aspect_bench", REPO / "bench" / "aspect.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+    return load_script("bench/aspect.py")
 
 
 def test_bench_aspect_widens_by_repeating_edges():

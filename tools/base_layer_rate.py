@@ -5,7 +5,7 @@ packets the file holds (``container.packet_to_bytes``: the pictures of ``--packe
 frames deflated together, plus packet framing), as a stream with no refresh keyframes
 groups them.
 
-    python bench/base_layer_rate.py ../shared/data/faces/train/eamm_fear.mp4 --frames 125
+    python tools/base_layer_rate.py $IMFCODEC_DATA/train/eamm_fear.mp4 --frames 125
 
 Columns: clip, level, size, crf, kbps (B packets), VP9 picture bytes per frame, B-packet
 bytes per frame (what the file holds), PSNR of the decoded base picture against the

@@ -2,57 +2,18 @@
 ``imfcodec.codec.encode_frames`` options (quality, base_layer, base_size, base_crf,
 min_keyframe_interval, ...); prints the mean kbps (every byte of the file), LPIPS-alex,
 PSNR, pulse (mean |dLPIPS| between consecutive frames), keyframes and with ``--dists`` DISTS
-over the clips, then the per-clip LPIPS. What chose imf-cpu-base's ladder (bench/results/ladder_base/).
+over the clips, then the per-clip LPIPS. What chose imf-cpu-base's ladder (tools/results/ladder_base/).
 
-    python bench/ladder_sweep.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 \\
+    python tools/ladder_sweep.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 \\
         '[{"quality": 4, "base_layer": "off"}, {"quality": 4, "base_size": 48, "base_crf": 56}]' 150
 
-Clips are names under ../shared/data/faces/train (tune on training clips, judge on val).
-One core (torch threads 1), so two sweeps can run side by side.
+Clips are names under --data (default $IMFCODEC_DATA/train; tune on training clips, judge on
+val). One core (torch threads 1), so two sweeps can run side by side. The loop is
+imfbench.sweep's.
 """
-import json
 import sys
-from pathlib import Path
 
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
-
-from imfcodec.codec import decode_bytes, encode_frames  # noqa: E402
-from imfcodec.container import kbps  # noqa: E402
-from imfcodec.metrics import get_dists, get_lpips, psnr  # noqa: E402
-from imfcodec.model import load_model  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = sweep_parser(__doc__, "JSON list of encode_frames option dicts")
-    p.add_argument("--dists", action="store_true", help="also DISTS (VGG16: slower)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    m = load_model(args.model, "cpu")
-    lp = get_lpips("alex")
-    ds = get_dists() if args.dists else None
-    srcs = sweep_clips(args, m.config.image_size)
-    xs = [torch.from_numpy(s).permute(0, 3, 1, 2).float() / 255 for s, _ in srcs]
-    for cfg in json.loads(args.configs):
-        res = []
-        for (src, fps), x in zip(srcs, xs):
-            data, st = encode_frames(iter(src), fps, m, **cfg)
-            y = torch.from_numpy(np.stack(list(decode_bytes(data, m)[1]))).permute(0, 3, 1, 2).float() / 255
-            with torch.no_grad():
-                lpips = torch.cat([lp(y[i:i + 16], x[i:i + 16]) for i in range(0, len(x), 16)]).flatten()
-                dists = (torch.cat([ds(y[i:i + 16], x[i:i + 16]) for i in range(0, len(x), 16)]).mean().item()
-                         if ds is not None else float("nan"))
-            res.append((kbps(len(data), len(x), fps), lpips.mean().item(), psnr(y, x).mean().item(),
-                        lpips.diff().abs().mean().item(), st.keyframes, dists))
-        r = np.array(res)
-        print(json.dumps(cfg), "kbps=%.2f lpips=%.4f psnr=%.2f pulse=%.4f kf=%.1f" % tuple(r.mean(0)[:5]),
-              *(["dists=%.4f" % r[:, 5].mean()] if ds is not None else []),
-              "| per clip lpips", " ".join(f"{v:.3f}" for v in r[:, 1]), flush=True)
-    return 0
-
+from imfbench.sweep import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(doc=__doc__))
