@@ -347,7 +347,8 @@ def test_bench_aspect_best_size_is_the_anchors_most_favourable_overlapping_size(
 
 
 def test_framing_probe_splits_the_face_region_into_interior_feather_and_layer():
-    from framing_probe import column_parts
+    from conftest import load_script
+    column_parts = load_script("experiments/framing_probe/framing_probe.py").column_parts
     # frame 20 wide, face region 8 columns from x = 6; crop side 8, feather 2
     parts = column_parts([6, 4, 0], left=6, side=8, width=20, feather=2)
     assert parts[0].tolist() == [1, 1, 0, 0, 0, 0, 1, 1]          # crop on the region
