@@ -7,10 +7,10 @@ PY      = $(VENV)/bin/python
 .PHONY: setup demo test test-all bench-speed
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml bench/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q -e ".[all]" -e bench
 	$(PY) -m imfcodec fetch-weights -q
 	touch $@
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Webcam-shaped video: imfcodec's face framing against stretching, x264 and SVT-AV1.
 
-    python bench/aspect.py --videos ../shared/data/faces/val --aspect 16:9 --out DIR
+    python bench/aspect.py --videos $IMFCODEC_DATA/val --aspect 16:9 --out DIR
         [--frames 80] [--qualities 2,4,6] [--sizes 456x256,320x180,228x128] [--clips N]
         [--codecs imf-square,imf-face,imf-stretch,x264,av1]
         [--layer-short N] [--layer-interval S] [--layer-crf-offset K] [--feather F]
@@ -45,7 +45,7 @@ from imfbench.anchors import ANCHORS, AnchorRunner  # noqa: E402
 from imfcodec.format import container  # noqa: E402
 from imfbench.bdrate import bd_rate  # noqa: E402
 from imfbench.metrics import Metrics  # noqa: E402
-from imfbench.source import find_videos, parse_aspect, test_source, widen  # noqa: E402
+from imfbench.source import data_dir, find_videos, parse_aspect, test_source, widen  # noqa: E402
 
 X264_CRFS = (37, 41, 44, 47, 51)
 AV1_CRFS = (49, 54, 58, 61, 63)
@@ -251,7 +251,7 @@ def write_text(path: Path, text: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", nargs="+", default=["../shared/data/faces/val"])
+    ap.add_argument("--videos", nargs="+", default=None, help="clips or folders (default: $IMFCODEC_DATA/val)")
     ap.add_argument("--aspect", default="16:9")
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--qualities", default="2,4,6")
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
                             ("layer-interval", float, "a frame-layer picture every this many seconds"),
                             ("layer-crf-offset", int, "frame-layer VP9 CRF above the keyframe CRF"),
                             ("feather", float, "crop edge fade as a fraction of its side")):
-        ap.add_argument(f"--{opt}", type=kind, default=None, help=f"imf-face: {what} (default: imfcodec.framing's)")
+        ap.add_argument(f"--{opt}", type=kind, default=None, help=f"imf-face: {what} (default: imfcodec.codec.framing's)")
     ap.add_argument("--summarize", default=None, metavar="CSV",
                     help="only recompute bdrate.csv and summary.md in --out from an aspect.csv")
     ap.add_argument("--speed", action="store_true")
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
         args.sizes = [(2 * round(w * k / 2), 2 * round(h * k / 2)) for k in (1.0, 0.7, 0.5)]
     streams = out / "streams"
     streams.mkdir(exist_ok=True)
-    videos = find_videos(args.videos, lambda *a: None)[:args.clips]
+    videos = find_videos(args.videos or [data_dir("val", None, "--videos")], lambda *a: None)[:args.clips]
     rows = []
     for v in videos:
         run_clip(v, args, model, streams, rows, lambda: write_csv(out / "aspect.csv", COLUMNS, rows))

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import imfcodec
+from imfbench.source import data_dir
 from imfcodec.media import video
 
 TILE, GAP, LABEL = 256, 8, 22
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--video", default="tpsmm_driving", help="val clip name (default tpsmm_driving)")
     p.add_argument("--frame", type=int, default=84)
-    p.add_argument("--val", type=Path, default=Path("../shared/data/faces/val"))
+    p.add_argument("--val", type=Path, default=None, help="folder of the val clips (default: $IMFCODEC_DATA/val)")
     p.add_argument("--rd", type=Path, default=Path("bench/results/rd"), help="rd_curve.py --out")
     p.add_argument("--anchors", type=Path, default=Path("runs/rd_anchors"), help="rd_curve.py --reuse")
     p.add_argument("--out", type=Path, default=None, help="default docs/strip_VIDEO.png")
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
             if r["video"] == vid}
     if not rows:
         sys.exit(f"strip.py: no streams of {vid!r} in {a.rd / 'streams.csv'}")
-    clip = next(a.val.glob(f"{vid}.*"))
+    clip = next(data_dir("val", a.val, "--val").glob(f"{vid}.*"))
     src = video.to_uint8(video.to_model(np.stack(list(video.read_frames(clip, max_frames=k + 1))), TILE))
     m = imfcodec.load_model(None, "cpu")
 

@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the networks (works under torchrun too)")
     t.add_argument("--config", required=True)
-    t.add_argument("--data", nargs="+", required=True, help="folders or files of training videos")
+    t.add_argument("--data", nargs="+", default=None,
+                   help="folders or files of training videos (default: $IMFCODEC_DATA/train)")
     t.add_argument("--val", nargs="+", default=None, help="folders or files of validation videos")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--max-steps", type=int, default=None)

@@ -3,10 +3,15 @@
 A config's keys are exactly the dataclass fields; an unknown key, a missing required key
 or a value of the wrong type is a :class:`ConfigError` with one clear line. The validated
 config is stored (as a plain dict) inside every checkpoint and exported model.
+
+A YAML file may name a parent (``parent: other.yaml``, a path relative to the file) and hold
+only what differs from it: :func:`load_yaml` deep-merges the chain, child over parent.
+Relative ``model:`` paths keep pointing where their own file meant.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,13 +207,13 @@ class TrainConfig:
     # weights do not load: `imfcodec fetch-weights`) or "psnr" (val PSNR, LPIPS not computed)
     val_metric: str = "lpips"
     # how a non-square clip becomes a square training clip: "centre" crop, or "face": the
-    # square of side min(width, height) around the median face centre (imfcodec.framing's
+    # square of side min(width, height) around the median face centre (imfcodec.codec.framing's
     # locator), the crop face-framed coding gives the model (README, "Non-square video")
     data_crop: str = "centre"
     # base layer (issue 15; needs a model with base_channels): every training frame comes
     # with its base picture as the decoder gets it, the frame and the one before it scaled
     # to a size drawn from base_sizes and coded as a two-picture VP9 base stream
-    # (imfcodec.baselayer.code_chain) at a CRF drawn from base_crf (inclusive). A share
+    # (imfcodec.media.baselayer.code_chain) at a CRF drawn from base_crf (inclusive). A share
     # base_dropout of the batches goes without, so the token-only path stays trained.
     base_sizes: tuple = ()
     base_crf: tuple = (40, 63)
@@ -313,8 +318,11 @@ def to_dict(cfg) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
+PARENT_KEY = "parent"
+PATH_KEYS = ("model",)      # values that are paths relative to the file that states them
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -322,6 +330,38 @@ def load_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return data if data is not None else {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``; dicts merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def load_yaml(path: str | Path, _chain: tuple = ()) -> dict:
+    """A config file as a dict, its ``parent:`` chain resolved (child keys over parent keys,
+    dicts deep-merged). A missing parent or a cycle is one :class:`ConfigError`."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        names = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{_chain[0]}: parent cycle: {names}")
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or PARENT_KEY not in data:
+        return data
+    parent = data.pop(PARENT_KEY)
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: parent must be a file path, got {parent!r}")
+    ppath = path.parent / parent
+    if not ppath.is_file():
+        raise ConfigError(f"{path}: parent config {parent!r} not found (looked at {ppath})")
+    base = load_yaml(ppath, (*_chain, path.resolve()))
+    for k in PATH_KEYS:         # the parent's relative paths, made relative to this file
+        v = base.get(k)
+        if isinstance(v, str) and not Path(v).is_absolute() and ppath.parent.resolve() != path.parent.resolve():
+            base[k] = os.path.relpath(ppath.parent.resolve() / v, path.parent.resolve())
+    return _merge(base, data)
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

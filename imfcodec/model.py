@@ -97,7 +97,7 @@ class CodecModel:
     def base_layer_at(self, quality: int, mode: str = "auto") -> bool:
         """Whether the encoder codes a base layer at this level under ``--base-layer mode``
         without a size override: auto and on where the level has a base picture size (on
-        refuses a level without one), never with off (imfcodec.codec.Encoder)."""
+        refuses a level without one), never with off (imfcodec.codec.encoder.Encoder)."""
         return mode != "off" and self.base_size(quality) > 0
 
     def base_crf(self, quality: int) -> int:

@@ -1,7 +1,10 @@
-"""Shared fixtures: a random tiny model file, small synthetic clips, the shared data dir."""
+"""Shared fixtures: a random tiny model file, small synthetic clips, the shared data dir, and
+the bench/tools/experiments scripts as modules."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,8 +12,31 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared clips (never committed): $IMFCODEC_SHARED_DATA, else a shared/data folder next to
+# the checkout. Tests reach them only through SHARED and shared_data().
 SHARED = Path(os.environ.get("IMFCODEC_SHARED_DATA") or REPO.parent / "shared" / "data")
 os.environ.setdefault("SVT_LOG", "1")
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under the shared data folder (e.g. ``shared_data("faces", "val")``); skips the
+    calling test with the path it looked at when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set IMFCODEC_SHARED_DATA)")
+    return path
+
+
+def load_script(relpath: str):
+    """A script of bench/, tools/ or experiments/ (``"tools/tune_ladder.py"``) as a fresh
+    module loaded from its file: they are scripts, not packages. It imports imfbench as the
+    scripts do, from the editable install `make setup` makes."""
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location("script_" + path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod         # dataclasses look their module up while it executes
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def write_clip(path, frames, fps=Fraction(25), codec="libx264", pix_fmt="yuv420p"):

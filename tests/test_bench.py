@@ -3,13 +3,12 @@ small synthetic clip with a random tiny model, checked against independent measu
 same files.
 
 One bench run (module fixture) feeds most tests; each independent check re-derives its
-number from the files on disk with code that does not go through the bench. bench/ is on
-the import path through pyproject.toml (``pythonpath``), as it is for the scripts themselves.
+number from the files on disk with code that does not go through the bench. The scripts are
+loaded from their files (conftest.load_script); imfbench is installed by `make setup`.
 """
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -26,11 +25,12 @@ FPS = Fraction(24)          # not 25, so a bench that assumed 25 fps would be ca
 CLIP_FRAMES = 10            # the bench's fast mode uses the first 8
 
 
-import rd_curve as rd  # noqa: E402  (bench/rd_curve.py)
+from conftest import load_script  # noqa: E402
 from imfbench import anchors, bdrate, metrics  # noqa: E402
 from imfbench.common import parse_int_list  # noqa: E402
 from imfbench.run import FAST_FRAMES, FAST_QUALITIES  # noqa: E402
 
+rd = load_script("bench/rd_curve.py")
 SIZES = (64, 32)            # the test size of the tiny model, and one reduced size
 
 
@@ -650,10 +650,7 @@ def test_bd_rate_agrees_with_the_bjontegaard_package():
 
 # ---- tune_ladder.py -------------------------------------------------------------------------
 def _load_tune():
-    spec = importlib.util.spec_from_file_location("tune_ladder", REPO / "bench" / "tune_ladder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/tune_ladder.py")
 
 
 def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
@@ -686,9 +683,7 @@ def test_tune_ladder_counts_every_byte(bench_files, tmp_path, capsys):
 def test_compare_rd_known_answer(tmp_path, capsys):
     """compare_rd.py: a new curve at exactly half the old rate everywhere is -50 %; a clip
     only one file has is skipped; a file that is not an rd.csv is one error line."""
-    spec = importlib.util.spec_from_file_location("compare_rd", REPO / "bench" / "compare_rd.py")
-    cmp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cmp)
+    cmp = load_script("bench/compare_rd.py")
     head = "video,codec,setting,kbps,psnr,ms_ssim,lpips,enc_fps,dec_fps\n"
     old = [f"a,imf,q{i},{r},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2), (16, .12)])]
     old += [f"b,imf,q{i},{r},30,0.9,{l},1,1" for i, (r, l) in enumerate([(4, .3), (8, .2), (16, .12)])]

@@ -320,13 +320,8 @@ def test_train_config_data_crop():
 # ---- bench/aspect.py's test source ---------------------------------------------------------------
 def aspect_bench():
     """bench/aspect.py as a module (it is a script, not part of a package)."""
-    import sys
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("aspect_bench", REPO / "bench" / "aspect.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+    return load_script("bench/aspect.py")
 
 
 def test_bench_aspect_widens_by_repeating_edges():
@@ -355,7 +350,8 @@ def test_bench_aspect_best_size_is_the_anchors_most_favourable_overlapping_size(
 
 
 def test_framing_probe_splits_the_face_region_into_interior_feather_and_layer():
-    from framing_probe import column_parts
+    from conftest import load_script
+    column_parts = load_script("experiments/framing_probe/framing_probe.py").column_parts
     # frame 20 wide, face region 8 columns from x = 6; crop side 8, feather 2
     parts = column_parts([6, 4, 0], left=6, side=8, width=20, feather=2)
     assert parts[0].tolist() == [1, 1, 0, 0, 0, 0, 1, 1]          # crop on the region

@@ -1,8 +1,7 @@
 """LPIPS v0.1 against the reference values in shared/data/lpips_ref/EXPECTED.md, the weights
 fetcher (imfcodec.assets) and the simple metrics.
 
-The reference-value tests need the shared data dir ($IMFCODEC_SHARED_DATA, else
-<repo>/../shared/data) and the fetched weights (`imfcodec fetch-weights`); they skip with a
+The reference-value tests need the shared data dir (conftest.SHARED) and the fetched weights (`imfcodec fetch-weights`); they skip with a
 reason otherwise. The VGG TID2013 pairs (five 512x384 pairs through VGG16, ~25 s on 2 CPU
 cores) are marked slow: run them with `pytest -m slow tests/test_lpips.py`.
 """
@@ -23,8 +22,8 @@ import torch
 from imfcodec import assets
 from imfcodec.metrics import backbones
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("IMFCODEC_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
+from conftest import SHARED
+
 REF = SHARED / "lpips_ref"
 
 # EXPECTED.md: (image a, image b, LPIPS-alex, LPIPS-vgg); tolerance follows the digits shown

@@ -217,12 +217,8 @@ def test_shipped_model_streams_match(precision):
 
 
 def _speed_bench():
-    import importlib.util
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("speed_bench", REPO / "bench" / "speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, REPO
+    from conftest import REPO, load_script
+    return load_script("bench/speed.py"), REPO
 
 
 def test_speed_bench_streams(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Real files from ../shared/data: raw YUV at odd rates, raw H.264, a talking-head clip."""
+"""Real files from the shared data folder (conftest.SHARED): raw YUV at odd rates, raw H.264, a talking-head clip."""
 from fractions import Fraction
 
 import pytest

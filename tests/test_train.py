@@ -100,7 +100,8 @@ def test_cli_train_resume_encode_export(tmp_path, data, capsys):
     assert [m8.step_mult(q) for q in range(1, 9)] == pytest.approx([8 * m.step_mult(q) for q in range(1, 9)], rel=1e-3)
     assert m8.meta["step_scale"] == 8.0
     import imfcodec
-    frames = list(imfcodec.video.read_frames(clip))
+    from imfcodec.media.video import read_frames
+    frames = list(read_frames(clip))
     assert len(imfcodec.encode_frames(frames, 25, m8, 4)[0]) <= len(imfcodec.encode_frames(frames, 25, m, 4)[0])
     capsys.readouterr()
     assert cli.main(["export", str(run / "best.pt"), str(tmp_path / "m0.pt"), "--step-scale", "0"]) == 1

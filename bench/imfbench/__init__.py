@@ -8,9 +8,10 @@
 * :mod:`imfbench.cache`   - the per-stream row cache that lets a run resume
 * :mod:`imfbench.report`  - CSV tables, plots and meta.json
 * :mod:`imfbench.run`     - the bench loop that bench/rd_curve.py drives
+* :mod:`imfbench.sweep`   - a sweep of encoder settings on training clips (tools/ladder_sweep.py)
 
-The package lives in bench/ next to the scripts, so ``python bench/<script>.py`` imports it
-without any sys.path edit (Python puts the script's folder first on the path); pytest finds
-it through ``pythonpath = ["bench"]`` in pyproject.toml. It is not part of the installed
+The package lives in bench/ and is a distribution of its own (bench/pyproject.toml), which
+`make setup` installs editable (``pip install -e bench``), so every script in bench/, tools/
+and experiments/ imports it with no sys.path edit. It is not part of the installed
 ``imfcodec`` library: it needs matplotlib, pandas and scipy, which the codec does not.
 """

@@ -106,7 +106,7 @@ def fmt_num(v, digits=4):
 
 def kbps_of(nbytes: int, fps: Fraction, frames: int) -> float:
     """Rate in kbit/s of ``nbytes`` carrying ``frames`` frames at ``fps`` frames/s: the
-    codec's own rate formula (``imfcodec.container.kbps``), for imfcodec and anchors alike."""
+    codec's own rate formula (``imfcodec.format.container.kbps``), for imfcodec and anchors alike."""
     from imfcodec.format.container import kbps
     return kbps(nbytes, frames, fps)
 

@@ -32,7 +32,7 @@ def default_sizes(test_size: int) -> list[int]:
 
 def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
     """One level's encoder rule as the log prints it: the base-layer levels refresh by
-    their own min interval (imfcodec.codec.Encoder)."""
+    their own min interval (imfcodec.codec.encoder.Encoder)."""
     base = model.base_layer_at(q, base_layer)
     rule = (f"q{q} {model.keyframe_crf(q, kc, base)} {model.refresh_drop(q):g}/"
             f"{model.min_keyframe_interval(q, base, kc):g}")
@@ -40,7 +40,7 @@ def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
 
 
 def _imf_encoders(model, q: int, kc: str, base_layer: str, keyframe_options: dict | None = None) -> dict:
-    """The keyframe and base-layer encoders' settings of one level (imfcodec.keyframe)."""
+    """The keyframe and base-layer encoders' settings of one level (imfcodec.media.keyframe)."""
     base = model.base_layer_at(q, base_layer)
     out = {"keyframe": keyframe.encoder_settings(kc, model.keyframe_crf(q, kc, base), keyframe_options)}
     if base:
@@ -196,8 +196,8 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             "argv": argv, "complete": complete,
             "machine": machine_info(),
             "test_source": {"size": [size, size], "size_from": size_from, "frames": frames,
-                            "resize": "imfcodec.video.to_model (bilinear, antialias, stretch) then to_uint8",
-                            "fps": "clip's real rate (imfcodec.video.probe)"},
+                            "resize": "imfcodec.media.video.to_model (bilinear, antialias, stretch) then to_uint8",
+                            "fps": "clip's real rate (imfcodec.media.video.probe)"},
             "imf": None if model is None else {
                 "model_id": model.model_id, "sha256": model.sha256, "image_size": model.config.image_size,
                 "token_dim": model.config.token_dim, "device": str(model.device),
@@ -209,7 +209,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                             "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,
                             "format": ANCHORS[c].fmt, "strip_x264_info_sei": c == "x264" and not args.keep_sei}
                         for c in runners if c in ANCHORS},
-            "reduced_size": "downscale: imfcodec.video.to_model (bilinear, antialias) to the coded size, "
+            "reduced_size": "downscale: imfcodec.media.video.to_model (bilinear, antialias) to the coded size, "
                             "to_uint8; upscale of the decoded frames: PIL Image.resize LANCZOS to the test size",
             "vp9_cpu_used": VP9_CPU_USED,
             "versions": codec_versions([c for c in runners if c in ANCHORS], x264),

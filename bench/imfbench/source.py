@@ -13,6 +13,19 @@ from imfbench.common import BenchError
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".y4m", ".m4v", ".ts", ".flv", ".mpg", ".mpeg"}
 
 
+def data_dir(split: str, given=None, flag: str = "--data") -> Path:
+    """A bench's clips: the folder given on its command line, else ``$IMFCODEC_DATA/<split>``
+    (``train``: tuning sweeps; ``val``: what the results report). Without either the script
+    exits with one line naming both."""
+    if given:
+        return Path(given)
+    from imfcodec.train.datapath import MissingDataError, data_dir as env_dir
+    try:
+        return env_dir(split, flag)
+    except MissingDataError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def find_videos(paths, skip) -> list[Path]:
     out = []
     for p in paths:
@@ -51,7 +64,7 @@ def test_source(path: Path, frames: int, size: int) -> tuple[np.ndarray, Fractio
 
 def downscale(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, S, S, 3) -> (N, size, size, 3): antialiased bilinear (the same filter as the
-    test source, ``imfcodec.video.to_model``), rounded to uint8; what a sender does before
+    test source, ``imfcodec.media.video.to_model``), rounded to uint8; what a sender does before
     coding a reduced resolution."""
     from imfcodec.media import video
     out = [video.to_uint8(video.to_model(frames[i:i + 32], size)) for i in range(0, len(frames), 32)]
@@ -88,17 +101,18 @@ def parse_aspect(text: str) -> float:
 
 
 def sweep_parser(doc: str, configs_help: str) -> argparse.ArgumentParser:
-    """The arguments of a sweep over encoder settings on training clips (bench/ladder_sweep.py,
-    bench/multi_ref_probe.py): model, clips, a JSON list of configs, frames, --data."""
+    """The arguments of a sweep over encoder settings on training clips (imfbench.sweep,
+    experiments/multi_ref_probe): model, clips, a JSON list of configs, frames, --data."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("model")
     p.add_argument("clips", help="comma-separated clip names under --data")
     p.add_argument("configs", help=configs_help)
     p.add_argument("frames", type=int, nargs="?", default=150)
-    p.add_argument("--data", default="../shared/data/faces/train")
+    p.add_argument("--data", default=None, help="folder of the clips (default: $IMFCODEC_DATA/train)")
     return p
 
 
 def sweep_clips(args, size: int) -> list[tuple[np.ndarray, Fraction]]:
     """The sweep's clips (:func:`test_source` of each, first ``args.frames`` frames)."""
-    return [test_source(Path(args.data) / c, args.frames, size) for c in args.clips.split(",")]
+    data = data_dir("train", args.data)
+    return [test_source(data / c, args.frames, size) for c in args.clips.split(",")]

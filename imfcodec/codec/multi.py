@@ -9,7 +9,7 @@ A service decoding many calls at once holds them in one :class:`MultiDecoder`::
         show(sid, frames)                     # one, in ONE forward pass of IMF_D + IMF_A + D_F
     md.remove(a)                              # a call ends; its undecoded frames are dropped
 
-Per stream everything is what :class:`imfcodec.codec.Decoder` does (it *is* a Decoder for
+Per stream everything is what :class:`imfcodec.codec.decoder.Decoder` does (it *is* a Decoder for
 the keyframe chain, the entropy decoding and the reference, E_F / IMF_D(t_r) / K/V, built
 once per keyframe when the keyframe is pushed). Only the per-frame networks move here: the
 cached references of the streams in a step are stacked along the batch (B = streams), each

@@ -53,7 +53,7 @@ FACE_SAMPLES = 16           # frames of a clip the face is looked for in (evenly
 
 
 def face_origin(frames: np.ndarray) -> tuple[int, int]:
-    """Top-left corner of the square of side min(H, W) that imfcodec.framing's first crop
+    """Top-left corner of the square of side min(H, W) that imfcodec.codec.framing's first crop
     would be for the median face box of (N, H, W, 3) frames: the centred square, moved only
     as far as it takes to hold the face with a margin; centred when no face is found."""
     from ..codec.framing import CropTracker, FaceLocator
@@ -109,7 +109,7 @@ def build_cache(dirs, size: int, cache_root: Path, max_frames: int | None = None
                 log=print, reader=None, crop: str = "centre") -> list[Clip]:
     """Decode every readable video under ``dirs`` once into ``cache_root``; return the clips.
     ``reader(path, max_frames=...)`` yields a video's RGB frames (default
-    :func:`imfcodec.video.read_frames`). ``crop``: how a non-square clip is squared
+    :func:`imfcodec.media.video.read_frames`). ``crop``: how a non-square clip is squared
     (:func:`square_frames`).
 
     Unreadable or frameless videos are skipped with a warning naming the file. An empty

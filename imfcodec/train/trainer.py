@@ -25,6 +25,7 @@ from ..config import ConfigError, ModelConfig, TrainConfig, load_model_config, \
 from ..entropy import symbol_likelihood
 from ..models.imf import IMFGenerator, MultiScaleDiscriminator
 from ..checkpoint import CKPT_FORMAT, checkpoint_generator_state, is_training_checkpoint
+from .datapath import data_paths
 from .data import PairSampler, build_cache, cache_bytes, code_reference, frame_cache_root, val_frames
 from .losses import LPIPSLoss, PerceptualLoss, hinge_d_loss, hinge_g_loss
 
@@ -102,7 +103,7 @@ def validate(gen: IMFGenerator, clips, fps=25.0, lpips=None, device="cpu", batch
     """Reference = first frame (with ``ref_crf`` > 0: ``ref_coder(frame, ref_crf)``, by
     default coded as a VP9 key picture at that CRF, as the codec sends it), every other frame
     coded at step multiplier 1 (quality 4). ``base`` = (size, crf): every frame also gets its
-    base picture, the clip coded as one base stream (imfcodec.baselayer).
+    base picture, the clip coded as one base stream (imfcodec.media.baselayer).
     Returns mean PSNR, mean LPIPS (or None) and estimated token kbps (previous-frame deltas)."""
     from ..metrics import psnr
     gen.eval()
@@ -168,7 +169,9 @@ def train(config: str, data: list, out: str, max_steps: int | None = None, resum
           log=print, time_limit: float | None = None, reader=None):
     """Train (or resume) a run in ``out``; returns the last step. ``time_limit`` (seconds of
     training, setup excluded) ends the run early, at a step boundary, with a checkpoint.
-    ``reader(path, max_frames=...)`` decodes the videos (default imfcodec.video.read_frames)."""
+    ``data`` (files or folders of clips) defaults to ``$IMFCODEC_DATA/train``.
+    ``reader(path, max_frames=...)`` decodes the videos (default imfcodec.media.video.read_frames)."""
+    data = data_paths(data)             # else $IMFCODEC_DATA/train, or one error line
     rank, world = _dist()
     device = _device(rank)
     cfg, mcfg = _recipe(config, max_steps, batch_size, world)

@@ -1,6 +1,6 @@
 """Sweep keyframe CRF, refresh threshold and keyframe spacing of one quality level on training clips.
 
-    python bench/tune_ladder.py ../shared/data/faces/train/{liveportrait_d10,mtalk_German_20s}.mp4 \\
+    python tools/tune_ladder.py $IMFCODEC_DATA/train/{liveportrait_d10,mtalk_German_20s}.mp4 \\
         --quality 4 --crf 24,28,32,36,40 --drop 2,3,4.5,6 --min-interval 0.5,1 --out runs/tune_q4
 
 For every (keyframe CRF, refresh drop, min keyframe interval) setting it codes each clip

@@ -1,5 +1,5 @@
-"""Other refresh rules than the codec's, through the same sweep as bench/ladder_sweep.py:
-the encoder (imfcodec.codec.Encoder) is replaced by one that refreshes by
+"""Other refresh rules than the codec's, through the same sweep as tools/ladder_sweep.py:
+the encoder (imfcodec.codec.encoder.Encoder) is replaced by one that refreshes by
   * ``area``: sum over the frames since the keyframe of (e_T - e_t) >= area, e in dB below
     the keyframe's own reconstruction (a refresh when the drop has lasted, not just happened);
     ``area_per_kb``: the same with the threshold scaled by the last keyframe's kilobytes
@@ -8,21 +8,18 @@ the encoder (imfcodec.codec.Encoder) is replaced by one that refreshes by
     tau (needs `imfcodec fetch-weights`; the codec itself must not depend on those weights);
   * ``g_drop``: the PSNR of the image gradients dB below the keyframe reconstruction's;
 with the codec's min keyframe interval still applied. Without one of those keys a config
-codes as the codec does. Measured, not adopted: bench/results/ladder_base/refresh_rules.txt.
+codes as the codec does. Measured, not adopted: experiments/refresh_rule_probe/results/refresh_rules.txt.
 
-    python bench/refresh_rule_probe.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 \\
+    python experiments/refresh_rule_probe/refresh_rule_probe.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 \\
         '[{"quality": 4, "area": 40, "min_keyframe_interval": 0.08}]' 150
 """
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ladder_sweep  # noqa: E402
-
-import imfcodec.codec.encoder as codec  # noqa: E402
+import imfbench.sweep
+import imfcodec.codec.encoder as codec
 
 RULES = ("area", "area_per_kb", "lp_tau", "g_drop")
 
@@ -75,4 +72,4 @@ class ProbeEncoder(codec.Encoder):
 
 if __name__ == "__main__":
     codec.Encoder = ProbeEncoder            # make_encoder looks the class up at call time
-    sys.exit(ladder_sweep.main())
+    sys.exit(imfbench.sweep.main(doc=__doc__))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How coarse can the token step be? Quality and token entropy against --step-scale.
 
-    python bench/token_step.py ../shared/data/faces/train/{lp_s20,mtalk_German_20s,sky_driving_2}.mp4
+    python tools/token_step.py $IMFCODEC_DATA/train/{lp_s20,mtalk_German_20s,sky_driving_2}.mp4
 
 For each scale F, every quality's step_mult is multiplied by F; frames are decoded from the
 clip's first frame (uncompressed) with quantized tokens, and the frame-to-frame token

@@ -1,8 +1,8 @@
 """Training validation of a model with the pristine and with the coded first frame as reference.
 
-    python bench/coded_reference.py                     # the shipped default
-    python bench/coded_reference.py runs/v2/best.pt --crf 38,45
-    python bench/coded_reference.py --unsharp 0.5:1 0.3:1     # + a sharpened coded reference
+    python experiments/coded_reference/coded_reference.py                     # the shipped default
+    python experiments/coded_reference/coded_reference.py runs/v2/best.pt --crf 38,45
+    python experiments/coded_reference/coded_reference.py --unsharp 0.5:1 0.3:1     # + a sharpened coded reference
 
 The codec's decoder only ever warps from a lossy keyframe; training validation
 (imfcodec.train.trainer.validate: first 24 frames of each val clip, reference = frame 0)
@@ -18,6 +18,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from imfbench.source import data_dir
 from imfcodec.metrics import get_lpips
 from imfcodec.model import DEFAULT_MODEL, load_model
 from imfcodec.train.data import build_cache, code_reference, frame_cache_root, val_frames
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="*", default=[DEFAULT_MODEL],
                    help="shipped model names, model files or training checkpoints")
-    p.add_argument("--val", default="../shared/data/faces/val")
+    p.add_argument("--val", default=None, help="folder of the clips (default: $IMFCODEC_DATA/val)")
     p.add_argument("--frames", type=int, default=24, help="frames per val clip (training's val_frames)")
     p.add_argument("--crf", default="38", help="VP9 CRFs of the coded reference, e.g. 38,45")
     p.add_argument("--unsharp", nargs="*", default=[], metavar="AMOUNT:SIGMA",
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
         gen = m.generator.float()
         if clips is None:
             size = m.config.image_size
-            clips = val_frames(build_cache([a.val], size, frame_cache_root(size), log=lambda *x: None),
+            clips = val_frames(build_cache([data_dir("val", a.val, "--val")], size, frame_cache_root(size), log=lambda *x: None),
                                a.frames)
         for crf in crfs:
             with torch.no_grad():

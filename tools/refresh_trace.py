@@ -1,10 +1,11 @@
 """Where the encoder refreshes keyframes, and what each frame's PSNR is, for one clip.
 
-    python bench/refresh_trace.py ../shared/data/faces/val/liveportrait_d12.mp4 5 6
+    python tools/refresh_trace.py $IMFCODEC_DATA/val/liveportrait_d12.mp4 5 6
 
 prints, per quality level: file bytes, keyframe indices, and PSNR (dB) of every 6th
 decoded frame. Uses the same 256x256 test source as bench/rd_curve.py.
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,13 +19,14 @@ from imfcodec.metrics import psnr  # noqa: E402
 from imfcodec.model import DEFAULT_MODEL, load_model  # noqa: E402
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("clip", type=Path)
+    p.add_argument("qualities", type=int, nargs="+", help="quality levels, e.g. 5 6")
+    a = p.parse_args(argv)
     m = load_model(DEFAULT_MODEL, "cpu")
-    src, fps = test_source(Path(argv[0]), 250, m.config.image_size)
-    for q in map(int, argv[1:]):
+    src, fps = test_source(a.clip, 250, m.config.image_size)
+    for q in a.qualities:
         data, st = encode_frames(src, fps, m, q)
         _, frames = decode_bytes(data, m, "cpu")
         rec = np.stack(list(frames))
@@ -35,4 +37,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Keyframe codecs on the pictures a refresh would send: AV1 intra vs the VP9 chain.
 
-    python bench/keyframe_chain.py ../shared/data/faces/train/liveportrait_d10.mp4 \\
-        ../shared/data/faces/train/eamm_fear.mp4 --every 30 --crf 38
+    python tools/keyframe_chain.py $IMFCODEC_DATA/train/liveportrait_d10.mp4 \\
+        $IMFCODEC_DATA/train/eamm_fear.mp4 --every 30 --crf 38
 
 Takes one 256x256 picture every ``--every`` frames (the first 250 frames, as
 bench/rd_curve.py does) and codes them the way imfcodec's keyframe packets do: each picture
@@ -10,18 +10,18 @@ key frame, the rest inter frames predicted from the previous picture) at CRF c +
 Prints mean bytes and PSNR-RGB of the first picture and of the rest, per clip.
 
 ``--sweep`` compares the two chained keyframe codecs instead, as the codec runs them
-(``imfcodec.keyframe.KeyframeEncoder``): the VP9 chain at VP9 CRFs 30..50 and the SVT-AV1
+(``imfcodec.media.keyframe.KeyframeEncoder``): the VP9 chain at VP9 CRFs 30..50 and the SVT-AV1
 low-delay chain (``av1-chain``) at CRFs 34..63, every picture of the chain counted; prints
 each curve (total bytes / mean PSNR) and the PSNR BD-rate of the AV1 chain against VP9's:
 
-    python bench/keyframe_chain.py ../shared/data/faces/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
+    python tools/keyframe_chain.py $IMFCODEC_DATA/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
         --every 12 --sweep
 
 ``--presets 2 1 0`` compares SVT-AV1 presets of the AV1 chain instead, each against the
 first, at the ladder's CRFs (30, 37, 43, 48, 53): PSNR and LPIPS-alex BD-rate per clip and
 the milliseconds to encode the first (key) picture and the others (on one core):
 
-    python bench/keyframe_chain.py ../shared/data/faces/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
+    python tools/keyframe_chain.py $IMFCODEC_DATA/train/{eamm_fear,liveportrait_d10,hmeme_nice}.mp4 \\
         --every 12 --presets 2 1 0
 """
 import argparse

@@ -1,6 +1,6 @@
 """Extra libvpx-vp9 options for the keyframe chain, judged at equal bytes on LPIPS and PSNR.
 
-    python bench/vp9_options.py --options "" sharpness=4 sharpness=7 --crf 34,38,42
+    python tools/vp9_options.py --options "" sharpness=4 sharpness=7 --crf 34,38,42
 
 Codes one 256x256 picture every ``--every`` frames of the first 150 of each clip the way
 the codec's keyframe packets do (one low-delay VP9 chain: a key picture, then pictures
@@ -10,11 +10,11 @@ and PSNR-RGB of the decoded pictures. Compare sets at equal bytes (across CRFs),
 equal CRF: most options buy quality with bytes.
 """
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from imfbench.source import data_dir
 from imfcodec.media import keyframe, video
 from imfcodec.metrics import get_lpips, psnr
 
@@ -43,12 +43,12 @@ def main(argv=None) -> int:
     p.add_argument("--options", nargs="+", default=[""], help='extra option sets, e.g. "" sharpness=4')
     p.add_argument("--crf", default="34,38,42")
     p.add_argument("--every", type=int, default=12, help="frames between pictures (default 12: 0.5 s)")
-    p.add_argument("--data", default="../shared/data/faces/train")
+    p.add_argument("--data", default=None, help="folder of the clips (default: $IMFCODEC_DATA/train)")
     a = p.parse_args(argv)
     lpips = get_lpips("alex", "cpu")
     pictures = []
     for c in CLIPS:
-        frames = list(video.read_frames(Path(a.data) / f"{c}.mp4", max_frames=150))[::a.every]
+        frames = list(video.read_frames(data_dir("train", a.data) / f"{c}.mp4", max_frames=150))[::a.every]
         x = video.to_model(np.stack(frames), 256)
         pictures.append(list(video.to_uint8(x)))
     print("| extra options | CRF | bytes / picture | LPIPS | PSNR |")

@@ -1,7 +1,7 @@
 """Issue 15's ablation: what each part of the base-layer codec is worth, per clip and level.
 
-    python bench/base_ablation.py --model imf-cpu-base.pt --videos ../shared/data/faces/val \
-        --qualities 2,4,6 --out bench/results/base_ablation
+    python experiments/base_ablation/base_ablation.py --model imf-cpu-base.pt --videos $IMFCODEC_DATA/val \
+        --qualities 2,4,6 --out experiments/base_ablation/results
 
 Three rows per clip and level, every byte counted, scored on the same frames as the RD
 bench (imfbench.source / imfbench.metrics: PSNR, LPIPS-alex, DISTS, pulse, flicker):
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imfbench.common import BenchError, parse_int_list, write_csv  # noqa: E402
-from imfbench.metrics import Metrics, summary  # noqa: E402
-from imfbench.source import find_videos, test_source, upscale  # noqa: E402
+from imfbench.common import BenchError, parse_int_list, write_csv
+from imfbench.metrics import Metrics, summary
+from imfbench.source import find_videos, test_source, upscale
 
 COLUMNS = ["video", "quality", "variant", "kbps", "base_kbps", "keyframes", "psnr", "lpips", "dists",
            "pulse", "flicker"]
@@ -73,7 +72,7 @@ def write_summary(out: Path, rows: list[dict], model, argv):
     m = d.groupby(["quality", "variant"], sort=False)[["kbps", "base_kbps", "keyframes", "psnr", "lpips",
                                                       "dists", "pulse", "flicker"]].mean().reset_index()
     lines = [f"# Base-layer ablation ({d.video.nunique()} clip(s): {', '.join(d.video.unique())})", "",
-             f"`python bench/base_ablation.py {' '.join(argv)}`; model {model.model_id} "
+             f"`python experiments/base_ablation/base_ablation.py {' '.join(argv)}`; model {model.model_id} "
              f"(sha256 {model.sha256[:16]}). Means over clips; `base-only` is the base stream "
              "alone, Lanczos-upscaled.", "",
              "| q | variant | kbps | base kbps | keyframes | PSNR | LPIPS | DISTS | pulse | flicker |",

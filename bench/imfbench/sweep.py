@@ -1,33 +1,29 @@
-"""Sweep encoder settings of one model on training clips: each config is a dict of
-``imfcodec.codec.encode_frames`` options (quality, base_layer, base_size, base_crf,
-min_keyframe_interval, ...); prints the mean kbps (every byte of the file), LPIPS-alex,
-PSNR, pulse (mean |dLPIPS| between consecutive frames), keyframes and with ``--dists`` DISTS
-over the clips, then the per-clip LPIPS. What chose imf-cpu-base's ladder (bench/results/ladder_base/).
+"""A sweep of encoder settings of one model on training clips: each config is a dict of
+``imfcodec.api.encode_frames`` options; per config the mean kbps (every byte of the file),
+LPIPS-alex, PSNR, pulse (mean |dLPIPS| between consecutive frames), keyframes and, with
+``--dists``, DISTS over the clips, then the per-clip LPIPS.
 
-    python bench/ladder_sweep.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 \\
-        '[{"quality": 4, "base_layer": "off"}, {"quality": 4, "base_size": 48, "base_crf": 56}]' 150
-
-Clips are names under ../shared/data/faces/train (tune on training clips, judge on val).
-One core (torch threads 1), so two sweeps can run side by side.
+tools/ladder_sweep.py runs it as it is; experiments/refresh_rule_probe runs it with another
+encoder class in place of the codec's.
 """
+from __future__ import annotations
+
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
-
-from imfcodec.api import decode_bytes, encode_frames  # noqa: E402
-from imfcodec.format.container import kbps  # noqa: E402
-from imfcodec.metrics import get_dists, get_lpips, psnr  # noqa: E402
-from imfcodec.model import load_model  # noqa: E402
+from .source import sweep_clips, sweep_parser
 
 
-def main(argv=None) -> int:
-    p = sweep_parser(__doc__, "JSON list of encode_frames option dicts")
+def main(argv=None, doc: str = __doc__) -> int:
+    import torch
+
+    from imfcodec.api import decode_bytes, encode_frames
+    from imfcodec.format.container import kbps
+    from imfcodec.metrics import get_dists, get_lpips, psnr
+    from imfcodec.model import load_model
+
+    p = sweep_parser(doc, "JSON list of encode_frames option dicts")
     p.add_argument("--dists", action="store_true", help="also DISTS (VGG16: slower)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -52,7 +48,3 @@ def main(argv=None) -> int:
               *(["dists=%.4f" % r[:, 5].mean()] if ds is not None else []),
               "| per clip lpips", " ".join(f"{v:.3f}" for v in r[:, 1]), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

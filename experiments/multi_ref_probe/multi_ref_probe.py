@@ -5,26 +5,24 @@
 Encoder-side only (no format carries a switch yet): the closed-loop reconstructions are
 scored and the rate is the stream's bytes plus 3 per switch. Training clips only.
 
-    python bench/multi_ref_probe.py imf-cpu-base eamm_fear.mp4,liveportrait_d10.mp4 \\
+    python experiments/multi_ref_probe/multi_ref_probe.py imf-cpu-base eamm_fear.mp4,liveportrait_d10.mp4 \\
         '[{"quality": 4, "nref": 1}, {"quality": 4, "nref": 8}]' 150
 
-Result (bench/results/ladder_base/multi_ref.txt): at q4 and q6 an older keyframe almost never
+Result (experiments/multi_ref_probe/results/multi_ref.txt): at q4 and q6 an older keyframe almost never
 passes (0.2 switches a clip against 9-16 keyframes), so the buffer saves under 1 % of the rate.
 """
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import sweep_clips, sweep_parser  # noqa: E402
+from imfbench.source import sweep_clips, sweep_parser
 
-from imfcodec.format import container  # noqa: E402
-from imfcodec.codec.encoder import Encoder, _capped_psnr, _check_symbols  # noqa: E402
-from imfcodec.metrics import get_lpips, psnr  # noqa: E402
-from imfcodec.model import load_model  # noqa: E402
+from imfcodec.format import container
+from imfcodec.codec.encoder import Encoder, _capped_psnr, _check_symbols
+from imfcodec.metrics import get_lpips, psnr
+from imfcodec.model import load_model
 
 SWITCH_BYTES = 3      # what a switch would cost in a packet of its own (type, slot, length)
 

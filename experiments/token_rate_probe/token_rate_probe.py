@@ -10,23 +10,21 @@ training clips with the codec and reads each T packet back, then prints bits per
 The fitted rows are fitted on the same symbols: upper bounds of what a coder could save.
 Measured, not built: docs/MODEL_CARD.md ("Token coding").
 
-    python bench/token_rate_probe.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 1,4 150
+    python experiments/token_rate_probe/token_rate_probe.py imf-cpu-base eamm_fear.mp4,hmeme_nice.mp4 1,4 150
 """
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import norm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imfbench.source import test_source  # noqa: E402
+from imfbench.source import data_dir, test_source
 
-from imfcodec.api import encode_frames  # noqa: E402
-from imfcodec.format.container import TokenPacket, parse  # noqa: E402
-from imfcodec.entropy import SCALE_MIN  # noqa: E402
-from imfcodec.model import load_model  # noqa: E402
+from imfcodec.api import encode_frames
+from imfcodec.format.container import TokenPacket, parse
+from imfcodec.entropy import SCALE_MIN
+from imfcodec.model import load_model
 
 
 def gauss_bits(d: np.ndarray, s: np.ndarray) -> float:
@@ -41,11 +39,11 @@ def main(argv=None) -> int:
     p.add_argument("clips", help="comma list of clips under --data")
     p.add_argument("qualities", help="comma list of quality levels")
     p.add_argument("frames", type=int)
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces" / "train"))
+    p.add_argument("--data", default=None, help="folder of the clips (default: $IMFCODEC_DATA/train)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     m = load_model(a.model, "cpu")
-    srcs = [test_source(Path(a.data) / c, a.frames, m.config.image_size) for c in a.clips.split(",")]
+    srcs = [test_source(data_dir("train", a.data) / c, a.frames, m.config.image_size) for c in a.clips.split(",")]
     for q in (int(v) for v in a.qualities.split(",")):
         d_all, prev_all, tok_bytes, file_bytes, packets, frames = [], [], 0, 0, 0, 0
         for src, fps in srcs:

@@ -1,11 +1,11 @@
 """What the base layer (issue 15, format version 5) costs per quality level: every frame at
-the model's size, scaled by ``imfcodec.baselayer.thumbnail`` and coded by its VP9 stream at
+the model's size, scaled by ``imfcodec.media.baselayer.thumbnail`` and coded by its VP9 stream at
 each level's size and CRF of ``imfcodec.model.DEFAULT_BASE_LADDER``, counted as the 'B'
 packets the file holds (``container.packet_to_bytes``: the pictures of ``--packet-frames``
 frames deflated together, plus packet framing), as a stream with no refresh keyframes
 groups them.
 
-    python bench/base_layer_rate.py ../shared/data/faces/train/eamm_fear.mp4 --frames 125
+    python tools/base_layer_rate.py $IMFCODEC_DATA/train/eamm_fear.mp4 --frames 125
 
 Columns: clip, level, size, crf, kbps (B packets), VP9 picture bytes per frame, B-packet
 bytes per frame (what the file holds), PSNR of the decoded base picture against the

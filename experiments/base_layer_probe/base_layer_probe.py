@@ -11,7 +11,7 @@ model's 256x256 against the source, with every byte counted (keyframe + tokens +
 * ``lfB``: band fusion, the IMF frame with its content below BxB replaced by the thumbnail's,
   ``x_imf + up(down_B(thumb)) - up(down_B(x_imf))`` (B <= S).
 
-    python bench/base_layer_probe.py ../shared/data/faces/train/mph_-2KGPYEFnsU_11.mp4 \
+    python experiments/base_layer_probe/base_layer_probe.py $IMFCODEC_DATA/train/mph_-2KGPYEFnsU_11.mp4 \
         --frames 150 --sizes 96,128 --crfs 45 --bands 32,64 --out probe.csv
 
 Tune on training clips only. Columns: clip, mode, kbps, lpips (alex), psnr, pulse (mean

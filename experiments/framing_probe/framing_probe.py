@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where face framing's face-region error comes from (issue 19), clip by clip.
 
-    python bench/framing_probe.py --videos CLIP [CLIP ...] [--frames 40] [--quality 4]
+    python experiments/framing_probe/framing_probe.py --videos CLIP [CLIP ...] [--frames 40] [--quality 4]
         [--aspect 16:9] [--fixed-crop] [--feather F] --out FILE.md
 
 The test source of bench/aspect.py (the val clip at S x S, widened by repeating its edge
@@ -143,10 +143,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     args.aspect_text, args.aspect = args.aspect, parse_aspect(args.aspect)
     model = imfcodec.load_model(None, "cpu")
-    lines = [f"# bench/framing_probe.py: {args.frames} frames, q{args.quality}, aspect {args.aspect_text}"
+    lines = [f"# experiments/framing_probe/framing_probe.py: {args.frames} frames, q{args.quality}, aspect {args.aspect_text}"
              + (", crop fixed on the original square" if args.fixed_crop else "")
              + (f", feather {args.feather:g} of the side" if args.feather else ", default feather"), "",
-             "`python bench/framing_probe.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`", ""]
+             "`python experiments/framing_probe/framing_probe.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`", ""]
     for v in args.videos:
         lines += probe(Path(v), args, model)
         print("\n".join(lines[-30:]), flush=True)
