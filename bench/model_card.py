@@ -256,7 +256,7 @@ def benchmarks_md(results: Path) -> str:
         "Each anchor is coded at 256x256, 128x128 and 64x64; its *best size* is the convex hull over "
         "those sizes, as an adaptive sender would choose.",
         "Reproduce (the clips come from `--videos`; the validation clips are not in the repository):",
-        "```bash\npython bench/rd_curve.py --videos \"$IMFCODEC_DATA/faces/val\" --out bench/results/rd_base\n"
+        "```bash\npython bench/rd_curve.py --videos \"$IMFCODEC_DATA/val\" --out bench/results/rd_base\n"
         "python bench/model_card.py    # rewrites this file and the tables in README.md and docs/MODEL_CARD.md\n```",
         f"## The default model, imf-cpu-base ({len(base.clips)} validation clips, `bench/results/rd_base/`)",
         "### By quality level", quality_table(base),

@@ -208,7 +208,7 @@ class TrainConfig:
     val_metric: str = "lpips"
     # how a non-square clip becomes a square training clip: "centre" crop, or "face": the
     # square of side min(width, height) around the median face centre (imfcodec.codec.framing's
-    # locator), the crop face-framed coding gives the model (README, "Non-square video")
+    # locator), the crop face-framed coding gives the model (docs/design.md, "Non-square video")
     data_crop: str = "centre"
     # base layer (issue 15; needs a model with base_channels): every training frame comes
     # with its base picture as the decoder gets it, the frame and the one before it scaled

@@ -95,7 +95,7 @@ class TokenEntropyModel(nn.Module):
         :func:`_symbol_bits`). A quality without differences keeps its tables. The Gaussian
         of :meth:`update` fits the token's differences before rounding; after rounding at a
         coarse step they are mostly 0 with a heavier tail, which a wider table codes in fewer
-        bits (docs/MODEL_CARD.md, "Token tables")."""
+        bits (docs/notes/token-tables.md)."""
         cdf, lengths, offsets = self._tables()
         if len(deltas) != self.levels:
             raise EntropyError(f"fit needs the differences of all {self.levels} quality levels, got {len(deltas)}")

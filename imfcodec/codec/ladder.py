@@ -4,7 +4,7 @@ Per level: the token step multiplier, the keyframe CRF of each keyframe codec, t
 rule (drop in dB, min keyframe interval) and, for a model whose D_F reads a base picture,
 the base layer's picture side and VP9 CRF. Every exported model file stores its own
 quality table; the tables below are what a file without a key takes (and what export
-writes). How they were chosen: docs/MODEL_CARD.md and bench/results/ladder*.
+writes). How they were chosen: docs/notes/quality-ladder.md and tools/results/ladder_base/.
 
 :func:`level_settings` resolves a model's table and the encoder's options once into a
 frozen :class:`LevelSettings`, which is all the encoder reads of the ladder.

@@ -37,7 +37,7 @@ ENCODERS = {"av1": "libsvtav1", "hevc": "libx265", "h264": "libx264", "vp9": "li
 DECODERS = {"av1": "libdav1d", "hevc": "hevc", "h264": "h264", "vp9": "vp9", "av1-chain": "libdav1d"}
 # SVT-AV1's low-delay structure (pred-struct 1): no lookahead, one packet out per picture in,
 # key pictures only when asked (keyint -1). A slow preset because a keyframe is one picture
-# in many; 0 saves more rate but stalls a live call at each refresh (docs/MODEL_CARD.md).
+# in many; 0 saves more rate but stalls a live call at each refresh (docs/notes/keyframe-chain.md).
 AV1_CHAIN_PRESET = "1"
 
 

@@ -10,6 +10,7 @@ are 90 MB at 512x512), decoded there with OpenCV (the device image has no PyAV).
 """
 import argparse
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -34,11 +35,14 @@ def encode(arr, path, crf):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="training checkpoint whose discriminator goes along")
-    p.add_argument("--data", default="../shared/data/faces")
-    p.add_argument("--manifest", default="../shared/data/MANIFEST.csv")
+    data = os.environ.get("IMFCODEC_DATA")     # a folder holding train/ and val/, as training reads it
+    p.add_argument("--data", default=data, required=data is None,
+                   help="the clips: a folder holding train/ and val/ (default: $IMFCODEC_DATA)")
+    p.add_argument("--manifest", default=None, help="the clips' MANIFEST.csv (default: beside --data)")
     p.add_argument("--out", default=".gpu")
     p.add_argument("--crf", type=int, default=18)
     a = p.parse_args()
+    a.manifest = a.manifest or str(Path(a.data).parent / "MANIFEST.csv")
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
     (out / "a/val").mkdir(parents=True)
