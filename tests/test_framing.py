@@ -1,4 +1,4 @@
-"""Face framing (imfcodec/framing.py, format version 3): locator, tracking, compositing,
+"""Face framing (imfcodec/codec/framing.py, format version 3): locator, tracking, compositing,
 the v3 container fields and their bounds, and round trips that keep the source size."""
 from __future__ import annotations
 

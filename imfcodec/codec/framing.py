@@ -8,7 +8,7 @@ two parts (format version 3, docs/bitstream.md):
 * the **crop**: a square of side min(width, height) around the face, cut from the frame
   without resampling its proportions and coded by IMF exactly as square video is;
 * the **frame layer**: the whole frame at low resolution (short side ``LAYER_SHORT_SIDE``)
-  through a low-delay VP9 chain (imfcodec/keyframe.py), a picture at every keyframe and
+  through a low-delay VP9 chain (imfcodec/media/keyframe.py), a picture at every keyframe and
   every ``layer_interval`` frames, held in between. Inside the crop it carries the frame
   as it was at the crop's keyframe, so it costs almost nothing there;
 * the decoder pastes the decoded crop into the upscaled frame layer, fading its edges

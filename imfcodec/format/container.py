@@ -213,7 +213,7 @@ def check_header(h: Header):
 @dataclass(frozen=True)
 class BaseLayer:
     """Version 5: every frame also has a small picture (``size`` x ``size``) in one
-    low-delay stream of ``codec`` beside the tokens, which D_F reads (imfcodec/baselayer.py).
+    low-delay stream of ``codec`` beside the tokens, which D_F reads (imfcodec/media/baselayer.py).
     Field bounds: docs/bitstream.md."""
     size: int                     # base picture side, one of BASE_SIZES
     codec: str = "vp9"            # chained (key picture, then inter pictures)
@@ -232,7 +232,7 @@ class BaseLayer:
 class Framing:
     """Version 3: IMF codes a square crop of the frame (placed by crop packets), a
     conventional low-resolution layer carries the whole frame (frame-layer packets); the
-    decoder blends the two (imfcodec/framing.py). Field bounds: docs/bitstream.md."""
+    decoder blends the two (imfcodec/codec/framing.py). Field bounds: docs/bitstream.md."""
     layer_width: int              # frame-layer picture size
     layer_height: int
     layer_interval: int           # a frame-layer picture every this many frames (and at keyframes)
