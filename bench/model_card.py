@@ -213,6 +213,13 @@ def files_table(s: dict) -> str:
     return md_table(["stream", "quality", "frames", "kbps", "decode frames/s"], rows)
 
 
+def command_table(s: dict) -> str:
+    rows = [[Path(f["file"]).stem, f["quality"], f["frames"], f"{f['kbps']:.2f}", f["decode_fps"], f["command_fps"],
+             f"{f['first_frame_s']:.2f}", f["command_steady_fps"]] for f in s["files"]]
+    return md_table(["stream", "quality", "frames", "kbps", "API frames/s", "command frames/s",
+                     "first frame (s)", "command frames/s after it"], rows)
+
+
 def aspect_speed_table(s: dict) -> str:
     rows = [[k, v["frames"], v["decode_fps"]] for k, v in s.items() if isinstance(v, dict)]
     return md_table(["frame size", "frames", "decode frames/s"], rows)
@@ -247,6 +254,7 @@ def benchmarks_md(results: Path) -> str:
     speed_cpu = json.loads((results / "speed.json").read_text())
     streams = [json.loads((results / n).read_text()) for n in ("speed_streams.json", "speed_streams_fp32.json")]
     files = json.loads((results / "speed_files_base.json").read_text())
+    command = json.loads((results / "speed_command_base.json").read_text())
     aspect_speed = json.loads((results / "aspect" / "speed.json").read_text())
     parts = [
         "# Benchmarks",
@@ -285,6 +293,8 @@ def benchmarks_md(results: Path) -> str:
         "`python bench/speed.py --model imf-cpu-base` (`speed_base.json`):", speed_table(speed_base),
         "`python bench/speed.py --model imf-cpu` (`speed.json`):", speed_table(speed_cpu),
         "Whole val streams (`speed_files_base.json`):", files_table(files),
+        "The whole command, `imfcodec decode FILE OUT.mp4` in a fresh process, start-up included, beside "
+        f"the API's warm decode (`speed_command_base.json`; {command['note']}):", command_table(command),
         "Many streams, one model (`python bench/speed.py --streams 1,4,16,64`; `speed_streams*.json`):",
         streams_table(streams),
     ]

@@ -178,7 +178,8 @@ def decode_file(src, dst, model: CodecModel | str | None = None, device="auto", 
     model = model_for(header, model, device, precision)
     dec = make_decoder(model, header)
     n = 0
-    with video.VideoWriter(dst, header.width, header.height, header.fps) as w:
+    # the output's encoder runs on its own thread, beside the networks
+    with video.BackgroundWriter(dst, header.width, header.height, header.fps) as w:
         for p in packets:
             out = dec.push(p)
             for f in out:

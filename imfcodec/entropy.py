@@ -27,11 +27,6 @@ import warnings
 import torch
 from torch import nn
 
-with warnings.catch_warnings():
-    # compressai's import chain triggers torch's "torch.jit.script is deprecated" warning
-    warnings.simplefilter("ignore", FutureWarning)
-    from compressai.entropy_models import GaussianConditional
-
 from .format.container import MAX_SYMBOL
 from .errors import IMFCodecError
 from .options import QUALITIES
@@ -50,6 +45,53 @@ def scale_table() -> torch.Tensor:
 _RATE_MODELS: dict = {}      # device -> GaussianConditional (its bounds are per-device buffers)
 
 
+def _compressai():
+    """CompressAI's entropy_models module, imported on first use: importing CompressAI costs
+    seconds (it imports torch_geometric, scipy.stats and its datasets), and decoding needs
+    none of it (the tables are buffers here, the rANS decoder is :func:`rans_decode`)."""
+    with warnings.catch_warnings():
+        # compressai's import chain triggers torch's "torch.jit.script is deprecated" warning
+        warnings.simplefilter("ignore", FutureWarning)
+        from compressai.entropy_models import entropy_models
+    return entropy_models
+
+
+class _Bound(nn.Module):
+    def __init__(self, bound: float):
+        super().__init__()
+        self.register_buffer("bound", torch.tensor([float(bound)]))
+
+
+class GaussianTables(nn.Module):
+    """The buffers of CompressAI's ``GaussianConditional(None)`` under its names (a model
+    file's ``entropy.gaussian.*`` keys), without importing CompressAI: what decoding reads.
+    :meth:`TokenEntropyModel.update` builds them with a real GaussianConditional; encoding
+    takes CompressAI's rANS coder (:attr:`entropy_coder`) on first use."""
+
+    def __init__(self):
+        super().__init__()
+        for name in ("_offset", "_quantized_cdf", "_cdf_length"):
+            self.register_buffer(name, torch.IntTensor())
+        self.register_buffer("scale_table", torch.Tensor())
+        self.register_buffer("scale_bound", torch.tensor([SCALE_MIN]))
+        self.likelihood_lower_bound = _Bound(1e-9)
+        self.lower_bound_scale = _Bound(SCALE_MIN)
+        self._coder = None
+
+    @property
+    def entropy_coder(self):
+        if self._coder is None:
+            em = _compressai()
+            self._coder = em._EntropyCoder(em.default_entropy_coder())
+        return self._coder
+
+    def copy_from(self, gc: nn.Module):
+        """Take a GaussianConditional's tables (after its update_scale_table)."""
+        state = gc.state_dict()
+        resize_buffers_for(self, state)
+        self.load_state_dict(state)
+
+
 def symbol_likelihood(y: torch.Tensor, scale: torch.Tensor, noisy: bool = False) -> torch.Tensor:
     """P(round(y)) under the zero-mean Gaussian of std ``scale`` (symbol units) that the
     tables code, integrated over [y - 0.5, y + 0.5]: ``GaussianConditional.forward``. With
@@ -58,7 +100,7 @@ def symbol_likelihood(y: torch.Tensor, scale: torch.Tensor, noisy: bool = False)
     (CompressAI's LowerBound)."""
     gc = _RATE_MODELS.get(y.device)
     if gc is None:
-        gc = _RATE_MODELS[y.device] = GaussianConditional(None, scale_bound=SCALE_MIN).to(y.device)
+        gc = _RATE_MODELS[y.device] = _compressai().GaussianConditional(None, scale_bound=SCALE_MIN).to(y.device)
     return gc(y, scale, training=noisy)[1]
 
 
@@ -71,7 +113,7 @@ class TokenEntropyModel(nn.Module):
 
     def __init__(self, token_dim: int, levels: int = QUALITY_LEVELS):
         super().__init__()
-        self.gaussian = GaussianConditional(None)
+        self.gaussian = GaussianTables()
         self.register_buffer("index_table", torch.zeros(levels, token_dim, dtype=torch.int32))
         self.token_dim, self.levels = token_dim, levels
 
@@ -83,7 +125,9 @@ class TokenEntropyModel(nn.Module):
         """Build the integer tables. ``symbol_std``: (levels, C) std of the symbol differences
         in symbol units; each (quality, channel) gets the table of the nearest scale."""
         table = scale_table()
-        self.gaussian.update_scale_table(table, force=True)
+        gc = _compressai().GaussianConditional(None)
+        gc.update_scale_table(table, force=True)
+        self.gaussian.copy_from(gc)
         s = symbol_std.detach().float().clamp(SCALE_MIN, SCALE_MAX).log()
         idx = (s[..., None] - table.log()).abs().argmin(-1)
         self.index_table.copy_(idx.to(torch.int32))

@@ -279,3 +279,49 @@ def test_precision_choices(tmp_path, capsys, clip, tiny_model_file, monkeypatch)
         run(capsys, "decode", imf, tmp_path / "q.mp4", "--precision", "half")
     assert e.value.code != 0 and "--precision" in capsys.readouterr().err
     assert not (tmp_path / "q.mp4").exists()
+
+
+def test_decode_writer_thread_error_is_one_line_and_leaves_no_file(tmp_path, capsys, good_imf, tiny_model_file,
+                                                                     monkeypatch):
+    """The output is encoded on a thread of its own (video.BackgroundWriter): a failure
+    there (here a full disk at the third frame) is the command's one error line, and
+    neither the output nor a temporary file is left behind."""
+    calls, write = [], video.VideoWriter.write
+
+    def failing(self, rgb):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        write(self, rgb)
+    monkeypatch.setattr(video.VideoWriter, "write", failing)
+    out = tmp_path / "o.mp4"
+    code, _, err = run(capsys, "decode", good_imf, out, "--model", tiny_model_file, "-q")
+    assert_one_line_error(code, err)
+    assert "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_file_frames_are_the_api_frames(tmp_path, good_imf, tiny_model_file):
+    """What the writer thread writes is what decode_bytes gives, frame for frame (raw .yuv
+    output, the frames' exact bytes in 4:2:0)."""
+    from imfcodec import api
+    frames = list(api.decode_bytes(good_imf.read_bytes(), tiny_model_file, "cpu")[1])
+    out = tmp_path / "o.yuv"
+    st = api.decode_file(good_imf, out, tiny_model_file, "cpu")
+    assert st.frames == len(frames) == 12
+    ref = tmp_path / "ref.yuv"
+    with video.VideoWriter(ref, 64, 48, Fraction(25)) as w:
+        for f in frames:
+            w.write(f)
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_background_writer_abort_leaves_no_file(tmp_path):
+    out = tmp_path / "o.mp4"
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        with video.BackgroundWriter(out, 64, 48, Fraction(25)) as w:
+            for _ in range(5):
+                w.write(frame)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

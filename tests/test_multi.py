@@ -243,7 +243,8 @@ def test_speed_bench_streams(tmp_path, capsys):
 
 def test_speed_bench_files(tmp_path, capsys, tiny_model_file):
     """bench/speed.py --files: one JSON row per real stream (its frames, level and rate, the
-    timed runs asked for), and the same rows in --out."""
+    timed runs asked for, the whole command's time split at its first frame), and the same
+    rows in --out."""
     import imfcodec
     from conftest import moving_pattern
     bench, _ = _speed_bench()
@@ -262,3 +263,7 @@ def test_speed_bench_files(tmp_path, capsys, tiny_model_file):
         [(paths[0], 9, 2, 2), (paths[1], 9, 6, 2)]
     assert [r["kbps"] for r in lines] == [round(n * 8 * 25 / 9 / 1000, 3) for n in sizes]
     assert all(r["decode_fps"] > 0 for r in lines) and json.loads(out.read_text())["files"] == lines
+    for r in lines:
+        assert len(r["command_runs"]) == 2
+        assert 0 < r["first_frame_s"] < r["command_s"] and r["command_fps"] == pytest.approx(9 / r["command_s"], rel=0.05)
+        assert r["command_steady_fps"] > 0

@@ -11,7 +11,9 @@ bytes), read as it arrives; as an output, Y4M written to stdout frame by frame.
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -215,6 +217,10 @@ class VideoWriter:
             else:
                 self.stream = self.container.add_stream("libx264", rate=fps)
                 self.stream.options = {"crf": str(crf), "preset": "medium"}
+                # one thread: the output is encoded beside the networks (BackgroundWriter), whose
+                # threads already fill the cores; x264's own (1.5 per core) made a 2-core decode
+                # 10x slower by stalling the networks' thread pool (issue 36)
+                self.stream.thread_count = 1
             self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
             self.stream.width, self.stream.height = self.width, self.height
         except av.error.FFmpegError as e:
@@ -256,6 +262,71 @@ class VideoWriter:
             pass
         if self.tmp is not None:
             discard(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *a):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class BackgroundWriter:
+    """A :class:`VideoWriter` whose frames are encoded on a thread of their own, so that the
+    output's encoder (x264, which PyAV runs without the GIL) works while the caller decodes
+    the next frames. ``depth`` frames at most wait in between. The output is opened here, so
+    an unwritable one fails at once; an error on the thread is raised by the next
+    :meth:`write` or by :meth:`close`, and the output is then thrown away, as
+    :meth:`VideoWriter.abort` does."""
+
+    _END = None
+
+    def __init__(self, path, width: int, height: int, fps: Fraction, depth: int = 16):
+        self.writer = VideoWriter(path, width, height, fps)
+        self.frames: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.aborted = False
+        self.thread = threading.Thread(target=self._run, name="imfcodec-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while (f := self.frames.get()) is not self._END:
+                if not self.aborted:
+                    self.writer.write(f)
+        except BaseException as e:      # handed to the caller's thread
+            self.error = e
+            while self.frames.get() is not self._END:      # let the caller's puts go through
+                pass
+
+    def _check(self):
+        if self.error is not None:
+            raise self.error
+
+    def write(self, rgb: np.ndarray):
+        self._check()
+        self.frames.put(rgb)
+
+    def _stop(self):
+        if self.thread.is_alive():
+            self.frames.put(self._END)
+            self.thread.join()
+
+    def close(self):
+        self._stop()
+        try:
+            self._check()
+            self.writer.close()
+        except BaseException:
+            self.writer.abort()
+            raise
+
+    def abort(self):
+        self.aborted = True         # the thread skips the frames still queued
+        self._stop()
+        self.writer.abort()
 
     def __enter__(self):
         return self
