@@ -174,7 +174,21 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-class VideoWriter:
+class _AllOrNothing:
+    """An output used in a ``with`` block: closed (committed) when the block ends normally,
+    aborted (nothing left behind) when it raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *a):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(_AllOrNothing):
     """Write RGB frames to a video file atomically: frames go to a temporary file in the
     same folder, which replaces ``path`` only on :meth:`close` (``abort`` removes it) and
     then has ordinary permissions. ``path`` :data:`PIPE` writes Y4M to stdout as it goes."""
@@ -263,17 +277,8 @@ class VideoWriter:
         if self.tmp is not None:
             discard(self.tmp)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, exc_type, *a):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class BackgroundWriter:
+class BackgroundWriter(_AllOrNothing):
     """A :class:`VideoWriter` whose frames are encoded on a thread of their own, so that the
     output's encoder (x264, which PyAV runs without the GIL) works while the caller decodes
     the next frames. ``depth`` frames at most wait in between. The output is opened here, so
@@ -327,12 +332,3 @@ class BackgroundWriter:
         self.aborted = True         # the thread skips the frames still queued
         self._stop()
         self.writer.abort()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *a):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
