@@ -123,9 +123,24 @@ def _peak_memory(device) -> dict:
     return out
 
 
-def _stream_run(m, header, packets, n_streams, warmup, batched: bool) -> dict:
-    """Decode n_streams copies of one live stream frame by frame; time the steps after
-    the keyframe and ``warmup`` frames."""
+def frame_groups(packets) -> list[list]:
+    """The packets of a one-frame-per-packet stream, grouped by the frame they carry: a
+    base-layer packet goes with the keyframe or token packet after it."""
+    from imfcodec.format import container
+    groups, group = [], []
+    for p in packets:
+        group.append(p)
+        if not isinstance(p, container.BasePacket):
+            groups.append(group)
+            group = []
+    if group:
+        raise ValueError("a base-layer packet with no frame packet after it")
+    return groups
+
+
+def _stream_run(m, header, groups, n_streams, warmup, batched: bool) -> dict:
+    """Decode n_streams copies of one live stream frame by frame (``groups``: each frame's
+    packets, :func:`frame_groups`); time the steps after the keyframe and ``warmup`` frames."""
     import imfcodec
     sync = torch.cuda.synchronize if m.device.type == "cuda" else (lambda: None)
     rss_start = _reset_peak_memory(m.device)          # the peak covers the decoders' whole life
@@ -133,25 +148,26 @@ def _stream_run(m, header, packets, n_streams, warmup, batched: bool) -> dict:
         md = imfcodec.MultiDecoder(m)
         ids = [md.add(header) for _ in range(n_streams)]
 
-        def tick(p):                     # a step's latency: packets in, every stream's frame out
+        def tick(group):                 # a step's latency: packets in, every stream's frame out
             t = time.perf_counter()
             for sid in ids:
-                md.push(sid, p)
+                for p in group:
+                    md.push(sid, p)
             out = md.step()
             return sum(len(f) for f in out.values()), time.perf_counter() - t
     else:
         decs = [imfcodec.Decoder(m, header) for _ in range(n_streams)]
 
-        def tick(p):
+        def tick(group):
             t = time.perf_counter()
-            return sum(len(d.push(p)) for d in decs), time.perf_counter() - t
-    for p in packets[:1 + warmup]:                   # the keyframe, then warm-up frames
-        tick(p)
+            return sum(len(d.push(p)) for d in decs for p in group), time.perf_counter() - t
+    for g in groups[:1 + warmup]:                    # the keyframe, then warm-up frames
+        tick(g)
     sync()
     frames, steps = 0, []
     t0 = time.perf_counter()
-    for p in packets[1 + warmup:]:
-        n, dt = tick(p)
+    for g in groups[1 + warmup:]:
+        n, dt = tick(g)
         frames += n
         steps.append(dt)
     sync()
@@ -172,14 +188,15 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
     frames = synthetic_clip(S, 1 + warmup + steps)
     data, _ = api.encode_frames(frames, 25, m, 4, packet_frames=1, refresh_drop=0.0)
     header, packets = container.parse(data)
-    assert isinstance(packets[0], container.KeyframePacket) and len(packets) == len(frames)
+    groups = frame_groups(packets)
+    assert isinstance(groups[0][-1], container.KeyframePacket) and len(groups) == len(frames)
     med = lambda runs, k: round(statistics.median(r[k] for r in runs), 2)       # noqa: E731
     rows = []
     for n in counts:
         multi, seq = [], []
         for _ in range(repeats):
-            multi.append(_stream_run(m, header, packets, n, warmup, batched=True))
-            seq.append(_stream_run(m, header, packets, n, warmup, batched=False))
+            multi.append(_stream_run(m, header, groups, n, warmup, batched=True))
+            seq.append(_stream_run(m, header, groups, n, warmup, batched=False))
             print(f"# {n} streams: batched {multi[-1]['total_fps']} frames/s, sequential "
                   f"{seq[-1]['total_fps']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         row = {"streams": n}
@@ -198,7 +215,7 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
            "precision": str(m.dtype).replace("torch.", ""), "cpu": cpu_name(), "cores": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "load_average_before": [round(v, 2) for v in os.getloadavg()],
-           "stream": "one frame per packet (packet_frames=1), quality 4, one keyframe, then tokens",
+           "stream": "one frame per packet (packet_frames=1), quality 4, one keyframe, then tokens" + (f", base layer {header.base_layer.size} px" if header.base_layer else ""),
            "timed_steps": steps, "warmup_steps": warmup, "repeats": repeats,
            "largest_streams_at_25fps_each": max(at25) if at25 else None,
            "results": rows}

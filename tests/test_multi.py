@@ -241,6 +241,36 @@ def test_speed_bench_streams(tmp_path, capsys):
         bench.main(["--config", str(repo / "configs/model/tiny.yaml"), "--streams", "4,x"])
 
 
+def test_speed_bench_streams_with_the_default_models_base_layer(tmp_path, capsys):
+    """bench/speed.py --streams with the shipped default model, whose streams carry a
+    base-layer packet before each frame's packet: each step pushes a frame's packets, and
+    every stream gets its frame (it stopped on an assertion written for token-only streams)."""
+    from imfcodec.options import DEFAULT_MODEL, shipped_models
+    if DEFAULT_MODEL not in shipped_models():
+        pytest.skip("no shipped default model")
+    bench, _ = _speed_bench()
+    out = tmp_path / "streams.json"
+    assert bench.main(["--model", DEFAULT_MODEL, "--streams", "1,2", "--steps", "2", "--warmup", "1",
+                       "--repeats", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["model_id"] == DEFAULT_MODEL and "base layer" in res["stream"]
+    assert [r["streams"] for r in res["results"]] == [1, 2]
+    for r in res["results"]:
+        assert r["total_fps"] == pytest.approx(r["per_stream_fps"] * r["streams"], rel=0.02, abs=0.01 * r["streams"])
+
+
+def test_speed_bench_frame_groups_pair_base_packets_with_their_frame():
+    from imfcodec.format import container
+    bench, _ = _speed_bench()
+    k = container.KeyframePacket(0, (0,), b"k")
+    b0, b1 = container.BasePacket(0, (b"x",), key=True), container.BasePacket(1, (b"y",))
+    t = container.TokenPacket(1, 1, b"t")
+    assert bench.frame_groups([b0, k, b1, t]) == [[b0, k], [b1, t]]
+    assert bench.frame_groups([k, t]) == [[k], [t]]
+    with pytest.raises(ValueError):
+        bench.frame_groups([k, b1])
+
+
 def test_speed_bench_files(tmp_path, capsys, tiny_model_file):
     """bench/speed.py --files: one JSON row per real stream (its frames, level and rate, the
     timed runs asked for, the whole command's time split at its first frame), and the same
