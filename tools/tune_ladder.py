@@ -20,17 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from imfbench.bdrate import lower_hull
 from imfbench.common import parse_int_list
 from imfbench.metrics import Metrics
 from imfbench.source import test_source
+from imfbench.sweep import code_closed_loop
 
 from imfcodec.format import container
-from imfcodec.media import video
 from imfcodec.options import DEFAULT_KEYFRAME_CODEC
-from imfcodec.codec.encoder import Encoder
 from imfcodec.model import DEFAULT_MODEL, load_model
 
 
@@ -44,20 +42,11 @@ def float_list(text: str) -> list[float]:
     return out
 
 
-@torch.no_grad()
 def code_clip(model, src: np.ndarray, fps, quality: int, codec: str, drop: float,
               min_interval: float, crf: int | None = None) -> tuple[int, np.ndarray, int]:
-    """(file bytes, closed-loop reconstructions uint8 (N, S, S, 3), keyframes)."""
-    s = src.shape[1]
-    enc = Encoder(model, s, s, fps, quality, keyframe_codec=codec, refresh_drop=drop,
-                  min_keyframe_interval=min_interval, keyframe_crf=crf)
-    packets, recon = [], []
-    for f in src:
-        packets += enc.push(f)
-        recon.append(video.to_uint8(enc.recon)[0])
-    packets += enc.flush()
-    _, sizes = container.assemble(enc.header(enc.index), packets)
-    return sizes.total, np.stack(recon), enc.stats.keyframes
+    """(file bytes, closed-loop reconstructions uint8 (N, S, S, 3), keyframes) at one setting."""
+    return code_closed_loop(model, src, fps, quality, keyframe_codec=codec, refresh_drop=drop,
+                            min_keyframe_interval=min_interval, keyframe_crf=crf)
 
 
 def main(argv=None) -> int:

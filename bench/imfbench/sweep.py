@@ -15,6 +15,29 @@ import numpy as np
 from .source import sweep_clips, sweep_parser
 
 
+def code_closed_loop(model, src: np.ndarray, fps, quality: int, **options) -> tuple[int, np.ndarray, int]:
+    """Code ``src`` (N, S, S, 3) uint8 as ``imfcodec encode`` would, with the Encoder's
+    keyword ``options`` (keyframe_codec, refresh_drop, keyframe_crf, ...): (file bytes, the
+    closed-loop reconstructions uint8 (N, S, S, 3), which are what the decoder rebuilds,
+    keyframes)."""
+    import torch
+
+    from imfcodec.codec.encoder import Encoder
+    from imfcodec.format import container
+    from imfcodec.media import video
+
+    s = src.shape[1]
+    enc = Encoder(model, s, s, fps, quality, **options)
+    packets, recon = [], []
+    with torch.no_grad():
+        for f in src:
+            packets += enc.push(f)
+            recon.append(video.to_uint8(enc.recon)[0])
+        packets += enc.flush()
+    _, sizes = container.assemble(enc.header(enc.index), packets)
+    return sizes.total, np.stack(recon), enc.stats.keyframes
+
+
 def main(argv=None, doc: str = __doc__) -> int:
     import torch
 

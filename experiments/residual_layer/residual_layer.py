@@ -25,9 +25,7 @@ import torch.nn.functional as F
 
 from imfbench.metrics import Metrics, pulse
 from imfbench.source import test_source
-from imfcodec.format import container
-from imfcodec.media import video
-from imfcodec.codec.encoder import Encoder
+from imfbench.sweep import code_closed_loop
 from imfcodec.model import load_model
 from imfcodec.options import DEFAULT_MODEL
 
@@ -85,19 +83,6 @@ def av1_chain(pics, crf, fps, preset=8, codec="av1"):
     return sum(map(len, pk)), np.stack(out)
 
 
-@torch.no_grad()
-def imf(model, src, fps, q, **kw):
-    s = src.shape[1]
-    enc = Encoder(model, s, s, fps, q, **kw)
-    packets, recon = [], []
-    for f in src:
-        packets += enc.push(f)
-        recon.append(video.to_uint8(enc.recon)[0])
-    packets += enc.flush()
-    _, sizes = container.assemble(enc.header(enc.index), packets)
-    return sizes.total, np.stack(recon), enc.stats.keyframes
-
-
 def score(M, src, dec, nbytes, fps):
     pf = M(src, dec)
     lp = pf["lpips"]
@@ -138,7 +123,7 @@ def main():
         preds = {"grey": (0, np.full_like(src, 128), 0)}
         for q in levels:
             t0 = time.time()
-            preds[f"q{q}"] = imf(model, src, fps, q)
+            preds[f"q{q}"] = code_closed_loop(model, src, fps, q)
             r = score(M, src, preds[f"q{q}"][1], preds[f"q{q}"][0], fps)
             r.update(clip=Path(clip).stem, pred=f"q{q}", size=0, crf=-1, keyframes=preds[f"q{q}"][2],
                      tlp=tlp(M, src, preds[f"q{q}"][1]))
