@@ -124,3 +124,19 @@ def test_borrow_needs_an_attending_scale_at_half_size():
                   ["fly", "attn", "attn", "attn"]):
         with pytest.raises(ConfigError, match="align_mode"):
             from_dict(ModelConfig, dict(base, align_mode=modes))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_mean_is_torch_mean_bit_for_bit(dtype):
+    """The decoder's two-head mean (a faster path, issue 36) gives exactly t.mean(1): streams
+    coded by an encoder that used either must decode to the same frames. Attention maps
+    (softmax rows with tiny and exactly-zero entries) and signed values."""
+    from imfcodec.models.imf import _head_mean
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 64, 64, generator=g) * torch.tensor([1.0, 30.0, 200.0]).view(3, 1, 1, 1)
+    att = logits.softmax(-1).to(dtype)
+    vals = (torch.randn(3, 2, 64, 40, generator=g) * 10.0 ** torch.randint(-6, 4, (3, 2, 64, 40), generator=g)).to(dtype)
+    for t in (att, vals, vals[..., 7:]):
+        assert torch.equal(_head_mean(t), t.mean(1))
+    four = torch.randn(2, 4, 8, 8, generator=g).to(dtype)
+    assert torch.equal(_head_mean(four), four.mean(1))
