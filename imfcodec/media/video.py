@@ -230,7 +230,9 @@ class VideoWriter(_AllOrNothing):
                 self.stream = self.container.add_stream("rawvideo", rate=fps)
             else:
                 self.stream = self.container.add_stream("libx264", rate=fps)
-                self.stream.options = {"crf": str(crf), "preset": "medium"}
+                # veryfast: 1.9 ms a 256x256 frame where medium took 4.8, for a file 6 % larger
+                # at this near-lossless CRF; the saved core time goes to the decoder (issue 36)
+                self.stream.options = {"crf": str(crf), "preset": "veryfast"}
                 # one thread: the output is encoded beside the networks (BackgroundWriter), whose
                 # threads already fill the cores; x264's own (1.5 per core) made a 2-core decode
                 # 10x slower by stalling the networks' thread pool (issue 36)
