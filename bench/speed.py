@@ -229,16 +229,18 @@ def streams_bench(m, source, counts, steps, warmup, repeats, out_path):
 RECORDED = {"imf-cpu": "bench/results/speed.json", "imf-cpu-base": "bench/results/speed_base.json"}
 
 
-# `imfcodec decode IN OUT -q` as the command runs it (cli.main), the progress callback
-# noting when the first frame is decoded (the only change: no tqdm bar, as with -q)
+# `imfcodec decode IN OUT -q` as the command runs it (cli.run: main, then the exit without
+# the interpreter's teardown), the progress callback printing when the first frame is decoded
+# (the only change: no tqdm bar, as with -q)
 _COMMAND = """import sys, time
-first = []
 from imfcodec import cli
-cli._progress = lambda args, total=None, **kw: (lambda n: n and not first and first.append(time.time()),
-                                                 lambda: None)
-code = cli.main(["decode", *sys.argv[1:], "-q"])
-print(first[0] if first else "nan")
-sys.exit(code)
+first = []
+def note(n):
+    if n and not first:
+        first.append(n)
+        print(time.time(), flush=True)
+cli._progress = lambda args, total=None, **kw: (note, lambda: None)
+cli.run(["decode", *sys.argv[1:], "-q"])
 """
 
 
@@ -253,12 +255,12 @@ def command_run(path, frames: int, model: str | None = None) -> dict:
         t1 = time.time()
     if r.returncode:
         raise SystemExit(f"imfcodec decode {path}: {r.stderr.strip()}")
-    first = float(r.stdout.split()[-1])
+    first = float(r.stdout.split()[0]) if r.stdout.split() else float("nan")
     return {"command_s": t1 - t0, "command_fps": frames / (t1 - t0), "first_frame_s": first - t0,
             "command_steady_fps": (frames - 1) / (t1 - first)}
 
 
-def files_bench(m, source, files, repeats, out_path, model_arg: str | None = None) -> int:
+def files_bench(m, source, files, repeats, out_path, model_arg: str | None = None, note: str | None = None) -> int:
     """Whole-file decode speed of real .imf streams (see the module docstring)."""
     import imfcodec
     from imfcodec.format.container import kbps
@@ -283,7 +285,7 @@ def files_bench(m, source, files, repeats, out_path, model_arg: str | None = Non
         print(json.dumps(row))
         rows.append(row)
     if out_path:
-        res = {"source": source, "cpu": cpu_name(), "cores": os.cpu_count(),
+        res = {**({"note": note} if note else {}), "source": source, "cpu": cpu_name(), "cores": os.cpu_count(),
                "torch_threads": torch.get_num_threads(),
                "command": "imfcodec decode FILE OUT.mp4 -q (a fresh process each run)", "files": rows}
         atomic_write(Path(out_path), lambda f: f.write((json.dumps(res, indent=1) + "\n").encode()))
@@ -312,6 +314,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None,
                     help="--streams: runs per count (median; default 1); --files: timed decodes (default 3)")
     ap.add_argument("--files", nargs="+", default=None, help=".imf streams: whole-file decode speed")
+    ap.add_argument("--note", default=None, help="--files: what the streams are, kept in the JSON")
     ap.add_argument("--out", default=None,
                     help="JSON written (default: the model's recorded file, bench/results/speed.json for "
                          "imf-cpu, speed_base.json for imf-cpu-base, speed_<model>.json otherwise; "
@@ -345,7 +348,7 @@ def main(argv=None):
     if args.files:
         if args.config:
             ap.error("--files decodes with a model file (--model or the streams' own), not --config")
-        return files_bench(m, source, args.files, args.repeats or 3, args.out, args.model)
+        return files_bench(m, source, args.files, args.repeats or 3, args.out, args.model, args.note)
     gen, S = m.generator, m.config.image_size
     torch.manual_seed(0)
     x = torch.rand(1, 3, S, S, device=m.device)
