@@ -25,7 +25,8 @@ class Decoder:
         check_model(model, header)
         self.m, self.header = model, header
         self.mult = model.step_mult(header.quality)
-        self.ref = None
+        self._ref = None
+        self._pending_ref = None     # (picture, symbols) of a keyframe whose reference is not built yet
         self.prev_q = None
         self.next_index = 0
         self.kf_dec = keyframe.KeyframeDecoder(header.keyframe_codec, header.coded_size ** 2)
@@ -35,6 +36,17 @@ class Decoder:
         self.base_dec = None if bl is None else baselayer.BaseDecoder(bl.size)
         self.base_order = None if bl is None else container.BaseOrder(header)
         self.base_pics: torch.Tensor | None = None
+
+    @property
+    def ref(self):
+        """The current keyframe's reference (:meth:`CodecModel.reference`), or None before the
+        first keyframe. Built when first needed, so a keyframe's own frame is out before the
+        reference networks run: the first frame of a decode comes that much sooner (issue 36)."""
+        if self._pending_ref is not None:
+            x_r, q_r = self._pending_ref
+            self._pending_ref = None
+            self._ref = self.m.reference(x_r, q_r[None], self.mult)
+        return self._ref
 
     def frames(self, x) -> list[np.ndarray]:
         """Decoded pictures at coded size (N, 3, S, S) -> output frames at source size.
@@ -81,8 +93,8 @@ class Decoder:
 
     @torch.no_grad()
     def decode_keyframe(self, packet: KeyframePacket) -> torch.Tensor:
-        """Decode a keyframe picture and build its reference (self.ref); returns the
-        picture (1, 3, S, S)."""
+        """Decode a keyframe picture and make it the reference (:attr:`ref`, built when first
+        used); returns the picture (1, 3, S, S)."""
         if packet.frame_index != self.next_index:
             raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
         self.take_base(packet.frame_index, 1, packet)   # a keyframe's frame is its own picture
@@ -91,14 +103,14 @@ class Decoder:
             raise StreamError("keyframe picture has the wrong size for this stream")
         x_r = video.to_model(rgb, self.header.coded_size).to(self.m.device)
         q_r = torch.tensor(packet.ref_symbols, dtype=torch.int64, device=self.m.device)
-        self.ref = self.m.reference(x_r, q_r[None], self.mult)
+        self._pending_ref = (x_r, q_r)
         self.prev_q = q_r
         self.next_index += 1
         return x_r
 
     def symbols(self, packet: TokenPacket) -> torch.Tensor:
         """Entropy-decode a token packet: integer symbols (count, C) for self.ref."""
-        if self.ref is None:
+        if self._ref is None and self._pending_ref is None:
             raise StreamError("token packet before the first keyframe")
         if packet.first_frame != self.next_index:
             raise StreamError(f"tokens for frame {packet.first_frame}, expected {self.next_index}")
