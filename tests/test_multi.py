@@ -295,5 +295,8 @@ def test_speed_bench_files(tmp_path, capsys, tiny_model_file):
     assert all(r["decode_fps"] > 0 for r in lines) and json.loads(out.read_text())["files"] == lines
     for r in lines:
         assert len(r["command_runs"]) == 2
-        assert 0 < r["first_frame_s"] < r["command_s"] and r["command_fps"] == pytest.approx(9 / r["command_s"], rel=0.05)
+        # medians over the runs (of 2 runs: their mean), each run's rate its frames over its time
+        fps = [9 / c["command_s"] for c in r["command_runs"]]
+        assert 0 < r["first_frame_s"] < r["command_s"]
+        assert r["command_fps"] == pytest.approx(sum(fps) / 2, rel=0.02)
         assert r["command_steady_fps"] > 0
