@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable, the first folder that has a row wins")
     p.add_argument("--remeter-dists", action="store_true",
                    help="rows an earlier run (this folder or --reuse) measured with DISTS on frames 0, "
-                        "25, 50, ... are not coded again: their saved streams are decoded and DISTS "
-                        "measured on this run's frames")
+                        "25, 50, ..., or without tLP, are not coded again: their saved streams are "
+                        "decoded and DISTS (on this run's frames) and tLP measured")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 

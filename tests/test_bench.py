@@ -109,7 +109,7 @@ def test_rd_csv_schema_and_rows(run):
     with open(run["out"] / "rd.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == ["video", "codec", "setting", "size", "kbps", "psnr", "ms_ssim", "lpips", "dists",
-                      "pulse", "flicker", "enc_fps", "dec_fps"]
+                      "pulse", "flicker", "tlp", "enc_fps", "dec_fps"]
     rows = _rows(run["out"] / "rd.csv")
     got = {(r["codec"], r["setting"], r["size"]) for r in rows}
     want = {("imf", f"q{q}", "64") for q in FAST_QUALITIES}
@@ -121,6 +121,7 @@ def test_rd_csv_schema_and_rows(run):
         assert r["video"] == "talk"
         for k in ("kbps", "psnr", "lpips", "dists", "pulse", "flicker", "enc_fps", "dec_fps"):
             assert math.isfinite(float(r[k])) and float(r[k]) > 0, (r, k)
+        assert math.isfinite(float(r["tlp"])) and float(r["tlp"]) >= 0, r
         assert r["ms_ssim"] == "nan"            # 64x64 test size: MS-SSIM undefined
 
 
@@ -448,7 +449,7 @@ def test_rerun_resumes_from_the_cache(run, tmp_path, capsys):
     assert rd.main(args) == 0
     line = capsys.readouterr().out
     n = len(_rows(run["out"] / "rd.csv"))
-    assert f"{n} streams (1 measured, {n - 1} from the cache, 0 reused, 0 with DISTS re-measured)" in line
+    assert f"{n} streams (1 measured, {n - 1} from the cache, 0 reused, 0 with DISTS and tLP re-measured)" in line
     old, new = _rows(run["out"] / "rd.csv"), _rows(out / "rd.csv")
     strip = [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in old]
     assert strip == [{k: v for k, v in r.items() if k not in ("enc_fps", "dec_fps")} for r in new]
@@ -540,11 +541,12 @@ def test_dists_frames_are_stratified_and_not_phase_locked():
     assert len(offsets) >= 5
 
 
-def test_remeter_dists_keeps_streams_and_other_metrics(run, tmp_path, capsys, monkeypatch):
-    """Rows an earlier run measured with DISTS on frames 0, 25, 50, ... (simulated: that run's
-    cache keys and frames are the legacy ones) are not coded again under --remeter-dists:
-    their streams are decoded, DISTS measured on the new frames, everything else kept; without
-    the flag they are coded again."""
+@pytest.mark.parametrize("legacy", ["dists", "tlp"])
+def test_remeter_dists_keeps_streams_and_other_metrics(run, tmp_path, capsys, monkeypatch, legacy):
+    """Rows an earlier run measured with DISTS on frames 0, 25, 50, ..., or without tLP
+    (simulated: that run's cache keys, and frames, are the legacy ones) are not coded again
+    under --remeter-dists: their streams are decoded, DISTS measured on the new frames and tLP
+    added, everything else kept; without the flag they are coded again."""
     from imfcodec import assets
     if not assets.weights_available():
         pytest.skip(f"backbone weights not in {assets.cache_dir()}; run `imfcodec fetch-weights`")
@@ -553,19 +555,21 @@ def test_remeter_dists_keeps_streams_and_other_metrics(run, tmp_path, capsys, mo
             "--codecs", "imf,x264", "--sizes", "64,32", "-q"]
     with monkeypatch.context() as m:
         real = metrics.Metrics.config
-        m.setattr(metrics.Metrics, "config", lambda self, legacy_dists=False: real(self, True))
-        m.setattr(metrics.Metrics, "dists_frames", lambda self, n: list(range(0, n, 25)))
+        m.setattr(metrics.Metrics, "config", lambda self, old=None: real(self, old or legacy))
+        if legacy == "dists":
+            m.setattr(metrics.Metrics, "dists_frames", lambda self, n: list(range(0, n, 25)))
         assert rd.main(args + ["--out", str(old_out)]) == 0
     old = {(r["codec"], r["setting"]): r for r in _rows(old_out / "rd.csv")}
     capsys.readouterr()
     assert rd.main(args + ["--out", str(new_out), "--reuse", str(old_out), "--remeter-dists"]) == 0
     n = len(old)
-    assert f"{n} streams (0 measured, 0 from the cache, 0 reused, {n} with DISTS re-measured)" \
+    assert f"{n} streams (0 measured, 0 from the cache, 0 reused, {n} with DISTS and tLP re-measured)" \
         in capsys.readouterr().out
     frames = _rows(new_out / "frames.csv")
     for r in _rows(new_out / "rd.csv"):
         o = old[(r["codec"], r["setting"])]
         assert all(r[k] == o[k] for k in ("kbps", "psnr", "lpips", "pulse", "enc_fps")), r
+        assert math.isfinite(float(r["tlp"])) and math.isfinite(float(o["tlp"]))    # the old run had it too
         per = [f for f in frames if (f["codec"], f["setting"]) == (r["codec"], r["setting"])]
         assert [i for i, f in enumerate(per) if f["dists"] != "nan"] == metrics.dists_frames(FAST_FRAMES)
     streams = _rows(new_out / "streams.csv")
@@ -590,6 +594,32 @@ def test_pulse_of_a_sawtooth(amp, period):
     assert metrics.pulse(np.tile(series, 50)) == pytest.approx(2 * amp / period, rel=2e-3)
     assert metrics.pulse(np.full(50, 0.1)) == 0.0
     assert math.isnan(metrics.pulse(np.array([0.3])))
+
+
+def test_tlp_scores_a_decode_that_moves_unlike_its_source():
+    """tLP (TecoGAN): 0 for the source itself; a decode frozen on frame 0 of a moving source
+    scores the source's own frame-to-frame LPIPS; a pop (a jump between two frames where the
+    source is still) scores the pop's LPIPS at that frame only."""
+    from imfcodec import assets
+    if not assets.weights_available():
+        pytest.skip(f"backbone weights not in {assets.cache_dir()}; run `imfcodec fetch-weights`")
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    moving = np.stack([np.roll(base, 3 * t, axis=1) for t in range(6)])
+    m = metrics.Metrics(64, lambda *a: None, use_dists=False)
+    src_steps = m.lpips_steps(moving)
+    assert np.isnan(src_steps[0]) and (src_steps[1:] > 0.05).all()
+    m.set_source("moving", moving)
+    assert np.nanmax(m(moving, moving)["tlp"]) == 0
+    frozen = np.repeat(moving[:1], 6, axis=0)
+    assert np.allclose(m(moving, frozen)["tlp"][1:], src_steps[1:], atol=1e-6)
+    still = np.repeat(base[None], 6, axis=0)
+    popped = still.copy()
+    popped[3:] = np.roll(base, 7, axis=0)
+    m.set_source("still", still)
+    t = m(still, popped)["tlp"]
+    assert t[3] > 0.05 and np.nanmax(np.delete(t, 3)[1:]) < 1e-6
+    assert metrics.summary(m(still, popped))["tlp"] == pytest.approx(t[3] / 5)
 
 
 def test_flicker_counts_error_changes_where_the_source_is_still():

@@ -1,15 +1,16 @@
-"""Per-frame quality (PSNR-RGB, MS-SSIM, LPIPS-alex, DISTS) and the two temporal measures,
-pulse and flicker (definitions in bench/conditions.md, section 4)."""
+"""Per-frame quality (PSNR-RGB, MS-SSIM, LPIPS-alex, DISTS) and the temporal measures pulse,
+flicker and tLP (definitions in bench/conditions.md, section 4)."""
 from __future__ import annotations
 
 import numpy as np
 
 METRICS = ["psnr", "ms_ssim", "lpips", "dists"]
 #: per-clip temporal measures (one value per stream, from the per-frame series)
-TEMPORAL = ["pulse", "flicker"]
+TEMPORAL = ["pulse", "flicker", "tlp"]
 HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "lpips": False, "dists": False}
 METRIC_LABEL = {"psnr": "PSNR-RGB (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS-alex (lower is better)",
-                "dists": "DISTS (lower is better)", "flicker": "flicker (8-bit luma levels)"}
+                "dists": "DISTS (lower is better)", "flicker": "flicker (8-bit luma levels)",
+                "tlp": "tLP (lower is better)"}
 PSNR_CAP = 100.0          # dB, for a frame identical to its source (MSE 0)
 METRIC_BATCH = 8
 #: a pixel is "still" in the source when its luma moves by at most this many 8-bit levels
@@ -21,7 +22,7 @@ DISTS_EVERY = 16
 #: measured on the same frames
 DISTS_SEED = 2026
 #: names the frame choice in the row cache's key; rows of the old choice (frames 0, 25, 50,
-#: ...) are found by ``legacy_dists`` and re-measured by ``rd_curve.py --remeter-dists``
+#: ...) are found by ``config(legacy="dists")`` and re-measured by ``rd_curve.py --remeter-dists``
 DISTS_SAMPLING = "stratified"
 LEGACY_DISTS_EVERY = 25
 
@@ -72,11 +73,21 @@ def flicker_per_frame(src: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return out
 
 
+def tlp_per_frame(src_steps: np.ndarray, dec_steps: np.ndarray) -> np.ndarray:
+    """TecoGAN's tLP per frame t >= 1: ``|LPIPS(S_(t-1), S_t) - LPIPS(D_(t-1), D_t)|``, from
+    the LPIPS of each consecutive pair of the source and of the decode (index t holds the
+    pair (t-1, t); index 0 is NaN). A decode that changes between frames as much as its
+    source scores 0; a still decode of a moving source, or a pop at a refresh, scores the
+    difference. Unlike pulse it sees a jump between two frames of equal quality."""
+    return np.abs(np.asarray(src_steps, np.float64) - np.asarray(dec_steps, np.float64))
+
+
 class Metrics:
-    """Per-frame PSNR-RGB, MS-SSIM, LPIPS-alex and DISTS (imfcodec.metrics) and flicker,
+    """Per-frame PSNR-RGB, MS-SSIM, LPIPS-alex and DISTS (imfcodec.metrics), flicker and tLP,
     NaN where undefined. DISTS is measured on one frame in every ``dists_every``
     (:func:`dists_frames`): a VGG16 pass per frame costs about 15x an AlexNet one; the source's
-    DISTS statistics are computed once per clip (:meth:`set_source`)."""
+    DISTS statistics and its consecutive-frame LPIPS (for tLP) are computed once per clip
+    (:meth:`set_source`)."""
 
     def __init__(self, size: int, skip, dists_every: int = DISTS_EVERY, use_dists: bool = True):
         import torch  # noqa: F401
@@ -91,6 +102,7 @@ class Metrics:
         self.lpips_note = self.dists_note = ""
         self._src_key = None
         self._src_stats = {}
+        self._src_steps = None
         try:
             from imfcodec.assets import MissingWeightsError
             from imfcodec.metrics import get_dists, get_lpips
@@ -113,14 +125,16 @@ class Metrics:
         if self.dists_note:
             skip("dists", "metric", self.dists_note)
 
-    def config(self, legacy_dists: bool = False) -> dict:
-        """What the per-frame values depend on (part of the row cache's key). ``legacy_dists``:
-        the key the same row had when DISTS was measured on frames 0, 25, 50, ... (the other
-        metrics are defined as they were then)."""
-        k = {"metrics": METRICS, "dists_every": self.dists_every if self.dists else None,
+    def config(self, legacy: str | None = None) -> dict:
+        """What the per-frame values depend on (part of the row cache's key). ``legacy``: the
+        key the same row had in an earlier bench, "dists" when DISTS was measured on frames 0,
+        25, 50, ..., "tlp" before tLP was measured (the other metrics are defined as they were
+        then)."""
+        k = {"metrics": METRICS + (["tlp"] if legacy is None else []),
+             "dists_every": self.dists_every if self.dists else None,
              "lpips": self.lpips is not None, "ms_ssim": self.use_msssim,
              "still_levels": STILL_LEVELS, "min_still_fraction": MIN_STILL_FRACTION}
-        if legacy_dists:
+        if legacy == "dists":
             k["dists_every"] = LEGACY_DISTS_EVERY if self.dists else None
         elif self.dists:
             k["dists_sampling"] = DISTS_SAMPLING
@@ -135,15 +149,30 @@ class Metrics:
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
     def set_source(self, key, src: np.ndarray):
-        """Compute the source's DISTS statistics once per clip."""
+        """Compute the source's DISTS statistics and consecutive-frame LPIPS once per clip."""
         import torch
-        if self.dists is None or key == self._src_key:
+        if key == self._src_key:
             return
         self._src_stats = {}
         with torch.inference_mode():
-            for i in self.dists_frames(len(src)):
-                self._src_stats[i] = self.dists.stats(self._tensor(src[i:i + 1]))
+            if self.dists is not None:
+                for i in self.dists_frames(len(src)):
+                    self._src_stats[i] = self.dists.stats(self._tensor(src[i:i + 1]))
+        self._src_steps = self.lpips_steps(src)
         self._src_key = key
+
+    def lpips_steps(self, frames: np.ndarray) -> np.ndarray:
+        """LPIPS between each frame and the one before (index 0: NaN); all NaN without LPIPS."""
+        import torch
+        n = len(frames)
+        out = np.full(n, np.nan)
+        if self.lpips is None:
+            return out
+        with torch.inference_mode():
+            for i in range(1, n, METRIC_BATCH):
+                j = min(n, i + METRIC_BATCH)
+                out[i:j] = self.lpips(self._tensor(frames[i - 1:j - 1]), self._tensor(frames[i:j])).double().numpy()
+        return out
 
     def __call__(self, src: np.ndarray, dec: np.ndarray) -> dict:
         import torch
@@ -160,6 +189,9 @@ class Metrics:
                     out["lpips"][i:i + len(a)] = self.lpips(a, b).double().numpy()
         out["dists"] = self.dists_per_frame(src, dec)
         out["flicker"] = flicker_per_frame(src, dec)
+        src_steps = self._src_steps if self._src_steps is not None and len(self._src_steps) == n \
+            else self.lpips_steps(src)
+        out["tlp"] = tlp_per_frame(src_steps, self.lpips_steps(dec))
         return out
 
     def dists_per_frame(self, src: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -177,10 +209,10 @@ class Metrics:
 
 
 def summary(per_frame: dict) -> dict:
-    """Per-stream values: each metric's mean over frames, pulse (of per-frame LPIPS) and
-    flicker (mean of its per-frame values)."""
+    """Per-stream values: each metric's mean over frames, pulse (of per-frame LPIPS), flicker
+    and tLP (means of their per-frame values; tLP NaN for rows measured before it existed)."""
     out = {}
-    for m in METRICS + ["flicker"]:
+    for m in METRICS + ["flicker", "tlp"]:
         v = per_frame.get(m)
         out[m] = (float(np.nanmean(v)) if v is not None and np.isfinite(v).any() else float("nan"))
     lp = per_frame.get("lpips")

@@ -18,7 +18,7 @@ from imfcodec.fileio import atomic_write
 from imfbench.metrics import HIGHER_IS_BETTER, METRIC_LABEL, METRICS, summary
 
 RD_COLUMNS = ["video", "codec", "setting", "size", "kbps", "psnr", "ms_ssim", "lpips", "dists",
-              "pulse", "flicker", "enc_fps", "dec_fps"]
+              "pulse", "flicker", "tlp", "enc_fps", "dec_fps"]
 BD_COLUMNS = ["video", "anchor", "metric", "bd_rate_pct", "overlap_lo", "overlap_hi",
               "overlap_width", "imf_points", "anchor_points", "note"]
 HULL = "best"          # the best-size curve of codec X is reported as anchor "X@best"
@@ -30,7 +30,7 @@ def rd_rows(results: list[Result]) -> list:
         s = summary(r.per_frame)
         rows.append([r.video, r.codec, r.setting, r.size, fmt_num(r.kbps, 3), fmt_num(s["psnr"], 3),
                      fmt_num(s["ms_ssim"], 5), fmt_num(s["lpips"], 5), fmt_num(s["dists"], 5),
-                     fmt_num(s["pulse"], 5), fmt_num(s["flicker"], 4), fmt_num(r.enc_fps, 2),
+                     fmt_num(s["pulse"], 5), fmt_num(s["flicker"], 4), fmt_num(s["tlp"], 5), fmt_num(r.enc_fps, 2),
                      fmt_num(r.dec_fps, 2)])
     return rows
 
@@ -103,9 +103,10 @@ def write_tables(results: list[Result], out: Path, skipped: list, size: int, com
         for i in range(r.frames):
             frame_rows.append([r.video, r.codec, r.setting, i, fmt_num(pf["psnr"][i], 3),
                                fmt_num(pf["ms_ssim"][i], 5), fmt_num(pf["lpips"][i], 5),
-                               fmt_num(pf["dists"][i], 5), fmt_num(pf["flicker"][i], 4), int(i in keys)])
+                               fmt_num(pf["dists"][i], 5), fmt_num(pf["flicker"][i], 4),
+                               fmt_num(pf["tlp"][i], 5) if "tlp" in pf else "nan", int(i in keys)])
     write_csv(out / "frames.csv", ["video", "codec", "setting", "frame", "psnr", "ms_ssim", "lpips",
-                                   "dists", "flicker", "keyframe"], frame_rows)
+                                   "dists", "flicker", "tlp", "keyframe"], frame_rows)
     write_csv(out / "streams.csv",
               ["video", "codec", "setting", "frames", "fps", "size", "coded_size", "bytes", "file_bytes",
                "kbps", "keyframes", "file", "options", "note"],
@@ -312,7 +313,7 @@ def codec_versions(anchors: list[str], x264_info: str) -> dict:
 
 
 def summary_md(results: list[Result], complete: bool) -> str:
-    """summary.md: mean BD-rate of imf against every anchor curve, and pulse / flicker of imf
+    """summary.md: mean BD-rate of imf against every anchor curve, and pulse / flicker / tLP of imf
     and of each anchor's best-size stream closest in rate, averaged over clips."""
     _, rows = bdrate_table(results)
     means = {(r[1], r[2]): (r[3], r[9]) for r in rows if r[0] == "mean"}
@@ -333,7 +334,7 @@ def summary_md(results: list[Result], complete: bool) -> str:
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     lines += ["", "Temporal quality at matched rates: imfcodec at each quality level and, per clip, each "
               "anchor's LPIPS best-size stream closest in rate; means over clips.", "",
-              "| imf quality | codec | kbps | LPIPS | DISTS | pulse | flicker |", "|---|---|---|---|---|---|---|"]
+              "| imf quality | codec | kbps | LPIPS | DISTS | pulse | flicker | tLP |", "|---|---|---|---|---|---|---|---|"]
     quals = sorted({r.setting for r in results if is_imf(r.codec)}, key=lambda s: int(s[1:]))
     for q in quals:
         acc = {}
@@ -343,9 +344,10 @@ def summary_md(results: list[Result], complete: bool) -> str:
                 continue
             for p in [ref] + matched_picks(results, v, ref.kbps):
                 s = summary(p.per_frame)
-                acc.setdefault(p.family, []).append([p.kbps, s["lpips"], s["dists"], s["pulse"], s["flicker"]])
+                acc.setdefault(p.family, []).append([p.kbps, s["lpips"], s["dists"], s["pulse"], s["flicker"],
+                                                     s["tlp"]])
         for fam, vals in acc.items():
             m = np.nanmean(np.array(vals, dtype=float), axis=0)
             lines.append(f"| {q} | {fam}{'' if is_imf(fam) else '@best'} | {m[0]:.2f} | {m[1]:.4f} | "
-                         f"{m[2]:.4f} | {m[3]:.4f} | {m[4]:.3f} |")
+                         f"{m[2]:.4f} | {m[3]:.4f} | {m[4]:.3f} | {m[5]:.4f} |")
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from imfbench.anchors import ANCHORS, CODECS, THREAD_TYPE, VP9_CPU_USED, WARMUP_
     ImfRunner, codec_name
 from imfbench.cache import RowCache, source_digest
 from imfbench.common import BenchError, fmt_num, is_imf, parse_int_list, safe_name
-from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics, summary
+from imfbench.metrics import MIN_STILL_FRACTION, PSNR_CAP, STILL_LEVELS, Metrics, summary, tlp_per_frame
 from imfbench.report import codec_versions, machine_info, plot_detail, plot_rd, write_tables
 from imfbench.source import find_videos, test_source
 
@@ -153,9 +153,9 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             for s in sizes:
                 plan.append((c, s, runners[c].settings(ladders[c] if s == size else small[c])))
 
-    def key_of(c, s, label, n, digest, legacy_dists=False):
+    def key_of(c, s, label, n, digest, legacy=None):
         k = {"codec": c, "size": s, "setting": label, "frames": n, "test_size": size, "source": digest,
-             "metrics": metrics.config(legacy_dists)}
+             "metrics": metrics.config(legacy)}
         if c == "imf":
             k.update(model=model.sha256, precision=str(model.dtype), device=str(model.device),
                      keyframe_codec=runners["imf"].keyframe_codec)
@@ -222,11 +222,12 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                                  f"{args.dists_every} (bench/imfbench/metrics.py dists_frames: a seeded "
                                  f"offset, the same frames for every codec), mean over those",
                         "pulse": "mean over t of |LPIPS_t - LPIPS_(t-1)|",
+                        "tlp": "TecoGAN's tLP: mean over t of |LPIPS(S_(t-1), S_t) - LPIPS(D_(t-1), D_t)|",
                         "flicker": f"mean over t of the mean |(D_t - S_t) - (D_(t-1) - S_(t-1))| (BT.601 luma, "
                                    f"8-bit levels) over pixels with |S_t - S_(t-1)| <= {STILL_LEVELS} "
                                    f"(frames with < {MIN_STILL_FRACTION:.0%} such pixels left out)"},
-            "remetered": "rows coded by an earlier run whose DISTS was measured on frames 0, 25, 50, ...: "
-                         "their saved streams decoded again and DISTS measured on the frames above; "
+            "remetered": "rows coded by an earlier run (DISTS on frames 0, 25, 50, ..., or no tLP): "
+                         "their saved streams decoded again and DISTS (on the frames above) and tLP measured; "
                          "the other metrics, rate and speeds are the earlier run's",
             "timing": f"wall clock (time.perf_counter), frames / seconds, after a {WARMUP_FRAMES}-frame "
                       "warm-up encode+decode per clip, codec and size; encode: RGB frames in -> bytes "
@@ -267,14 +268,14 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             log(f"[{vname}] {cname} {label}: kbps={r.kbps:.3f} psnr={sm['psnr']:.3f} "
                 f"lpips={fmt_num(sm['lpips'], 5)} dists={fmt_num(sm['dists'], 5)} "
                 f"pulse={fmt_num(sm['pulse'], 4)} flicker={fmt_num(sm['flicker'], 3)} "
-                f"enc={r.enc_fps:.1f}fps dec={r.dec_fps:.1f}fps bytes={r.nbytes} "
+                f"tlp={fmt_num(sm['tlp'], 4)} enc={r.enc_fps:.1f}fps dec={r.dec_fps:.1f}fps bytes={r.nbytes} "
                 f"keyframes={r.keyframes}" + (f" ({r.note})" if r.note else ""))
             bar.update(1)
         return done
 
     def remeter(runner, vname, cname, src, digest, todo, group) -> int:
         """Rows of ``todo`` (label, earlier row, new key) keep their stream, rate and other
-        metrics; their DISTS is measured again on the current frames from the decoded stream."""
+        metrics; their DISTS (on the current frames) and tLP are measured from the decoded stream."""
         metrics.set_source(digest, src)
         done = 0
         for label, r, key in todo:
@@ -287,16 +288,19 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                     shutil.copyfile(old, new)
                     r.stream = str(new)
                 r.per_frame["dists"] = metrics.dists_per_frame(src, dec)
+                r.per_frame["tlp"] = tlp_per_frame(metrics.lpips_steps(src), metrics.lpips_steps(dec))
             except Exception as e:
                 skip(f"{vname}:{cname}:{label}", "setting", f"--remeter-dists: {type(e).__name__}: {e}")
                 bar.update(1)
                 continue
-            r.note = "; ".join(x for x in [r.note, "DISTS re-measured"] if x)
+            r.note = "; ".join(x for x in [r.note, "DISTS and tLP re-measured"] if x)
             cache.put(r, key)
             group[label] = r
             counts["remetered"] += 1
             done += 1
-            log(f"[{vname}] {cname} {label}: DISTS re-measured {fmt_num(summary(r.per_frame)['dists'], 5)}")
+            sm = summary(r.per_frame)
+            log(f"[{vname}] {cname} {label}: DISTS and tLP re-measured {fmt_num(sm['dists'], 5)} "
+                f"{fmt_num(sm['tlp'], 5)}")
             bar.update(1)
         return done
 
@@ -326,9 +330,10 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                     if r is None:
                         r, how, where = rc.get(vname, cname, label, key, fps), "reused", f"reused ({rc.root})"
                 if r is None and args.remeter_dists:
-                    old = key_of(c, s, label, n, digest, legacy_dists=True)
-                    for rc in [cache] + reuse:
-                        r = r or rc.get(vname, cname, label, old, fps)
+                    for legacy in ("tlp", "dists"):
+                        old = key_of(c, s, label, n, digest, legacy=legacy)
+                        for rc in [cache] + reuse:
+                            r = r or rc.get(vname, cname, label, old, fps)
                     if r is not None:
                         again.append((label, r, key))
                         continue
@@ -378,7 +383,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
     write_meta(True, made)
     summary_line = (f"rd_curve: {len(ran)} video(s) ran, {len(results)} streams "
                     f"({counts['measured']} measured, {counts['cached']} from the cache, "
-                    f"{counts['reused']} reused, {counts['remetered']} with DISTS re-measured), {len(skipped)} item(s) skipped"
+                    f"{counts['reused']} reused, {counts['remetered']} with DISTS and tLP re-measured), {len(skipped)} item(s) skipped"
                     + (f" ({'; '.join(f'{k} {i}' for i, k, _ in skipped)}; see {out / 'skipped.csv'})"
                        if skipped else "")
                     + f"; results in {out}")
