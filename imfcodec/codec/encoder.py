@@ -98,6 +98,7 @@ class Encoder:
         self.ref = None
         self.prev_q = None
         self.since_key = 0
+        self.intra_requested = False       # request_keyframe(): the next frame is intra
         self.pending: list[torch.Tensor] = []
         self.pending_first = 0
         self.stats = EncodeStats()
@@ -169,6 +170,14 @@ class Encoder:
         poor, taken mid-motion, was never replaced.)"""
         return _capped_psnr(self.m.decode(q_r, self.mult, self.ref, base), x)
 
+    def request_keyframe(self):
+        """Make the next pushed frame an intra keyframe: a random-access point that decodes
+        with no earlier packet (an intra keyframe picture, its base-layer key picture, its own
+        token), as the first frame and every ``max_keyframe_interval`` one are. What a live
+        sender does when a receiver lost packets (imfcodec.live, docs/live.md). Pending token
+        frames go out first, in their own packet; a stream never asked for is unchanged."""
+        self.intra_requested = True
+
     @torch.no_grad()
     def push(self, frame: np.ndarray, force_keyframe: bool = False) -> list:
         """Code one RGB frame (height, width, 3) uint8; returns the packets completed.
@@ -178,7 +187,8 @@ class Encoder:
             raise video.VideoError(f"frame {self.index} has shape {frame.shape}, expected "
                                    f"({self.height}, {self.width}, 3)")
         x = video.to_model(frame, self.size).to(self.m.device)
-        intra = self.ref is None or self.since_key + 1 >= self.max_interval
+        intra = self.ref is None or self.since_key + 1 >= self.max_interval or self.intra_requested
+        self.intra_requested = False
         out, base = [], None
         if self.base_layer is not None:     # every frame's base picture, sent with its frame's packet
             base = self._base_picture(x, key=intra)

@@ -535,6 +535,27 @@ def parse(data: bytes) -> tuple[Header, list[Packet]]:
     return header, packets
 
 
+def parse_header(data: bytes) -> Header:
+    """Exactly one stream header (no packets after it), or one StreamError: the header a
+    live sender sends on its own (imfcodec.live, docs/live.md)."""
+    r = _Reader(data, "header")
+    h = _parse_header(r)
+    if not r.done():
+        raise StreamError("malformed header (bytes after it)")
+    return h
+
+
+def parse_packets(data: bytes, header: Header) -> list[Packet]:
+    """The packets that make up ``data`` exactly, each checked as in a file under
+    ``header``'s limits, or one StreamError (a truncated or trailing packet included).
+    Checks no order between them: that is the caller's (check_coverage, codec.Decoder)."""
+    r = _Reader(data, "packet")
+    out = []
+    while not r.done():
+        out.append(_parse_packet(r, header))
+    return out
+
+
 def check_coverage(header: Header, packets: list[Packet]) -> int:
     """Packets cover frames 0, 1, ... in order, each once, from a keyframe on, and reach the
     header's frame count (any count when it is 0, a live recording). Returns the count."""
