@@ -11,10 +11,10 @@ bytes -> ``StreamReader`` -> ``Decoder``: a sender and a receiver in one process
 decoded frame is checked against the encoder's closed-loop reconstruction of that frame
 (``Encoder.recon`` at output size), which is what a lone decoder of the stream must give.
 
-Many calls: one ``MultiDecoder`` and ``--calls`` call slots. Each slot waits a seeded random
-gap (0-4 s of video), then holds a call for a seeded random length (1 s up to the whole
-replayed stream), receiving one frame's packets per tick, then leaves (``remove``) and waits
-again. A call replays one of two streams encoded once before the part starts (the clip at
+Many calls: one ``MultiDecoder`` and ``--calls`` call slots. Each slot joins at a seeded
+random time in the first second, holds a call for a seeded random length (1 s up to the whole
+replayed stream), receiving one frame's packets per tick, then leaves (``remove``), waits a
+seeded random gap (0-4 s of video) and joins again. A call replays one of two streams encoded once before the part starts (the clip at
 ``--quality`` and at q1, token-only, so one step mixes base-layer and token-only groups)
 from its start. Every frame it gives is compared with the hash of the same frame from a
 lone ``Decoder`` of that stream.
@@ -268,7 +268,7 @@ def multi_part(model, clip, fps, seconds: float, quality: int, calls: int, seed:
     meter = Meter(n, fps)
     md = imfcodec.MultiDecoder(model)
     # slot state: None (waiting until tick `wake`) or [sid, stream, next group, frames checked]
-    slots = [{"call": None, "wake": rng.randrange(0, int(4 * fps) + 1)} for _ in range(calls)]
+    slots = [{"call": None, "wake": rng.randrange(0, int(fps))} for _ in range(calls)]   # all join in the first second
     joins = leaves = errors = mismatches = checked = 0
     messages, active_max, active_sum = [], 0, 0
     owner: dict[int, dict] = {}

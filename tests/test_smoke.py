@@ -217,7 +217,7 @@ def test_make_demo_script(tmp_path):
     needs_default_model()
     pytest.importorskip("skvideo")
     r = subprocess.run([sys.executable, str(REPO / "scripts/demo.py"), "--frames", "8"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo/carphone.imf").stat().st_size > 0
     assert (tmp_path / "demo/carphone_decoded.mp4").stat().st_size > 0
