@@ -27,7 +27,7 @@ encode + decode (single) or of the tick's pushes and ``step`` (multi).
 JSON (``--out``, written whole at the end, also after SIGINT/SIGTERM, then with
 ``stopped_early``): per part (``single``, ``multi``) ``frames``,
 ``seconds_of_video``, ``rss_mb_first`` (after the first minute of video, or after the first
-10 % of a run shorter than 10 minutes: ``rss_first_at_s`` says which), ``rss_mb_last``,
+10 % of a run shorter than 2 minutes: ``rss_first_at_s`` says which), ``rss_mb_last``,
 ``rss_mb_max``, ``rss_growth_pct``, ``frame_ms_p50``, ``frame_ms_p99``,
 ``frame_ms_p99_first`` (the same first window), ``frame_ms_p99_last`` (the last window of
 that length), ``errors`` (with the first messages), ``mismatches``, per-window series, and
@@ -60,7 +60,7 @@ from imfbench.report import machine_info
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 FIRST_WINDOW_S = 60.0      # "after the first minute" ...
-SHORT_RUN_S = 600.0        # ... or the first 10 % of a run shorter than this
+SHORT_RUN_S = 120.0        # ... or the first 10 % of a run shorter than this
 RSS_TOLERANCE = 0.05
 P99_TOLERANCE = 1.5
 
@@ -149,7 +149,7 @@ class Meter:
         return {"frames": self.n, "seconds_of_video": round(secs, 2),
                 "rss_first_at_s": first_s,
                 "rss_first_rule": "after the first minute of video" if secs >= SHORT_RUN_S
-                else "after the first 10 % of the run (shorter than 10 minutes)",
+                else "after the first 10 % of the run (shorter than 2 minutes)",
                 "rss_mb_start": round(self.rss[0][1], 1), "rss_mb_first": round(rss_first, 1),
                 "rss_mb_last": round(last, 1), "rss_mb_max": round(max(float(rss_v.max()), last), 1),
                 "rss_growth_pct": round(100 * (last - rss_first) / rss_first, 2),
@@ -157,7 +157,9 @@ class Meter:
                 "frame_ms_p50": p(ms, 50), "frame_ms_p99": p(ms, 99),
                 "frame_ms_p99_first": p(ms[:k], 99), "frame_ms_p99_last": p(ms[-k:], 99),
                 "frame_ms_max": round(float(ms.max()), 1) if len(ms) else None,
-                "windows": windows}
+                "windows": windows,
+                "rss_mb_samples": [round(v, 1) for v in rss_v.tolist()],
+                "rss_samples_every_s": round(self.every / self.fps, 3)}
 
 
 def targets(part: dict) -> dict:
