@@ -355,6 +355,7 @@ def main(argv=None) -> int:
                          "jobs 1 avoids the threads of one pass waiting on each other")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    args.argv = argv
     multi_s = args.seconds if args.multi_seconds is None else args.multi_seconds
     parts = args.parts.split(",")
     if not parts or set(parts) - {"single", "multi"}:
@@ -376,10 +377,22 @@ def main(argv=None) -> int:
         print(f"soak: {e}", file=sys.stderr)
         return 2
     fps = float(info.fps)
-    torch.set_grad_enabled(False)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    threads = torch.get_num_threads()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:                    # a caller in this process (the smoke test) gets torch and signals back as they were
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        with torch.no_grad():
+            return _run(args, parts, multi_s, clip_path, info, clip, model, fps, log)
+    finally:
+        torch.set_num_threads(threads)
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        STOP.clear()
+
+
+def _run(args, parts, multi_s, clip_path, info, clip, model, fps, log) -> int:
+    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
            "clip": Path(clip_path).name, "clip_frames": len(clip), "size": [info.width, info.height],
            "fps": fps, "model": model.model_id, "quality": args.quality, "realtime": args.realtime,
            "multi_seconds": multi_s,

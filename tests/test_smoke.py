@@ -337,9 +337,11 @@ def test_soak(tmp_path, capsys):
     from conftest import shared_data
     clip = shared_data("faces", "val", "eamm_sad.mp4")
     out = tmp_path / "soak.json"
+    threads = torch.get_num_threads()
     code = run_script("bench/soak.py", ["--seconds", "1.2", "--multi-seconds", "1.2", "--call-seconds", "1",
                                         "--calls", "3", "--clip", str(clip), "--clip-frames", "10",
                                         "--out", str(out), "-q"])
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads    # the process is left as it was
     res = json.loads(out.read_text())
     assert code in (0, 1)                   # a second is too short for the timing target to mean much
     for part in ("single", "multi"):
