@@ -120,6 +120,9 @@ SMOKE = {
     "python bench/speed.py --streams": "test_smoke.py::test_speed_streams",
     "python bench/speed.py --files": "test_smoke.py::test_speed_files",
     "python bench/soak.py": "test_smoke.py::test_soak",
+    "python bench/live.py": "test_smoke.py::test_live_bench",
+    "imfcodec send": "test_smoke.py::test_live_send_and_receive_commands",
+    "imfcodec receive": "test_smoke.py::test_live_send_and_receive_commands",
     "python tools/<tool>.py": "test_smoke.py::test_every_tool_has_help",
     "python tools/tune_ladder.py": "test_smoke.py::test_tune_ladder",
     "python tools/ladder_sweep.py": "test_smoke.py::test_ladder_sweep",
@@ -401,3 +404,52 @@ def test_refresh_trace(clips, capsys, threads):
     needs_default_model()
     assert run_script("tools/refresh_trace.py", [str(clips / "val/talk.mp4"), "5"]) in (0, None)
     assert "keyframes at" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_live_send_and_receive_commands(tmp_path, clips):
+    """docs/live.md's two terminals, each its own process with the default model:
+    `imfcodec receive --listen PORT OUT` and `imfcodec send CLIP --to 127.0.0.1:PORT`."""
+    needs_default_model()
+    pytest.importorskip("aiortc")
+    import subprocess
+    import sys
+    port = _free_port()
+    out = tmp_path / "call.y4m"
+    cmd = [sys.executable, "-m", "imfcodec"]
+    rx = subprocess.Popen(cmd + ["receive", "--listen", str(port), str(out), "-q"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tx = subprocess.run(cmd + ["send", str(clips / "val/talk.mp4"), "--to", f"127.0.0.1:{port}", "-q"],
+                            capture_output=True, text=True, timeout=600)
+        _, rx_err = rx.communicate(timeout=600)
+    finally:
+        rx.kill()
+    assert tx.returncode == 0, tx.stderr
+    assert rx.returncode == 0, rx_err
+    from imfcodec.media import video
+    assert len(list(video.read_frames(out))) >= 1
+
+
+def test_live_bench(tmp_path):
+    """bench/live.py: a second of a real clip over a loopback call with loss and a short cut."""
+    needs_default_model()
+    pytest.importorskip("aiortc")
+    from conftest import shared_data
+    clip = shared_data("faces", "val", "eamm_sad.mp4")
+    out = tmp_path / "live.json"
+    import subprocess
+    import sys
+    # as a user runs it: its receiver is another process (multiprocessing spawn), which
+    # imports the script by its own name
+    r = subprocess.run([sys.executable, str(REPO / "bench/live.py"), str(clip), "--seconds", "1", "--loss", "0.05",
+                        "--outage", "0.2", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["frames_sent"] >= 1 and 0 <= res["frames_shown"] <= res["frames_captured"]
