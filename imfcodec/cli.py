@@ -126,7 +126,7 @@ def cmd_encode(args):
     finally:
         close()
     _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
-                   f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s")
+                   f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s; {st.coding}")
 
 
 def cmd_decode(args):
@@ -159,6 +159,7 @@ def cmd_info(args):
         print(json.dumps(d, indent=1))
         return
     print(f"{d['file']}: .imf v{d['format_version']}, model {d['model_id']} ({d['model_hash']})")
+    print(f"  {d['path']}: {', '.join(d['layers'])}")
     print(f"  source {d['width']}x{d['height']} at {d['fps']} fps, {d['frames']} frames "
           f"({d['duration_s']} s), coded {d['coded_size']}x{d['coded_size']}, quality {d['quality']}")
     print(f"  {d['keyframes']} keyframes ({d['keyframe_codec']}): {d['keyframe_bytes']} bytes; "

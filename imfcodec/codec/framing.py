@@ -33,7 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import IMFCodecError
-from ..format.container import CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
+from ..format.container import BasePacket, CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
 from ..media import keyframe
 from ..media.video import VideoError, to_uint8
 from ..options import FRAMINGS, EncoderOptions
@@ -268,7 +268,7 @@ class FaceEncoder:
     def header(self, frame_count: int) -> Header:
         h = self.inner.header(frame_count)
         return Header(h.model_id, h.model_hash, self.width, self.height, h.coded_size, h.fps, h.frame_count,
-                      h.quality, h.keyframe_codec, h.token_dim, h.packet_frames, self.framing)
+                      h.quality, h.keyframe_codec, h.token_dim, h.packet_frames, self.framing, h.base_layer)
 
     def _layer_picture(self, frame: np.ndarray, intra: bool) -> LayerPacket:
         import cv2
@@ -301,6 +301,8 @@ class FaceEncoder:
             if move:
                 self.since_move = 0
             k = inner.index(key)
+            if k and isinstance(inner[k - 1], BasePacket):
+                k -= 1          # version 6: the keyframe's B packet goes right before it, after C and F
             out = inner[:k] + [CropPacket(self.index, x, y, s), self._layer_picture(frame, not key.predicted)] + inner[k:]
         else:
             if (self.index - self.last_key) % self.framing.layer_interval == 0:
@@ -343,6 +345,8 @@ class FaceDecoder(Decoder):
 
     def push(self, packet) -> list[np.ndarray]:
         f = self.header.framing
+        if isinstance(packet, (CropPacket, LayerPacket)) and self.base_order is not None:
+            self.base_order.not_between(packet)
         if isinstance(packet, CropPacket):
             self.next_crop = packet
             return []
