@@ -3,10 +3,11 @@
 The networks are square by construction (a 4x4 learned constant grows the token decoder's
 features; the attention stages carry square position embeddings), and stretching a 16:9
 frame to a square narrows the face to 0.56 of its width. So a non-square frame is coded in
-two parts (format version 3, docs/bitstream.md):
+two parts (format version 3, docs/bitstream.md; version 6 when the crop also has a base layer):
 
 * the **crop**: a square of side min(width, height) around the face, cut from the frame
-  without resampling its proportions and coded by IMF exactly as square video is;
+  without resampling its proportions and coded by IMF exactly as square video is (with the
+  model's base layer at that level, its B packets right before each K and T packet);
 * the **frame layer**: the whole frame at low resolution (short side ``LAYER_SHORT_SIDE``)
   through a low-delay VP9 chain (imfcodec/media/keyframe.py), a picture at every keyframe and
   every ``layer_interval`` frames, held in between. Inside the crop it carries the frame
@@ -317,7 +318,7 @@ class FaceEncoder:
 
 
 class FaceDecoder(Decoder):
-    """Packets in, frames out (source size), for a version-3 stream: the crop through
+    """Packets in, frames out (source size), for a version-3 or 6 stream: the crop through
     :class:`~imfcodec.codec.decoder.Decoder`, the frame layer through a VP9 decoder, composited."""
 
     def __init__(self, model, header: Header):
