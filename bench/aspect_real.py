@@ -134,13 +134,19 @@ def decode_speed(path: Path, args, model, out: Path) -> dict:
     return res
 
 
+def shown(path: str) -> str:
+    """A clip's path as the summary prints it: under the data folder ($IMFCODEC_DATA, the
+    shared faces/ folder), not this machine's."""
+    return "$IMFCODEC_DATA/" + path.split("/faces/", 1)[1] if "/faces/" in path else path
+
+
 def summary(rows: list[dict], args, speed: dict | None) -> str:
     lines = [f"# bench/aspect_real.py: face framing v3 (base off) vs v6 (base auto), q{args.quality}, "
              f"model {args.model}, first {args.frames} frames", "",
-             f"Command: `python bench/aspect_real.py {' '.join(args.clips)} --frames {args.frames} "
+             f"Command: `python bench/aspect_real.py {' '.join(map(shown, args.clips))} --frames {args.frames} "
              f"--quality {args.quality} --model {args.model} --out {args.out}"
-             + (f" --decode-speed {args.decode_speed}`" if args.decode_speed else "`"),
-             "Training clips of /work/shared/data/faces/train at their own size (no padding); face region: "
+             + (f" --decode-speed {shown(args.decode_speed)}`" if args.decode_speed else "`"),
+             "Clips at their own size (no padding); face region: "
              f"median detector box grown to {FACE_BOX_SCALE} face widths (square).", "",
              "| clip | size | stream | coding | kbps | base kbps | frame-layer kbps | keyframes | LPIPS | PSNR "
              "| face LPIPS | face PSNR | pulse | face pulse |", "|---" * 14 + "|"]
