@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of 128 px or more, else stretch")
     e.add_argument("--base-layer", default="auto", choices=BASE_LAYER_MODES,
                    help="a small VP9 picture of every frame beside the tokens, read by the frame "
-                        "decoder (format version 5): auto (default) where the model and the quality "
-                        "level have one; on: the same, or an error where they do not; off: the "
-                        "paper's token-only codec")
+                        "decoder (format version 5; 6 with face framing, of the face crop): auto "
+                        "(default) where the model and the quality level have one; on: the same, "
+                        "or an error where they do not; off: the paper's token-only codec")
     e.add_argument("--size", type=_size, default=None,
                    help="WxH of a raw .yuv input or raw video on stdin (other inputs say their own)")
     e.add_argument("--fps", type=float, default=None,
