@@ -10,7 +10,6 @@ name here is re-exported by :mod:`imfcodec`.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,17 +39,14 @@ FACE_FRAMING_OPTIONS = ("layer_short", "layer_interval", "layer_crf_offset", "mi
 def make_encoder(model: CodecModel, width: int, height: int, fps, quality: int | None = None,
                  framing: str = "auto", *, options: EncoderOptions | None = None, **opts):
     """An :class:`Encoder`, or for a non-square source with ``framing`` auto or face, the face
-    crop plus frame layer encoder (:mod:`imfcodec.codec.framing`; format version 3).
+    crop plus frame layer encoder (:mod:`imfcodec.codec.framing`; format version 3, or 6 with
+    the base layer, which its crop gets as a square source would).
     ``quality``, ``options`` and the keywords: :class:`~imfcodec.options.EncoderOptions`,
     and with face framing :data:`FACE_FRAMING_OPTIONS`."""
     face_opts = {k: opts.pop(k) for k in FACE_FRAMING_OPTIONS if k in opts}
     options = EncoderOptions.build(options, quality=quality, **opts)
     if framing_mod.use_face(width, height, framing):
-        if options.base_layer == "on":
-            raise OptionError("the base layer does not combine with face framing (format version 3); "
-                              "use --framing stretch with --base-layer on")
-        return framing_mod.FaceEncoder(model, width, height, fps,
-                                       options=dataclasses.replace(options, base_layer="off"), **face_opts)
+        return framing_mod.FaceEncoder(model, width, height, fps, options=options, **face_opts)
     if face_opts:
         raise OptionError(f"{', '.join(face_opts)}: face framing options, but this source is coded "
                           f"with framing stretch")
@@ -59,7 +55,7 @@ def make_encoder(model: CodecModel, width: int, height: int, fps, quality: int |
 
 def make_decoder(model: CodecModel, header: Header) -> Decoder:
     """The decoder of a stream: a :class:`Decoder`, or for a face-framed one (format
-    version 3) its subclass :class:`~imfcodec.codec.framing.FaceDecoder`."""
+    version 3 or 6) its subclass :class:`~imfcodec.codec.framing.FaceDecoder`."""
     if header.framing is not None:
         return framing_mod.FaceDecoder(model, header)
     return Decoder(model, header)
@@ -96,6 +92,7 @@ def encode_frames(frames: Iterable[np.ndarray], fps, model: CodecModel, quality:
     st.kbps = header.kbps(st.bytes)
     st.layer_bytes = sizes.of("crop") + sizes.of("layer")
     st.base_bytes = sizes.of("base")
+    st.coding = header.describe()
     st.seconds = time.time() - t0
     st.psnr_model_res = enc.mean_psnr
     return data, st

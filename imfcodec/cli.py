@@ -126,7 +126,7 @@ def cmd_encode(args):
     finally:
         close()
     _summary(args, f"{args.output}: {st.frames} frames, {st.keyframes} keyframes, {st.bytes} bytes, "
-                   f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s")
+                   f"{st.kbps:.2f} kbps, {st.frames / st.seconds:.1f} frames/s; {st.coding}")
 
 
 def cmd_decode(args):
@@ -159,6 +159,7 @@ def cmd_info(args):
         print(json.dumps(d, indent=1))
         return
     print(f"{d['file']}: .imf v{d['format_version']}, model {d['model_id']} ({d['model_hash']})")
+    print(f"  {d['path']}: {', '.join(d['layers'])}")
     print(f"  source {d['width']}x{d['height']} at {d['fps']} fps, {d['frames']} frames "
           f"({d['duration_s']} s), coded {d['coded_size']}x{d['coded_size']}, quality {d['quality']}")
     print(f"  {d['keyframes']} keyframes ({d['keyframe_codec']}): {d['keyframe_bytes']} bytes; "
@@ -291,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of 128 px or more, else stretch")
     e.add_argument("--base-layer", default="auto", choices=BASE_LAYER_MODES,
                    help="a small VP9 picture of every frame beside the tokens, read by the frame "
-                        "decoder (format version 5): auto (default) where the model and the quality "
-                        "level have one; on: the same, or an error where they do not; off: the "
-                        "paper's token-only codec")
+                        "decoder (format version 5; 6 with face framing, of the face crop): auto "
+                        "(default) where the model and the quality level have one; on: the same, "
+                        "or an error where they do not; off: the paper's token-only codec")
     e.add_argument("--size", type=_size, default=None,
                    help="WxH of a raw .yuv input or raw video on stdin (other inputs say their own)")
     e.add_argument("--fps", type=float, default=None,

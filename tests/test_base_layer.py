@@ -231,11 +231,117 @@ def test_av1_chain_has_its_own_base_layer_ladder(base_model):
     assert (enc.crf, enc.min_interval) == (33, 25)                      # the file's own pair
 
 
-def test_face_framing_goes_token_only_or_refuses_on(base_model):
-    frames = [np.zeros((144, 256, 3), np.uint8)] * 2
-    assert api.encode_frames(frames, 25, base_model, 4, framing="face")[0][4] == C.FRAMED_VERSION
-    with pytest.raises(OptionError, match="face framing"):
-        api.encode_frames(frames, 25, base_model, 4, framing="face", base_layer="on")
+# ---- face framing with the base layer (format version 6, issue 35) ---------------------------
+def _wide(n=10):
+    return moving_pattern(n, 96, 170, seed=3)          # 16:9, no face: the centred crop
+
+
+def test_face_framing_codes_the_base_layer_as_version_6(base_model):
+    """A face-framed source with a base-layer model: version 6, the crop's stream a version-5
+    stream (a B packet right before each K and T packet, after the keyframe's C and F),
+    decoded at the source's size; --base-layer on gives the same bytes, off gives version 3."""
+    frames = _wide(10)
+    data, st = api.encode_frames(frames, 25, base_model, 4, framing="face", packet_frames=4)
+    h, ps = C.parse(data)
+    assert data[4] == C.FRAMED_BASE_VERSION == 6 and h.version == 6
+    assert h.base_layer == C.BaseLayer(base_model.base_size(4)) and h.framing.mode == "face"
+    assert (h.path, st.coding) == ("face framing", f"face framing: tokens, base layer {h.base_layer.size}x"
+                                   f"{h.base_layer.size}, frame layer {h.framing.layer_width}x{h.framing.layer_height}")
+    kinds = "".join({C.CropPacket: "C", C.LayerPacket: "F", C.BasePacket: "B", C.KeyframePacket: "K",
+                     C.TokenPacket: "T"}[type(p)] for p in ps)
+    assert kinds.startswith("CFBK") and "BT" in kinds and kinds.count("B") == kinds.count("K") + kinds.count("T")
+    assert st.base_bytes > 0 and st.layer_bytes > 0
+    assert st.header_bytes + st.keyframe_bytes + st.token_bytes + st.layer_bytes + st.base_bytes == len(data)
+    _, it = api.decode_bytes(data, base_model)
+    dec = np.stack(list(it))
+    assert dec.shape == (10, 96, 170, 3)
+    on, _ = api.encode_frames(frames, 25, base_model, 4, framing="face", packet_frames=4, base_layer="on")
+    assert on == data
+    off, st_off = api.encode_frames(frames, 25, base_model, 4, framing="face", packet_frames=4, base_layer="off")
+    assert off[4] == C.FRAMED_VERSION and C.parse(off)[0].base_layer is None and st_off.base_bytes == 0
+    assert st_off.coding.startswith("face framing: tokens, frame layer")
+
+
+def test_version_6_decodes_as_its_crop_would_with_the_base_layer(base_model):
+    """The crop's frames in a version-6 stream are those of the same crop coded square as a
+    version-5 stream (the base layer changes them: they differ from the token-only crop)."""
+    frames = _wide(6)
+    data, _ = api.encode_frames(frames, 25, base_model, 4, framing="face")
+    h, ps = C.parse(data)
+    c = ps[0]
+    crops = [np.ascontiguousarray(f[c.y:c.y + c.side, c.x:c.x + c.side]) for f in frames]
+    square, _ = api.encode_frames(crops, 25, base_model, 4)
+    assert square[4] == C.BASE_VERSION
+    inner = [p for p in ps if not isinstance(p, (C.CropPacket, C.LayerPacket))]
+    assert inner == C.parse(square)[1]                  # the same B, K and T packets, byte for byte
+
+
+def test_version_6_container_rules():
+    framing = C.Framing(114, 64, 2, 16)
+    h = C.Header("m", bytes(8), 456, 256, 256, Fraction(25), 3, 4, "vp9", 4, 8, framing, C.BaseLayer(48))
+    ps = [C.CropPacket(0, 100, 0, 256), C.LayerPacket(0, b"L"), C.BasePacket(0, (b"b0",), key=True),
+          C.KeyframePacket(0, (1, 2, 3, 4), b"I"), C.LayerPacket(2, b"M", True),
+          C.BasePacket(1, (b"b1", b"b2")), C.TokenPacket(1, 2, b"tt")]
+    data = h.to_bytes() + b"".join(C.packet_to_bytes(p) for p in ps)
+    assert data[4] == 6 and C.parse(data) == (h, ps)
+    assert h.describe() == "face framing: tokens, base layer 48x48, frame layer 114x64"
+    assert_stream_checked(data)
+
+    def refused(packets, match):
+        with pytest.raises(C.StreamError, match=match):
+            C.parse(h.to_bytes() + b"".join(C.packet_to_bytes(p) for p in packets))
+    refused([ps[0], ps[2], ps[1], ps[3]] + ps[4:], "frame-layer packet for frame 0 between the base-layer")
+    refused([ps[1], ps[2], ps[0], ps[3]] + ps[4:], "crop packet for frame 0 between the base-layer")
+    refused(ps[:5] + [ps[5], C.LayerPacket(3, b"N", True), ps[6]], "between the base-layer")
+    refused(ps[:2] + ps[3:], "no base-layer pictures")                  # version 5's rules hold
+    refused(ps[1:], "without a crop packet")                            # and version 3's
+    refused(ps[:2] + [C.BasePacket(0, (b"b0",), key=False)] + ps[3:], "first base-layer picture")
+    # the header: version 3's framing bounds and version 5's base-layer bounds, both
+    with pytest.raises(C.StreamError, match="base picture size"):
+        C.Header("m", bytes(8), 456, 256, 256, Fraction(25), 3, 4, "vp9", 4, 8, framing, C.BaseLayer(40))
+    body = C.put_uvarint(3) + C.put_uvarint(48)
+    head = h.to_bytes()
+    assert head.endswith(body + head[-4:])
+    import struct
+    import zlib
+
+    def recrc(head):
+        r = C._Reader(head, "x")
+        r.take(5)
+        r.uvarint()
+        b = head[r.pos:-4]
+        return head[:5] + C.put_uvarint(len(b)) + b + struct.pack(">I", zlib.crc32(b))
+    rest = b"".join(C.packet_to_bytes(p) for p in ps)
+    with pytest.raises(C.StreamError, match="base picture size 40"):
+        C.parse(recrc(head[:-4 - len(body)] + C.put_uvarint(3) + C.put_uvarint(40) + head[-4:]) + rest)
+    with pytest.raises(C.StreamError, match="frame-layer size"):
+        C.parse(recrc(head.replace(C.put_uvarint(114) + C.put_uvarint(64), C.put_uvarint(500) + C.put_uvarint(64)))
+                + rest)
+    with pytest.raises(C.StreamError, match="trailing bytes"):          # a version-3 reading of it
+        C.parse(recrc(bytes([*head[:4], 3]) + head[5:]) + rest)
+    with pytest.raises(C.StreamError, match="unsupported .imf format version 7"):
+        C.parse(bytes([*head[:4], 7]) + head[5:] + rest)
+
+
+def test_version_6_live_decoder_refuses_a_crop_between_base_and_keyframe(base_model):
+    frames = _wide(4)
+    data, _ = api.encode_frames(frames, 25, base_model, 4, framing="face")
+    h, ps = C.parse(data)
+    assert [type(p) for p in ps[:4]] == [C.CropPacket, C.LayerPacket, C.BasePacket, C.KeyframePacket]
+    dec = api.make_decoder(base_model, h)
+    dec.push(ps[0])
+    dec.push(ps[2])
+    with pytest.raises(C.StreamError, match="between the base-layer"):
+        dec.push(ps[1])
+
+
+def test_version_6_needs_a_model_with_a_base_layer(tiny_model):
+    from imfcodec.codec.decoder import check_model
+    from imfcodec.model import ModelError
+    h = C.Header(tiny_model.model_id, tiny_model.hash8, 456, 256, tiny_model.config.image_size, Fraction(25), 3,
+                 4, "vp9", tiny_model.config.token_dim, 8, C.Framing(114, 64, 2, 16), C.BaseLayer(48))
+    with pytest.raises(ModelError, match="token-only"):
+        check_model(tiny_model, h)
 
 
 def test_multidecoder_batches_base_layer_streams_like_lone_decoders(base_model):
@@ -419,8 +525,8 @@ def test_crafted_base_packets_and_header_fields():
         data = C.MAGIC + bytes([5]) + C.put_uvarint(len(crafted)) + crafted + struct.pack(">I", zlib.crc32(crafted))
         with pytest.raises(C.StreamError, match=msg):
             C.parse(data)
-    with pytest.raises(C.StreamError, match="base layer with face framing"):
-        dataclasses.replace(_header(), framing=C.Framing(32, 32, 10, 4))
+    # a base layer with face framing is version 6 (test_version_6_container_rules), never 5
+    assert dataclasses.replace(_header(), framing=C.Framing(32, 32, 10, 4)).version == C.FRAMED_BASE_VERSION
 
 
 # ---- CLI ------------------------------------------------------------------------------
@@ -487,6 +593,62 @@ def test_fuzzing_reaches_the_base_layer_decoder(base_model):
     mutated = {}
     for i in range(120):
         d = streams.RandomDraw(f"mut-{i}")
+        out = fuzz_imf.run_case(streams.fix_crcs(streams._mutate(d, real)), base_model, 20)
+        mutated[out] = mutated.get(out, 0) + 1
+    assert mutated.get("decoded", 0) > 0 and any(k.startswith("refused by decode") for k in mutated), mutated
+
+
+def test_cli_says_which_path_and_layers(tmp_path, capsys, base_model_file):
+    """encode's summary line and info name the path (square, face framing, stretch) and the
+    layers; a face-framed clip with the base-layer model is version 6, or 3 with it off."""
+    import json
+    from conftest import write_clip
+    path, _ = base_model_file
+    wide = write_clip(tmp_path / "wide.mp4", _wide(6))
+    square = write_clip(tmp_path / "sq.mp4", moving_pattern(n=6, h=64, w=64))
+    for src, opts, version, coding in (
+            (wide, ["--framing", "face"], 6, "face framing: tokens, base layer 48x48, frame layer 114x64"),
+            (wide, ["--framing", "face", "--base-layer", "on"], 6,
+             "face framing: tokens, base layer 48x48, frame layer 114x64"),
+            (wide, ["--framing", "face", "--base-layer", "off"], 3, "face framing: tokens, frame layer 114x64"),
+            (wide, [], 5, "stretch: tokens, base layer 48x48"),     # a short side under 128 px
+            (square, [], 5, "square: tokens, base layer 48x48")):
+        imf = tmp_path / "o.imf"
+        code, out, err = run(capsys, "encode", src, imf, "--model", path, "-q", *opts)
+        assert code == 0, err
+        assert out.strip().endswith(f"frames/s; {coding}"), out
+        code, out, _ = run(capsys, "info", imf)
+        assert code == 0 and f".imf v{version}," in out and f"\n  {coding}\n" in out, out
+        d = json.loads(run(capsys, "info", imf, "--json")[1])
+        assert d["format_version"] == version and f"{d['path']}: {', '.join(d['layers'])}" == coding
+    code, out, err = run(capsys, "decode", tmp_path / "o.imf", tmp_path / "o.y4m", "-q", "--model", path)
+    assert code == 0, err
+
+
+def test_fuzzing_reaches_the_version_6_decoder(base_model):
+    """Generated version-6 streams (framing fields, C/F packets, B packets of a real base
+    stream) get past the parser to the decoder, and byte mutations of a real version-6
+    stream (CRCs fixed) decode or are refused; only IMFCodecError ever comes out."""
+    import sys
+    sys.path.insert(0, str(REPO / "tests/fuzz"))
+    import fuzz_imf
+    fuzz_imf._imports()
+    fuzz_imf.time_bound(20)
+    streams = fuzz_imf.streams
+    t = fuzz_imf.target_for(base_model)
+    seen = {}
+    for i in range(600):
+        d = streams.RandomDraw(f"v6-{i}")
+        data = streams.stream(d, t)
+        if data[4] == C.FRAMED_BASE_VERSION:
+            out = fuzz_imf.run_case(data, base_model, 20)
+            seen[out] = seen.get(out, 0) + 1
+    assert sum(seen.values()) > 5 and any(k == "decoded" or k.startswith("refused by decode") for k in seen), seen
+    real, _ = api.encode_frames(_wide(6), 25, base_model, 4, framing="face", packet_frames=2)
+    assert real[4] == 6 and fuzz_imf.run_case(real, base_model, 20) == "decoded"
+    mutated = {}
+    for i in range(80):
+        d = streams.RandomDraw(f"mut6-{i}")
         out = fuzz_imf.run_case(streams.fix_crcs(streams._mutate(d, real)), base_model, 20)
         mutated[out] = mutated.get(out, 0) + 1
     assert mutated.get("decoded", 0) > 0 and any(k.startswith("refused by decode") for k in mutated), mutated

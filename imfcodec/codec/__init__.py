@@ -5,7 +5,7 @@ and base-layer codecs and the container.
   resolved once into a :class:`~.ladder.LevelSettings`;
 * :mod:`.encoder`: :class:`~.encoder.Encoder` (frames in, packets out, closed loop);
 * :mod:`.decoder`: :class:`~.decoder.Decoder` (packets in, frames out);
-* :mod:`.framing`: face framing of non-square video (format version 3);
+* :mod:`.framing`: face framing of non-square video (format versions 3 and 6);
 * :mod:`.multi`: :class:`~.multi.MultiDecoder`, many streams batched through the networks.
 
 Whole files and in-memory streams are :mod:`imfcodec.api`'s.

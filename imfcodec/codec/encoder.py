@@ -44,7 +44,8 @@ class EncodeStats:
     token_bytes: int = 0
     header_bytes: int = 0
     layer_bytes: int = 0          # crop and frame-layer packets (face framing)
-    base_bytes: int = 0           # base-layer packets (format version 5)
+    base_bytes: int = 0           # base-layer packets (format versions 5 and 6)
+    coding: str = ""              # the path and the layers (container.Header.describe)
     keyframe_indices: list = field(default_factory=list)
 
 

@@ -3,10 +3,11 @@
 The networks are square by construction (a 4x4 learned constant grows the token decoder's
 features; the attention stages carry square position embeddings), and stretching a 16:9
 frame to a square narrows the face to 0.56 of its width. So a non-square frame is coded in
-two parts (format version 3, docs/bitstream.md):
+two parts (format version 3, docs/bitstream.md; version 6 when the crop also has a base layer):
 
 * the **crop**: a square of side min(width, height) around the face, cut from the frame
-  without resampling its proportions and coded by IMF exactly as square video is;
+  without resampling its proportions and coded by IMF exactly as square video is (with the
+  model's base layer at that level, its B packets right before each K and T packet);
 * the **frame layer**: the whole frame at low resolution (short side ``LAYER_SHORT_SIDE``)
   through a low-delay VP9 chain (imfcodec/media/keyframe.py), a picture at every keyframe and
   every ``layer_interval`` frames, held in between. Inside the crop it carries the frame
@@ -33,7 +34,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import IMFCodecError
-from ..format.container import CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
+from ..format.container import BasePacket, CropPacket, Framing, Header, KeyframePacket, LayerPacket, StreamError
 from ..media import keyframe
 from ..media.video import VideoError, to_uint8
 from ..options import FRAMINGS, EncoderOptions
@@ -268,7 +269,7 @@ class FaceEncoder:
     def header(self, frame_count: int) -> Header:
         h = self.inner.header(frame_count)
         return Header(h.model_id, h.model_hash, self.width, self.height, h.coded_size, h.fps, h.frame_count,
-                      h.quality, h.keyframe_codec, h.token_dim, h.packet_frames, self.framing)
+                      h.quality, h.keyframe_codec, h.token_dim, h.packet_frames, self.framing, h.base_layer)
 
     def _layer_picture(self, frame: np.ndarray, intra: bool) -> LayerPacket:
         import cv2
@@ -301,6 +302,8 @@ class FaceEncoder:
             if move:
                 self.since_move = 0
             k = inner.index(key)
+            if k and isinstance(inner[k - 1], BasePacket):
+                k -= 1          # version 6: the keyframe's B packet goes right before it, after C and F
             out = inner[:k] + [CropPacket(self.index, x, y, s), self._layer_picture(frame, not key.predicted)] + inner[k:]
         else:
             if (self.index - self.last_key) % self.framing.layer_interval == 0:
@@ -315,7 +318,7 @@ class FaceEncoder:
 
 
 class FaceDecoder(Decoder):
-    """Packets in, frames out (source size), for a version-3 stream: the crop through
+    """Packets in, frames out (source size), for a version-3 or 6 stream: the crop through
     :class:`~imfcodec.codec.decoder.Decoder`, the frame layer through a VP9 decoder, composited."""
 
     def __init__(self, model, header: Header):
@@ -343,6 +346,8 @@ class FaceDecoder(Decoder):
 
     def push(self, packet) -> list[np.ndarray]:
         f = self.header.framing
+        if isinstance(packet, (CropPacket, LayerPacket)) and self.base_order is not None:
+            self.base_order.not_between(packet)
         if isinstance(packet, CropPacket):
             self.next_crop = packet
             return []

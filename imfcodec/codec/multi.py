@@ -83,7 +83,7 @@ class MultiDecoder:
         """Open a stream for ``header`` (which must name this model); returns its id."""
         if header.framing is not None:
             raise StreamError("MultiDecoder takes whole-frame streams (format version 2); decode a "
-                              "face-framed one (version 3) with imfcodec.make_decoder")
+                              "face-framed one (version 3 or 6) with imfcodec.make_decoder")
         dec = Decoder(self.m, header)           # refuses another model with a ModelError
         sid = next(self._ids)
         self._streams[sid] = _Stream(dec)

@@ -18,16 +18,19 @@ MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
 FRAMED_VERSION = 3          # 3 = 2 plus framing (a face crop coded by IMF + a frame layer)
 BASE_VERSION = 5           # 5 = 2 plus a base layer (small VP9 pictures, one deflated group per packet)
-READS_VERSIONS = (1, 2, 3, 5)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
+FRAMED_BASE_VERSION = 6    # 6 = 3's framing plus 5's base layer (the face crop's stream has B packets)
+READS_VERSIONS = (1, 2, 3, 5, 6)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
+FRAMED_VERSIONS = (FRAMED_VERSION, FRAMED_BASE_VERSION)     # headers with framing fields
+BASE_VERSIONS = (BASE_VERSION, FRAMED_BASE_VERSION)         # headers with base-layer fields
 # versions no reader of this imfcodec takes, each with the one line that says why
 RETIRED_VERSIONS = {4: "the per-frame base-layer layout of imfcodec development builds, replaced by "
                        "version 5; re-encode the source"}
 PKT_KEYFRAME = 0x4B   # 'K'
 PKT_PREDICTED_KEYFRAME = 0x50   # 'P': keyframe picture predicted from the previous keyframe
 PKT_TOKENS = 0x54     # 'T'
-PKT_CROP = 0x43       # 'C': where the IMF crop lies in the frame from the next keyframe on (v3)
-PKT_LAYER = 0x46      # 'F': one frame-layer picture (v3)
-PKT_BASE = 0x42       # 'B': the base-layer pictures of the next K, P or T packet's frames (v5)
+PKT_CROP = 0x43       # 'C': where the IMF crop lies in the frame from the next keyframe on (v3, v6)
+PKT_LAYER = 0x46      # 'F': one frame-layer picture (v3, v6)
+PKT_BASE = 0x42       # 'B': the base-layer pictures of the next K, P or T packet's frames (v5, v6)
 FRAMINGS = {1: "face"}
 FRAMING_IDS = {v: k for k, v in FRAMINGS.items()}
 MAX_LAYER_SIDE = 4096       # frame-layer picture width/height
@@ -138,7 +141,7 @@ class Header:
     keyframe_codec: str           # "av1" | "hevc" | "h264"
     token_dim: int
     packet_frames: int            # token frames per token packet (last may be shorter)
-    framing: "Framing | None" = None   # None: the whole frame is coded (versions 1, 2)
+    framing: "Framing | None" = None   # None: the whole frame is coded (versions 1, 2, 5)
     base_layer: "BaseLayer | None" = None   # None: tokens only (versions 1-3)
 
     def __post_init__(self):
@@ -162,8 +165,31 @@ class Header:
     @property
     def version(self) -> int:
         """The format version this header is written as: the lowest that holds it."""
-        return BASE_VERSION if self.base_layer is not None else (
-            FRAMED_VERSION if self.framing is not None else VERSION)
+        if self.base_layer is not None:
+            return FRAMED_BASE_VERSION if self.framing is not None else BASE_VERSION
+        return FRAMED_VERSION if self.framing is not None else VERSION
+
+    @property
+    def path(self) -> str:
+        """How the source frame was coded: "square" (scaled to the model's square), "face
+        framing" (a square crop plus a frame layer) or "stretch" (a non-square frame scaled
+        to the square)."""
+        if self.framing is not None:
+            return "face framing"
+        return "square" if self.width == self.height else "stretch"
+
+    @property
+    def layers(self) -> tuple:
+        """The layers the stream holds, as ``imfcodec encode`` and ``info`` name them:
+        "tokens", "base layer WxH", "frame layer WxH"."""
+        b, f = self.base_layer, self.framing
+        return (("tokens",) + (() if b is None else (f"base layer {b.size}x{b.size}",))
+                + (() if f is None else (f"frame layer {f.layer_width}x{f.layer_height}",)))
+
+    def describe(self) -> str:
+        """The path and the layers in one phrase, e.g. "face framing: tokens, base layer
+        48x48, frame layer 114x64"."""
+        return f"{self.path}: {', '.join(self.layers)}"
 
     def kbps(self, nbytes: int) -> float:
         """The rate of ``nbytes`` spread over this stream's duration (:func:`kbps`)."""
@@ -206,7 +232,6 @@ def check_header(h: Header):
     _bound(1 <= h.packet_frames <= MAX_PACKET_FRAMES,
            f"packet frames {h.packet_frames} outside 1..{MAX_PACKET_FRAMES}")
     if h.base_layer is not None:
-        _bound(h.framing is None, "a base layer with face framing")
         h.base_layer.check()
 
 
@@ -390,8 +415,8 @@ def _parse_header(r: _Reader) -> Header:
         raise StreamError(f"unknown keyframe codec id {kc}")
     if not (1 <= fn <= MAX_FPS_TERM and 1 <= fd <= MAX_FPS_TERM):
         raise StreamError(f"malformed header (frame rate {fn}/{fd})")
-    framing = _parse_framing(h, w, hh) if version == FRAMED_VERSION else None
-    base = _parse_base_layer(h) if version == BASE_VERSION else None
+    framing = _parse_framing(h, w, hh) if version in FRAMED_VERSIONS else None
+    base = _parse_base_layer(h) if version in BASE_VERSIONS else None
     if not h.done():
         raise StreamError("malformed header (trailing bytes)")
     return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf, framing, base)
@@ -567,6 +592,8 @@ def check_coverage(header: Header, packets: list[Packet]) -> int:
         if isinstance(p, BasePacket):
             base.check(p, nxt)
         elif isinstance(p, (CropPacket, LayerPacket)):
+            if base is not None:
+                base.not_between(p)
             framing.check(p, nxt, header.frame_count or MAX_FRAME_COUNT)
         elif isinstance(p, KeyframePacket):
             if p.frame_index != nxt:
@@ -646,8 +673,9 @@ class _FramingOrder:
 
 
 class BaseOrder:
-    """Version 5 packet order (docs/bitstream.md): every K, P and T packet comes right after
-    the B packet of exactly its frames; the first B picture is a key picture, and so is
+    """Version 5 and 6 packet order (docs/bitstream.md): every K, P and T packet comes right after
+    the B packet of exactly its frames (in version 6 the crop and frame-layer packets come
+    before that B packet); the first B picture is a key picture, and so is
     every intra (K) keyframe's (so decoding can start there). check_coverage applies it to a
     whole file, codec.Decoder to a live stream as it decodes."""
 
@@ -669,6 +697,15 @@ class BaseOrder:
         if p.first_frame == 0 and not p.key:
             raise StreamError("malformed stream (the first base-layer picture is a predicted one)")
         self.held = p
+
+    def not_between(self, p: Packet):
+        """A crop or frame-layer packet (version 6) comes before a B packet, never between
+        it and the packet that carries its frames."""
+        held = self.held
+        if held is not None:
+            kind = "crop" if isinstance(p, CropPacket) else "frame-layer"
+            raise StreamError(f"malformed stream ({kind} packet for frame {p.frame_index} between the "
+                              f"base-layer pictures of frame {held.first_frame} and their packet)")
 
     def covers(self, first: int, count: int, keyframe: KeyframePacket | None = None):
         """The packet about to carry frames first..first+count-1 comes right after their B

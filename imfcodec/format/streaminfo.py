@@ -27,6 +27,7 @@ def stream_info(path) -> dict:
     return {
         "file": str(path), "bytes": size,
         "format_version": header.version,
+        "path": header.path, "layers": list(header.layers),
         "model_id": header.model_id, "model_hash": header.model_hash.hex(),
         "width": header.width, "height": header.height, "coded_size": header.coded_size,
         "fps": f"{header.fps.numerator}/{header.fps.denominator}", "frames": frames,

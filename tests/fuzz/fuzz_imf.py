@@ -53,8 +53,9 @@ class CaseTimeout(Exception):
 
 def target_for(model) -> streams.Target:
     """Real keyframe pictures at the model's coded size (each codec, plus a VP9 inter
-    picture, plus an AV1 picture four times too large), real token strings, and for a
-    model with a base layer a real base stream (a key picture and inter pictures)."""
+    picture, plus an AV1 picture four times too large), real token strings, a real
+    frame-layer stream (face framing), and for a model with a base layer a real base
+    stream (a key picture and inter pictures)."""
     import torch
     s = model.config.image_size
     yy, xx = np.mgrid[0:s, 0:s]
@@ -70,6 +71,10 @@ def target_for(model) -> streams.Target:
         thumbs = baselayer.thumbnail(torch.from_numpy(np.stack(pics * 2)).permute(0, 3, 1, 2) / 255.0,
                                      t.base_size)
         t.base_pictures = [enc.encode(p)[0] for p in thumbs]
+    lw, lh = t.layer_size           # a frame-layer stream (versions 3 and 6): key, then inter
+    enc = keyframe.KeyframeEncoder("vp9", 50)
+    t.layer_pictures = [enc.encode(np.ascontiguousarray(p[:lh, :lw] if i % 2 == 0 else p[-lh:, -lw:]), intra=(i == 0))
+                        for i, p in enumerate(pics * 2)]
     big = np.full((4 * s, 4 * s, 3), 128, np.uint8)
     t.pictures["av1"].append(keyframe.encode(big, "av1", 60))
     t.pictures["av1-chain"].append(t.pictures["av1"][-1])     # the same OBUs, in the chain
@@ -219,7 +224,7 @@ def main(argv=None):
 def write_seeds(model, out: Path):
     """Small real streams (5 frames of a drifting blob, 2 per token packet) for each
     keyframe codec, one with frame count 0 (a live recording), and for a model with a base
-    layer one with base pictures (version 5)."""
+    layer one with base pictures (version 5) and one face-framed with them (version 6)."""
     out.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
     frames = []
@@ -236,6 +241,9 @@ def write_seeds(model, out: Path):
         q = next(q for q in range(1, 9) if model.base_size(q))
         data, _ = api.encode_frames(frames, 25, model, q, base_layer="on", packet_frames=2)
         (out / "seed_base.imf").write_bytes(data)
+        wide = [np.ascontiguousarray(np.concatenate([f, f[:, ::-1]], 1)) for f in frames]   # 128x48
+        data, _ = api.encode_frames(wide, 25, model, q, framing="face", base_layer="on", packet_frames=2)
+        (out / "seed_base_face.imf").write_bytes(data)      # version 6
     print(f"seeds in {out}")
     return 0
 

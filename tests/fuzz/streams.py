@@ -50,6 +50,8 @@ class Target:
     token_payloads: list = field(default_factory=list)    # (count, rANS string) pairs
     base_pictures: list = field(default_factory=list)     # a real base stream: a key picture, then inter
     base_size: int = 48                                   # ... of this side
+    layer_pictures: list = field(default_factory=list)    # a real frame-layer stream: key, then inter
+    layer_size: tuple = (32, 16)                          # ... of this width x height
 
 
 def _pick(d, values):
@@ -194,6 +196,7 @@ def stream(d, t: Target) -> bytes:
     crc = zlib.crc32(body) if d.ConsumeIntInRange(0, 63) else d.ConsumeIntInRange(0, 0xFFFFFFFF)
     # one stream in 8 becomes a version-5 stream (a B packet before each frame-carrying packet);
     # drawn last, so the draws of the others are what they were before the base layer
+    plain = len(body)                              # the version-2 fields end here
     if d.ConsumeIntInRange(0, 7) == 0:
         sizes = [t.base_size] * 4 + list(C.BASE_SIZES) if t.base_pictures else list(C.BASE_SIZES)
         based = body + C.put_uvarint(_number(d, 3, 3)) + C.put_uvarint(
@@ -206,8 +209,79 @@ def stream(d, t: Target) -> bytes:
         # number: the generator must not build that many pictures)
         packets = [(base_packet(d, t, f, min(n, C.MAX_PACKET_FRAMES + 1), p[0] == C.PKT_KEYFRAME) + p, f, n)
                    for p, f, n in packets]
+    # one stream in 8 gets framing fields (version 3, or 6 with the base layer): crop and
+    # frame-layer packets before each keyframe (before its B packet), frame-layer pictures
+    # now and then before token packets; drawn last, as the base layer is
+    if d.ConsumeIntInRange(0, 7) == 0:
+        framed = body[:plain] + framing_fields(d, t, body) + body[plain:]    # framing, then base layer
+        version = {C.VERSION: C.FRAMED_VERSION, C.BASE_VERSION: C.FRAMED_BASE_VERSION}.get(version, version)
+        hlen = len(framed) if hlen == len(body) else hlen
+        crc = zlib.crc32(framed) if crc == zlib.crc32(body) else crc
+        body = framed
+        width, height = _size(body)
+        packets = [(framing_packets(d, t, f, first_packet_type(p), width, height) + p, f, n)
+                   for p, f, n in packets]
     return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)]
                     + [p for p, _, _ in packets])
+
+
+def first_packet_type(p: bytes) -> int:
+    """The type of the packet that carries the frames (the one after a B packet, if any)."""
+    if p[0] != C.PKT_BASE:
+        return p[0]
+    r = C._Reader(p, "packet")
+    r.take(1)
+    n = r.uvarint()
+    return p[r.pos + n + 2] if r.pos + n + 2 < len(p) else p[0]
+
+
+def _size(body: bytes) -> tuple[int, int]:
+    """A header body's width and height (0, 0 where they do not parse)."""
+    try:
+        r = C._Reader(body, "header")
+        r.string()
+        r.take(8)
+        return r.uvarint(), r.uvarint()
+    except C.StreamError:
+        return 0, 0
+
+
+def framing_fields(d, t: Target, body: bytes) -> bytes:
+    """Version 3/6 framing fields: mostly the Target's frame-layer size, each field now and
+    then at or beyond its limit."""
+    width, height = _size(body)
+    lw, lh = (max(2, min(a, b)) for a, b in zip(t.layer_size, (width, height)))   # within the frame
+    vals = [1, 3, lw, lh, d.ConsumeIntInRange(1, 4), d.ConsumeIntInRange(0, 4)]
+    if d.ConsumeIntInRange(0, 3) == 0:          # one field in range or at or beyond its limit
+        i = d.ConsumeIntInRange(0, 5)
+        vals[i] = _number(d, vals[i], (2, 4, C.MAX_LAYER_SIDE, C.MAX_LAYER_SIDE, C.MAX_LAYER_INTERVAL,
+                                       max(min(width, height) // 2, 0))[i], (1, 3, 2, 2, 1, 0)[i])
+    return b"".join(C.put_uvarint(v) for v in vals)
+
+
+def framing_packets(d, t: Target, frame: int, typ: int, width: int, height: int) -> bytes:
+    """The crop (C) and frame-layer (F) packets before the packet of frame ``frame`` of type
+    ``typ``: a C and an F before a keyframe, now and then an F before a token packet. The
+    crop is mostly inside the frame; F pictures are the Target's real layer stream (key for
+    an intra keyframe), mutated ones or bytes. Each field goes wrong about once in 32."""
+    out = b""
+    keyframe = typ in (C.PKT_KEYFRAME, C.PKT_PREDICTED_KEYFRAME)
+    if keyframe or not d.ConsumeIntInRange(0, 31):
+        side = max(C.MIN_CROP_SIDE, min(width, height, 4 * C.MIN_CROP_SIDE))
+        x = d.ConsumeIntInRange(0, max(width - side, 0))
+        y = d.ConsumeIntInRange(0, max(height - side, 0))
+        vals = [_number(d, v, C.MAX_SIDE) for v in (frame, x, y, side)]
+        out += raw_packet(C.PKT_CROP, b"".join(C.put_uvarint(v) for v in vals)
+                          + (d.ConsumeBytes(2) if not d.ConsumeIntInRange(0, 31) else b""))
+    if keyframe or not d.ConsumeIntInRange(0, 3):
+        key = typ == C.PKT_KEYFRAME if d.ConsumeIntInRange(0, 31) else d.ConsumeBool()
+        kind = int(not key) if d.ConsumeIntInRange(0, 31) else d.ConsumeIntInRange(0, 255)
+        pics = t.layer_pictures or [b"\0"]
+        pic = pics[0] if key else _pick(d, pics[1:] or pics)
+        if not d.ConsumeIntInRange(0, 31):
+            pic = _mutate(d, pic) if d.ConsumeBool() else _pick(d, t.pictures.get("vp9") or [b"\0"])
+        out += raw_packet(C.PKT_LAYER, C.put_uvarint(_number(d, frame, C.MAX_FRAME_COUNT)) + bytes([kind]) + pic)
+    return out
 
 
 def fix_crcs(data: bytes) -> bytes:
