@@ -109,6 +109,7 @@ SMOKE = {
     "torchrun": "test_train.py::test_torchrun_two_processes_agree",
     "python bench/aspect.py": "test_smoke.py::test_aspect",
     "python bench/aspect.py --speed": "test_smoke.py::test_aspect_speed",
+    "python bench/aspect_real.py": "test_smoke.py::test_aspect_real",
     "python bench/compare_rd.py": "test_smoke.py::test_compare_rd",
     "python bench/model_card.py": "test_smoke.py::test_model_card",
     "python bench/model_card.py --check": "test_smoke.py::test_model_card",
@@ -453,3 +454,20 @@ def test_live_bench(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["frames_sent"] >= 1 and 0 <= res["frames_shown"] <= res["frames_captured"]
+
+
+def test_aspect_real(tmp_path):
+    """bench/aspect_real.py on a 4-frame non-square clip (a real face padded to 320x256 when
+    the shared data is there), versions 3 and 6, with the decode command's speed."""
+    needs_default_model()
+    real = SHARED / "faces" / "val" / "eamm_sad.mp4"
+    if real.exists():
+        from imfcodec.media import video
+        frames = [np.pad(f, ((0, 0), (32, 32), (0, 0)), mode="edge") for f in video.read_frames(real, max_frames=4)]
+    else:
+        frames = moving_pattern(4, 320, 256)
+    clip = write_clip(tmp_path / "wide.mp4", frames)
+    out = tmp_path / "out"
+    assert run_script("bench/aspect_real.py", [str(clip), "--frames", "4", "--out", str(out),
+                                               "--decode-speed", str(clip)]) in (0, None)
+    assert (out / "summary.md").is_file() and (out / "rows.csv").is_file()
