@@ -100,19 +100,6 @@ def load_clip(path, max_frames: int):
     return info, frames + frames[-2:0:-1]
 
 
-def packet_groups(packets) -> list[list]:
-    """Split a one-frame-per-packet stream's packets into one list per frame: a B packet
-    travels with the K or T packet after it."""
-    groups, cur = [], []
-    for p in packets:
-        cur.append(p)
-        if not isinstance(p, imfcodec.BasePacket):
-            groups.append(cur)
-            cur = []
-    assert not cur
-    return groups
-
-
 class Meter:
     """Per-frame times and RSS samples of one part, with the windows the targets compare."""
 
@@ -239,7 +226,7 @@ def encode_call(model, clip, fps, frames: int, quality: int) -> tuple[imfcodec.H
         packets += enc.push(clip[i % len(clip)])
     packets += enc.flush()
     header, parsed = imfcodec.parse(container.assemble(enc.header(frames), packets)[0])   # as a file holds it
-    return header, packet_groups(parsed)
+    return header, container.frame_groups(parsed)
 
 
 def lone_hashes(model, header, groups) -> list[str]:

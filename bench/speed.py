@@ -51,6 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imfcodec.options import PRECISIONS
 from imfcodec.fileio import atomic_write
+from imfcodec.format.container import frame_groups
 
 
 def cpu_name():
@@ -123,24 +124,9 @@ def _peak_memory(device) -> dict:
     return out
 
 
-def frame_groups(packets) -> list[list]:
-    """The packets of a one-frame-per-packet stream, grouped by the frame they carry: a
-    base-layer packet goes with the keyframe or token packet after it."""
-    from imfcodec.format import container
-    groups, group = [], []
-    for p in packets:
-        group.append(p)
-        if not isinstance(p, container.BasePacket):
-            groups.append(group)
-            group = []
-    if group:
-        raise ValueError("a base-layer packet with no frame packet after it")
-    return groups
-
-
 def _stream_run(m, header, groups, n_streams, warmup, batched: bool) -> dict:
     """Decode n_streams copies of one live stream frame by frame (``groups``: each frame's
-    packets, :func:`frame_groups`); time the steps after the keyframe and ``warmup`` frames."""
+    packets, :func:`imfcodec.format.container.frame_groups`); time the steps after the keyframe and ``warmup`` frames."""
     import imfcodec
     sync = torch.cuda.synchronize if m.device.type == "cuda" else (lambda: None)
     rss_start = _reset_peak_memory(m.device)          # the peak covers the decoders' whole life

@@ -581,6 +581,20 @@ def parse_packets(data: bytes, header: Header) -> list[Packet]:
     return out
 
 
+def frame_groups(packets) -> list[list]:
+    """The packets of a one-frame-per-packet stream (``packet_frames`` 1), grouped by the
+    frame they carry: a base-layer packet goes with the keyframe or token packet after it."""
+    groups, group = [], []
+    for p in packets:
+        group.append(p)
+        if not isinstance(p, BasePacket):
+            groups.append(group)
+            group = []
+    if group:
+        raise ValueError("a base-layer packet with no frame packet after it")
+    return groups
+
+
 def check_coverage(header: Header, packets: list[Packet]) -> int:
     """Packets cover frames 0, 1, ... in order, each once, from a keyframe on, and reach the
     header's frame count (any count when it is 0, a live recording). Returns the count."""
