@@ -590,11 +590,7 @@ def test_fuzzing_reaches_the_base_layer_decoder(base_model):
     assert any(k.startswith("refused by decode: base-layer picture") for k in seen), seen
     real, _ = api.encode_frames(_frames(base_model, 6), 25, base_model, 4, packet_frames=2)
     assert real[4] == C.BASE_VERSION and fuzz_imf.run_case(real, base_model, 20) == "decoded"
-    mutated = {}
-    for i in range(120):
-        d = streams.RandomDraw(f"mut-{i}")
-        out = fuzz_imf.run_case(streams.fix_crcs(streams._mutate(d, real)), base_model, 20)
-        mutated[out] = mutated.get(out, 0) + 1
+    mutated = fuzz_imf.mutation_outcomes(real, base_model, 120, "mut")
     assert mutated.get("decoded", 0) > 0 and any(k.startswith("refused by decode") for k in mutated), mutated
 
 
@@ -646,9 +642,5 @@ def test_fuzzing_reaches_the_version_6_decoder(base_model):
     assert sum(seen.values()) > 5 and any(k == "decoded" or k.startswith("refused by decode") for k in seen), seen
     real, _ = api.encode_frames(_wide(6), 25, base_model, 4, framing="face", packet_frames=2)
     assert real[4] == 6 and fuzz_imf.run_case(real, base_model, 20) == "decoded"
-    mutated = {}
-    for i in range(80):
-        d = streams.RandomDraw(f"mut6-{i}")
-        out = fuzz_imf.run_case(streams.fix_crcs(streams._mutate(d, real)), base_model, 20)
-        mutated[out] = mutated.get(out, 0) + 1
+    mutated = fuzz_imf.mutation_outcomes(real, base_model, 80, "mut6")
     assert mutated.get("decoded", 0) > 0 and any(k.startswith("refused by decode") for k in mutated), mutated

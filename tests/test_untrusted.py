@@ -294,9 +294,5 @@ def test_fuzzing_generates_framed_streams(tiny_model):
     real, _ = api.encode_frames(moving_pattern(6, 96, 170, seed=3), 25, tiny_model, 4, framing="face",
                                 packet_frames=2)
     assert real[4] == C.FRAMED_VERSION and fuzz_imf.run_case(real, tiny_model, 20) == "decoded"
-    mutated = {}
-    for i in range(80):
-        d = streams.RandomDraw(f"mut3-{i}")
-        out = fuzz_imf.run_case(streams.fix_crcs(streams._mutate(d, real)), tiny_model, 20)
-        mutated[out] = mutated.get(out, 0) + 1
+    mutated = fuzz_imf.mutation_outcomes(real, tiny_model, 80, "mut3")
     assert mutated.get("decoded", 0) > 0 and any(k.startswith("refused by decode") for k in mutated), mutated

@@ -143,6 +143,18 @@ def run_case(data, model, seconds):
         signal.alarm(0)
 
 
+def mutation_outcomes(data: bytes, model, count: int, tag: str, seconds: int = 20) -> dict:
+    """{outcome: how many} of ``count`` seeded mutations of a real stream (byte edits, CRCs
+    fixed so the parser looks past them), each run through :func:`run_case`; the seeds are
+    ``f"{tag}-{i}"``."""
+    outcomes = {}
+    for i in range(count):
+        d = streams.RandomDraw(f"{tag}-{i}")
+        out = run_case(streams.fix_crcs(streams._mutate(d, data)), model, seconds)
+        outcomes[out] = outcomes.get(out, 0) + 1
+    return outcomes
+
+
 def load(model_name: str):
     import torch
     from imfcodec.model import load_model
