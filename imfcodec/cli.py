@@ -39,6 +39,16 @@ def _size(s: str):
         raise argparse.ArgumentTypeError(f"size must look like 176x144, got {s!r}") from None
 
 
+def _anchor(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 255:
+        raise argparse.ArgumentTypeError(f"must be a whole number 0..255, got {s!r}")
+    return v
+
+
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
@@ -103,7 +113,8 @@ def check_encode(args) -> EncoderOptions:
     return EncoderOptions(quality=args.quality, keyframe_codec=kc, packet_frames=args.packet_frames,
                           refresh_drop=args.refresh_drop, refresh_persist=args.refresh_persist,
                           min_keyframe_interval=args.min_keyframe_interval,
-                          max_keyframe_interval=args.max_keyframe_interval, base_layer=args.base_layer)
+                          max_keyframe_interval=args.max_keyframe_interval, base_layer=args.base_layer,
+                          anchor=args.anchor)
 
 
 def cmd_encode(args):
@@ -295,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoder (format version 5; 6 with face framing, of the face crop): auto "
                         "(default) where the model and the quality level have one; on: the same, "
                         "or an error where they do not; off: the paper's token-only codec")
+    e.add_argument("--anchor", type=_anchor, default=None, metavar="0..255",
+                   help="keyframe anchor, with the base layer: keep the keyframe's picture where the "
+                        "base picture has not changed since it, fully off at a change of this many "
+                        "thousandths of full scale (format version 7; 8 with face framing); 0: off "
+                        "(default depends on --quality)")
     e.add_argument("--size", type=_size, default=None,
                    help="WxH of a raw .yuv input or raw video on stdin (other inputs say their own)")
     e.add_argument("--fps", type=float, default=None,

@@ -103,6 +103,10 @@ class CodecModel:
     def base_crf(self, quality: int) -> int:
         return int(self._ladder(quality, "base_crf", DEFAULT_BASE_LADDER))
 
+    def base_anchor(self, quality: int) -> int:
+        """The keyframe anchor's threshold (1/1000) at this level with its base layer; 0: none."""
+        return int(self._ladder(quality, "base_anchor", DEFAULT_BASE_LADDER))
+
     def compute(self):
         """Context for the reference and frame networks: bf16 autocast when the model runs in
         bf16, nothing otherwise."""
@@ -248,7 +252,7 @@ def load_model(name_or_path=None, device="auto", precision="auto") -> CodecModel
 
 # the quality-table keys the encoder reads as numbers (CodecModel's ladder methods)
 LADDER_NUMBER_KEYS = ("step_mult", "keyframe_crf", "crf_h26x", "crf_vp9", "crf_av1_chain", "refresh_drop",
-                      "min_keyframe_interval", "base_size", "base_crf", "base_min_keyframe_interval")
+                      "min_keyframe_interval", "base_size", "base_crf", "base_min_keyframe_interval", "base_anchor")
 
 
 def _check_quality_table(path, table) -> list:

@@ -125,6 +125,9 @@ class EncoderOptions:
     base_layer: str = "auto"
     base_size: int | None = None
     base_crf: int | None = None
+    # the keyframe anchor's threshold in 1/1000 (imfcodec/codec/anchor.py), replacing the
+    # level's; 0 turns it off (a base-layer stream without it is format version 5)
+    anchor: int | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)      # noqa: E731 (frozen)

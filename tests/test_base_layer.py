@@ -319,8 +319,10 @@ def test_version_6_container_rules():
                 + rest)
     with pytest.raises(C.StreamError, match="trailing bytes"):          # a version-3 reading of it
         C.parse(recrc(bytes([*head[:4], 3]) + head[5:]) + rest)
-    with pytest.raises(C.StreamError, match="unsupported .imf format version 7"):
-        C.parse(bytes([*head[:4], 7]) + head[5:] + rest)
+    with pytest.raises(C.StreamError, match="truncated header"):          # a version-8 reading of it
+        C.parse(bytes([*head[:4], 8]) + head[5:] + rest)
+    with pytest.raises(C.StreamError, match="unsupported .imf format version 9"):
+        C.parse(bytes([*head[:4], 9]) + head[5:] + rest)
 
 
 def test_version_6_live_decoder_refuses_a_crop_between_base_and_keyframe(base_model):
@@ -584,7 +586,7 @@ def test_fuzzing_reaches_the_base_layer_decoder(base_model):
     for i in range(400):
         d = streams.RandomDraw(f"base-{i}")
         data = streams.stream(d, t)
-        if data[4] == C.BASE_VERSION:
+        if data[4] in (C.BASE_VERSION, C.ANCHOR_VERSION):                     # 7: 5 with the anchor
             out = fuzz_imf.run_case(data if i % 2 else streams.fix_crcs(streams._mutate(d, data)), base_model, 20)
             seen[out] = seen.get(out, 0) + 1
     assert any(k.startswith("refused by decode: base-layer picture") for k in seen), seen
@@ -622,7 +624,7 @@ def test_cli_says_which_path_and_layers(tmp_path, capsys, base_model_file):
 
 
 def test_fuzzing_reaches_the_version_6_decoder(base_model):
-    """Generated version-6 streams (framing fields, C/F packets, B packets of a real base
+    """Generated version-6 and -8 streams (framing fields, C/F packets, B packets of a real base
     stream) get past the parser to the decoder, and byte mutations of a real version-6
     stream (CRCs fixed) decode or are refused; only IMFCodecError ever comes out."""
     import sys
@@ -636,7 +638,7 @@ def test_fuzzing_reaches_the_version_6_decoder(base_model):
     for i in range(600):
         d = streams.RandomDraw(f"v6-{i}")
         data = streams.stream(d, t)
-        if data[4] == C.FRAMED_BASE_VERSION:
+        if data[4] in (C.FRAMED_BASE_VERSION, C.FRAMED_ANCHOR_VERSION):       # 8: 6 with the anchor
             out = fuzz_imf.run_case(data, base_model, 20)
             seen[out] = seen.get(out, 0) + 1
     assert sum(seen.values()) > 5 and any(k == "decoded" or k.startswith("refused by decode") for k in seen), seen

@@ -16,6 +16,7 @@ from ..format import container
 from ..format.container import BasePacket, Header, KeyframePacket, StreamError, TokenPacket
 from ..media import baselayer, keyframe, video
 from ..model import CodecModel, ModelError
+from . import anchor as anchor_
 
 
 class Decoder:
@@ -36,6 +37,9 @@ class Decoder:
         self.base_dec = None if bl is None else baselayer.BaseDecoder(bl.size)
         self.base_order = None if bl is None else container.BaseOrder(header)
         self.base_pics: torch.Tensor | None = None
+        # versions 7 and 8: the current keyframe's picture and base picture (codec/anchor.py)
+        self.tau = 0.0 if bl is None else bl.tau
+        self.anchor: anchor_.Anchor | None = None
 
     @property
     def ref(self):
@@ -66,8 +70,20 @@ class Decoder:
         out = []
         for i in range(0, packet.count, 8):
             b = None if base is None else base[i:i + 8]
-            out += self.frames(self.m.decode(q[i:i + 8], self.mult, self.ref, b))
+            out += self.frames(self.decode(q[i:i + 8], b))
         return out
+
+    def decode(self, q: torch.Tensor, base: torch.Tensor | None = None, anchor: "anchor_.Anchor | None" = None,
+               ref=None) -> torch.Tensor:
+        """Frames (B, 3, S, S) from symbols q (B, C) and their base pictures: the frame
+        networks, then the keyframe anchor where the stream has one. ``anchor`` and ``ref``
+        default to the current keyframe's."""
+        x = self.m.decode(q, self.mult, self.ref if ref is None else ref, base)
+        return self.apply_anchor(x, base, anchor)
+
+    def apply_anchor(self, x: torch.Tensor, base: torch.Tensor | None, anchor: "anchor_.Anchor | None" = None):
+        """The keyframe anchor applied to generated frames x (unchanged without one)."""
+        return anchor_.compose(x, base, anchor or self.anchor, self.tau)
 
     def base_packet(self, packet: BasePacket):
         """Decode a B packet's pictures and hold them for the next packet's frames."""
@@ -97,13 +113,15 @@ class Decoder:
         used); returns the picture (1, 3, S, S)."""
         if packet.frame_index != self.next_index:
             raise StreamError(f"keyframe for frame {packet.frame_index}, expected {self.next_index}")
-        self.take_base(packet.frame_index, 1, packet)   # a keyframe's frame is its own picture
+        base = self.take_base(packet.frame_index, 1, packet)   # a keyframe's frame is its own picture
         rgb = self.kf_dec.decode(packet.payload, packet.predicted)
         if rgb.shape[:2] != (self.header.coded_size, self.header.coded_size):
             raise StreamError("keyframe picture has the wrong size for this stream")
         x_r = video.to_model(rgb, self.header.coded_size).to(self.m.device)
         q_r = torch.tensor(packet.ref_symbols, dtype=torch.int64, device=self.m.device)
         self._pending_ref = (x_r, q_r)
+        if self.tau > 0 and base is not None:
+            self.anchor = anchor_.Anchor(x_r, base)
         self.prev_q = q_r
         self.next_index += 1
         return x_r

@@ -29,6 +29,7 @@ from ..media import baselayer, keyframe, video
 from ..metrics import psnr       # psnr only: LPIPS and its weight fetcher load on first use
 from ..model import CodecModel
 from ..options import EncoderOptions
+from . import anchor as anchor_
 from .ladder import LevelSettings, level_settings
 
 
@@ -83,7 +84,8 @@ class Encoder:
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.quality, self.codec, self.packet_frames = lv.quality, lv.keyframe_codec, o.packet_frames
         self.mult = lv.step_mult
-        self.base_layer = container.BaseLayer(lv.base_size) if lv.base_layer else None
+        self.base_layer = container.BaseLayer(lv.base_size, anchor=lv.anchor) if lv.base_layer else None
+        self.anchor: anchor_.Anchor | None = None      # the last keyframe's (versions 7, 8)
         self.base_enc = baselayer.BaseEncoder(lv.base_crf) if lv.base_layer else None
         self.base_held: list[tuple[bytes, bool]] = []   # coded base pictures not yet sent
         self.crf = lv.keyframe_crf
@@ -152,6 +154,8 @@ class Encoder:
         x_r = video.to_model(self.kf_dec.decode(data, predicted), self.size).to(self.m.device)
         q_r = _check_symbols(self.gen.quantize(self.gen.encode_token(x_r), self.mult))   # (1, C)
         self.ref = self.m.reference(x_r, q_r, self.mult)
+        if self.base_layer is not None and self.base_layer.anchor:
+            self.anchor = anchor_.Anchor(x_r, base)
         self.prev_q = q_r[0]
         self.since_key = 0
         self.base_psnr = self._base_psnr(x, q_r, base)
@@ -199,7 +203,7 @@ class Encoder:
             out += self._keyframe(x, intra=False, base=base)
         else:
             q = _check_symbols(self.gen.quantize(self.gen.encode_token(x), self.mult)[0])
-            x_hat = self.m.decode(q[None], self.mult, self.ref, base)
+            x_hat = self.decode(q[None], base)
             p = _capped_psnr(x_hat, x)
             if self._refresh(x, x_hat, p):
                 out += self._keyframe(x, intra=False, base=base)
@@ -208,6 +212,12 @@ class Encoder:
         self.index += 1
         self.stats.frames = self.index
         return out
+
+    def decode(self, q, base=None) -> torch.Tensor:
+        """The decoder's frame from quantized tokens q (1, C) and the frame's decoded base
+        picture: the networks, then the keyframe anchor where the stream has one."""
+        x = self.m.decode(q, self.mult, self.ref, base)
+        return anchor_.compose(x, base, self.anchor, self.base_layer.tau) if self.anchor is not None else x
 
     def _refresh(self, x, x_hat, p: float) -> bool:
         """The refresh rule: whether frame x, predicted as x_hat at PSNR p, is coded as a new

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from ..format.container import BASE_SIZES
+from ..format.container import BASE_SIZES, MAX_ANCHOR
 from ..options import QUALITIES, base_layer_mode
 
 # ---- the token-only ladder ----------------------------------------------------------------
@@ -45,8 +45,13 @@ BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.0
 # key `base_av1_chain`; bench/results/ladder_base/av1_chain_refresh_sweep.txt
 BASE_AV1_CHAIN_CRF = LADDER_AV1_CHAIN_CRF
 BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 1.0, 1.0, 0.33, 0.25, 0.16, 0.16, 0.08)
+# the keyframe anchor's threshold in 1/1000 (imfcodec/codec/anchor.py; 0: none, the stream is
+# version 5/6); it pays where the keyframe is sharper than the frames made from it:
+# docs/notes/anchor.md, experiments/temporal_anchor/
+BASE_LADDER_ANCHOR = (0, 0, 0, 0, 0, 0, 30, 30)
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
+     "base_anchor": BASE_LADDER_ANCHOR[q - 1],
      "base_min_keyframe_interval": BASE_LADDER_MIN_KEYFRAME_INTERVAL_S[q - 1],
      "base_av1_chain": {"crf": BASE_AV1_CHAIN_CRF[q - 1],
                         "min_keyframe_interval": BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S[q - 1]}}
@@ -75,6 +80,7 @@ class LevelSettings:
     min_keyframe_interval: float     # seconds between refresh keyframes at least
     base_size: int = 0               # base picture side; 0: no base layer
     base_crf: int | None = None      # its VP9 CRF
+    anchor: int = 0                  # keyframe anchor threshold in 1/1000 (codec/anchor.py); 0: none
 
     @property
     def base_layer(self) -> bool:
@@ -89,13 +95,22 @@ def level_settings(model, options) -> LevelSettings:
     q, codec = options.quality, options.keyframe_codec
     size, crf = _base_layer(model, options)
     on = size > 0
+    anchor = _anchor(model, options) if on else 0
     return LevelSettings(
         quality=q, step_mult=model.step_mult(q), keyframe_codec=codec,
         keyframe_crf=model.keyframe_crf(q, codec, on) if options.keyframe_crf is None else options.keyframe_crf,
         refresh_drop=model.refresh_drop(q) if options.refresh_drop is None else options.refresh_drop,
         min_keyframe_interval=(model.min_keyframe_interval(q, base=on, codec=codec)
                                if options.min_keyframe_interval is None else options.min_keyframe_interval),
-        base_size=size, base_crf=crf)
+        base_size=size, base_crf=crf, anchor=anchor)
+
+
+def _anchor(model, options) -> int:
+    """The keyframe anchor's threshold (1/1000) of a level coded with its base layer."""
+    a = model.base_anchor(options.quality) if options.anchor is None else options.anchor
+    if not (isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= MAX_ANCHOR):
+        raise OptionError(f"keyframe anchor must be an integer 0..{MAX_ANCHOR} (thousandths), got {a!r}")
+    return a
 
 
 def _base_layer(model, options) -> tuple[int, int | None]:

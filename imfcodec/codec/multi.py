@@ -48,7 +48,7 @@ from ..models.imf import ReferenceState, ScaleCache
 class _Stream:
     dec: Decoder
     # in display order: np.ndarray (a keyframe picture, ready) or (symbols (C,), reference,
-    # base picture (1, 3, b, b) or None)
+    # base picture (1, 3, b, b) or None, keyframe anchor or None)
     queue: deque = field(default_factory=deque)
 
 
@@ -129,7 +129,8 @@ class MultiDecoder:
         else:
             base = st.dec.take_base(packet.first_frame, packet.count)
             q = st.dec.symbols(packet)
-            st.queue.extend((row, st.dec.ref, None if base is None else base[i:i + 1]) for i, row in enumerate(q))
+            st.queue.extend((row, st.dec.ref, None if base is None else base[i:i + 1], st.dec.anchor)
+                            for i, row in enumerate(q))
         return len(st.queue)
 
     # ---- frames out ------------------------------------------------------------------
@@ -139,7 +140,7 @@ class MultiDecoder:
         forward pass. Returns {stream id: frames, in order} for the streams that gave
         frames: the decoded one, with any keyframe pictures queued just before or after it."""
         out: dict[int, list[np.ndarray]] = {}
-        batch = []                                      # (sid, symbols (C,), reference, base)
+        batch = []                              # (sid, symbols (C,), reference, base, anchor)
         for sid, st in self._streams.items():
             ready = self._ready(st)
             if ready:
@@ -190,9 +191,13 @@ class MultiDecoder:
         ref = self._stack(refs) if cache else stack_references(refs)
         base = None if batch[0][3] is None else torch.cat([b[3] for b in batch])    # (B, 3, b, b)
         n = self.max_batch or len(batch)
-        return torch.cat([self.m.decode(q[i:i + n], mult[i:i + n], _slice(ref, i, i + n),
-                                        None if base is None else base[i:i + n])
-                          for i in range(0, len(batch), n)])
+        x = torch.cat([self.m.decode(q[i:i + n], mult[i:i + n], _slice(ref, i, i + n),
+                                     None if base is None else base[i:i + n])
+                       for i in range(0, len(batch), n)])
+        if any(b[4] is not None for b in batch):        # keyframe anchors (versions 7, 8), per stream
+            x = torch.cat([self._streams[b[0]].dec.apply_anchor(x[i:i + 1], b[3], b[4]) if b[4] is not None
+                           else x[i:i + 1] for i, b in enumerate(batch)])
+        return x
 
     def _stack(self, refs: list[ReferenceState]) -> ReferenceState:
         if len(refs) == 1:

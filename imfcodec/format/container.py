@@ -19,9 +19,12 @@ VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyfr
 FRAMED_VERSION = 3          # 3 = 2 plus framing (a face crop coded by IMF + a frame layer)
 BASE_VERSION = 5           # 5 = 2 plus a base layer (small VP9 pictures, one deflated group per packet)
 FRAMED_BASE_VERSION = 6    # 6 = 3's framing plus 5's base layer (the face crop's stream has B packets)
-READS_VERSIONS = (1, 2, 3, 5, 6)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
-FRAMED_VERSIONS = (FRAMED_VERSION, FRAMED_BASE_VERSION)     # headers with framing fields
-BASE_VERSIONS = (BASE_VERSION, FRAMED_BASE_VERSION)         # headers with base-layer fields
+ANCHOR_VERSION = 7         # 7 = 5 plus the keyframe anchor (imfcodec/codec/anchor.py)
+FRAMED_ANCHOR_VERSION = 8  # 8 = 6 plus the keyframe anchor
+READS_VERSIONS = (1, 2, 3, 5, 6, 7, 8)  # a version-1 file is a version-2 file without codec 3 and 'P' packets
+FRAMED_VERSIONS = (FRAMED_VERSION, FRAMED_BASE_VERSION, FRAMED_ANCHOR_VERSION)   # headers with framing fields
+BASE_VERSIONS = (BASE_VERSION, FRAMED_BASE_VERSION, ANCHOR_VERSION, FRAMED_ANCHOR_VERSION)  # base-layer fields
+ANCHOR_VERSIONS = (ANCHOR_VERSION, FRAMED_ANCHOR_VERSION)   # base-layer fields with an anchor threshold
 # versions no reader of this imfcodec takes, each with the one line that says why
 RETIRED_VERSIONS = {4: "the per-frame base-layer layout of imfcodec development builds, replaced by "
                        "version 5; re-encode the source"}
@@ -58,6 +61,7 @@ MAX_PACKET_FRAMES = 256
 MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep CompressAI's escapes defined
 MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
 BASE_SIZES = (32, 48, 64, 96)       # a base picture's side (imfcodec.media.baselayer.SIZES)
+MAX_ANCHOR = 255                    # keyframe anchor threshold, in 1/1000 (versions 7, 8; 0: none)
 MAX_BASE_PAYLOAD = 1 << 16          # 64 KiB: one base picture (96x96 raw 4:2:0 is 13.5 KiB)
 BASE_DEFLATE_LEVEL = 9              # zlib level of a B packet's raw deflate stream (any level decodes)
 TOKEN_PAYLOAD_FIXED, TOKEN_PAYLOAD_PER_SYMBOL = 64, 8
@@ -165,6 +169,8 @@ class Header:
     @property
     def version(self) -> int:
         """The format version this header is written as: the lowest that holds it."""
+        if self.base_layer is not None and self.base_layer.anchor:
+            return FRAMED_ANCHOR_VERSION if self.framing is not None else ANCHOR_VERSION
         if self.base_layer is not None:
             return FRAMED_BASE_VERSION if self.framing is not None else BASE_VERSION
         return FRAMED_VERSION if self.framing is not None else VERSION
@@ -183,7 +189,8 @@ class Header:
         """The layers the stream holds, as ``imfcodec encode`` and ``info`` name them:
         "tokens", "base layer WxH", "frame layer WxH"."""
         b, f = self.base_layer, self.framing
-        return (("tokens",) + (() if b is None else (f"base layer {b.size}x{b.size}",))
+        return (("tokens",) + (() if b is None else (f"base layer {b.size}x{b.size}"
+                                                     + (f" (anchor {b.anchor})" if b.anchor else ""),))
                 + (() if f is None else (f"frame layer {f.layer_width}x{f.layer_height}",)))
 
     def describe(self) -> str:
@@ -242,15 +249,26 @@ class BaseLayer:
     Field bounds: docs/bitstream.md."""
     size: int                     # base picture side, one of BASE_SIZES
     codec: str = "vp9"            # chained (key picture, then inter pictures)
+    # versions 7 and 8: the keyframe anchor's threshold in 1/1000 (imfcodec/codec/anchor.py);
+    # 0 = no anchor (versions 5 and 6, which do not store it)
+    anchor: int = 0
 
     def check(self):
         _bound(self.codec in LAYER_CODECS, f"base-layer codec {self.codec!r} is not VP9")
         _bound(self.size in BASE_SIZES, f"base picture size {self.size} not one of "
                                         f"{', '.join(map(str, BASE_SIZES))}")
+        _bound(isinstance(self.anchor, int) and 0 <= self.anchor <= MAX_ANCHOR,
+               f"keyframe anchor {self.anchor!r} outside 0..{MAX_ANCHOR}")
+
+    @property
+    def tau(self) -> float:
+        """The anchor's threshold on the [0, 1] scale (0: no anchor)."""
+        return self.anchor / 1000.0
 
     def to_bytes(self) -> bytes:
         self.check()
-        return put_uvarint(KEYFRAME_CODEC_IDS[self.codec]) + put_uvarint(self.size)
+        out = put_uvarint(KEYFRAME_CODEC_IDS[self.codec]) + put_uvarint(self.size)
+        return out + put_uvarint(self.anchor) if self.anchor else out
 
 
 @dataclass(frozen=True)
@@ -416,17 +434,20 @@ def _parse_header(r: _Reader) -> Header:
     if not (1 <= fn <= MAX_FPS_TERM and 1 <= fd <= MAX_FPS_TERM):
         raise StreamError(f"malformed header (frame rate {fn}/{fd})")
     framing = _parse_framing(h, w, hh) if version in FRAMED_VERSIONS else None
-    base = _parse_base_layer(h) if version in BASE_VERSIONS else None
+    base = _parse_base_layer(h, version in ANCHOR_VERSIONS) if version in BASE_VERSIONS else None
     if not h.done():
         raise StreamError("malformed header (trailing bytes)")
     return Header(mid, mhash, w, hh, cs, Fraction(fn, fd), fc, q, KEYFRAME_CODECS[kc], td, pf, framing, base)
 
 
-def _parse_base_layer(h: _Reader) -> BaseLayer:
+def _parse_base_layer(h: _Reader, anchored: bool = False) -> BaseLayer:
     codec, size = h.uvarint(), h.uvarint()
     if codec not in KEYFRAME_CODECS:
         raise StreamError(f"malformed header (unknown base-layer codec id {codec})")
-    b = BaseLayer(size, KEYFRAME_CODECS[codec])
+    anchor = h.uvarint() if anchored else 0
+    if anchored and not 1 <= anchor <= MAX_ANCHOR:
+        raise StreamError(f"malformed header (keyframe anchor {anchor} outside 1..{MAX_ANCHOR})")
+    b = BaseLayer(size, KEYFRAME_CODECS[codec], anchor)
     b.check()
     return b
 

@@ -43,6 +43,6 @@ def stream_info(path) -> dict:
             "layer_size": f"{fr.layer_width}x{fr.layer_height}", "layer_interval": fr.layer_interval,
             "feather": fr.feather, "layer_bytes": fl, "layer_kbps": rate(fl)}),
         "base_layer": "off" if base is None else f"{base.size}x{base.size} {base.codec}",
-        "base_bytes": bl, "base_kbps": rate(bl),
+        "base_bytes": bl, "base_kbps": rate(bl), "anchor": 0 if base is None else base.anchor,
         "packets": pk,
     }

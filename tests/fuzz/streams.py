@@ -221,6 +221,14 @@ def stream(d, t: Target) -> bytes:
         width, height = _size(body)
         packets = [(framing_packets(d, t, f, first_packet_type(p), width, height) + p, f, n)
                    for p, f, n in packets]
+    # one base-layer stream in 4 gets the keyframe anchor's field (version 7, or 8 framed): the
+    # base-layer fields end the body in versions 5 and 6, so it goes last; drawn last again
+    if version in (C.BASE_VERSION, C.FRAMED_BASE_VERSION) and d.ConsumeIntInRange(0, 3) == 0:
+        anchored = body + C.put_uvarint(_number(d, d.ConsumeIntInRange(1, C.MAX_ANCHOR), C.MAX_ANCHOR, 1))
+        version = {C.BASE_VERSION: C.ANCHOR_VERSION, C.FRAMED_BASE_VERSION: C.FRAMED_ANCHOR_VERSION}[version]
+        hlen = len(anchored) if hlen == len(body) else hlen
+        crc = zlib.crc32(anchored) if crc == zlib.crc32(body) else crc
+        body = anchored
     return b"".join([C.MAGIC, bytes([version]), C.put_uvarint(hlen), body, struct.pack(">I", crc)]
                     + [p for p, _, _ in packets])
 
