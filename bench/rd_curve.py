@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imf-keyframe-preset", type=int, default=None, metavar="0..13",
                    help="imfcodec's SVT-AV1 keyframe preset (imfcodec encode --keyframe-preset; "
                         "default: the codec's own); part of the cache key")
+    p.add_argument("--imf-anchor", type=int, default=None, metavar="0..255",
+                   help="imfcodec's keyframe anchor threshold (imfcodec encode --anchor; 0: off; "
+                        "default: the level's); part of the cache key")
     p.add_argument("--size", type=int, default=None,
                    help="test size S (default: the model's coded size, 256 without imf)")
     p.add_argument("--sizes", default=None, metavar="LIST",

@@ -758,3 +758,23 @@ def test_base_layer_rows_and_cache_keys(bench_files, tmp_path, capsys):
     assert "1 streams (0 measured, 1 from the cache" in capsys.readouterr().out
     assert bench(bench_files / "tiny.pt", "on") == 1
     assert any(s["item"] == "imf" and "token-only" in s["reason"] for s in _rows(out / "skipped.csv"))
+
+
+def test_imf_anchor_is_in_the_rule_and_the_options():
+    """--imf-anchor (imfcodec encode --anchor) names the keyframe anchor in the level's rule,
+    which is part of the cache key, and reaches the encoder's options; a level without a
+    base picture, or with the anchor off, keeps the rule (and so the cache key) it had."""
+    from types import SimpleNamespace
+
+    from imfbench.anchors import ImfRunner
+    from imfbench.run import _imf_rule
+    m = SimpleNamespace(base_layer_at=lambda q, mode: mode != "off" and q > 1, keyframe_crf=lambda q, kc, b: 30,
+                        refresh_drop=lambda q: 4.0, min_keyframe_interval=lambda q, b, kc: 0.08,
+                        base_size=lambda q: 64, base_crf=lambda q: 36, base_anchor=lambda q: 30 if q == 8 else 0,
+                        has_base_layer=True)
+    assert _imf_rule(m, 8, "av1-chain", "auto") == "q8 30 4/0.08 64/36 anchor 30"
+    assert _imf_rule(m, 8, "av1-chain", "auto", 12).endswith("64/36 anchor 12")
+    assert _imf_rule(m, 8, "av1-chain", "auto", 0) == _imf_rule(m, 4, "av1-chain", "auto").replace("q4", "q8")
+    assert "anchor" not in _imf_rule(m, 8, "av1-chain", "off") + _imf_rule(m, 1, "av1-chain", "auto", 5)
+    assert ImfRunner(m, Path("."), anchor=0)._opts()["anchor"] == 0
+    assert "anchor" not in ImfRunner(m, Path("."))._opts()

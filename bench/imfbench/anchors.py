@@ -249,7 +249,7 @@ class ImfRunner:
     labelled ``imf-tokens`` (common.IMF_ROWS), everything else ``imf``."""
 
     def __init__(self, model, streams: Path, keyframe_codec: str | None = None, base_layer: str = "auto",
-                 keyframe_preset: int | None = None):
+                 keyframe_preset: int | None = None, anchor: int | None = None):
         from imfcodec.media import keyframe
         from imfcodec.options import DEFAULT_KEYFRAME_CODEC, base_layer_mode
         self.model, self.streams = model, streams
@@ -258,9 +258,12 @@ class ImfRunner:
         # KeyframeError for a preset the keyframe codec has not
         self.keyframe_options = keyframe.preset_options(self.keyframe_codec, keyframe_preset)
         self.label = "imf-tokens" if self.base_layer == "off" and model.has_base_layer else "imf"
+        self.anchor = anchor        # --imf-anchor: the keyframe anchor's threshold, None = the level's
 
     def _opts(self) -> dict:
         opts = {"keyframe_codec": self.keyframe_codec, "base_layer": self.base_layer}
+        if self.anchor is not None:
+            opts["anchor"] = self.anchor
         return {**opts, "keyframe_options": self.keyframe_options} if self.keyframe_options else opts
 
     def settings(self, qualities):

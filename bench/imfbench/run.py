@@ -30,13 +30,15 @@ def default_sizes(test_size: int) -> list[int]:
     return [s for s in (test_size, test_size // 2, test_size // 4) if s >= MIN_SIZE]
 
 
-def _imf_rule(model, q: int, kc: str, base_layer: str) -> str:
+def _imf_rule(model, q: int, kc: str, base_layer: str, anchor: int | None = None) -> str:
     """One level's encoder rule as the log prints it: the base-layer levels refresh by
-    their own min interval (imfcodec.codec.encoder.Encoder)."""
+    their own min interval (imfcodec.codec.encoder.Encoder); a keyframe anchor (``anchor``:
+    --imf-anchor, else the level's) is named where there is one."""
     base = model.base_layer_at(q, base_layer)
     rule = (f"q{q} {model.keyframe_crf(q, kc, base)} {model.refresh_drop(q):g}/"
             f"{model.min_keyframe_interval(q, base, kc):g}")
-    return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "")
+    a = (model.base_anchor(q) if anchor is None else anchor) if base else 0
+    return rule + (f" {model.base_size(q)}/{model.base_crf(q)}" if base else "") + (f" anchor {a}" if a else "")
 
 
 def _imf_encoders(model, q: int, kc: str, base_layer: str, keyframe_options: dict | None = None) -> dict:
@@ -133,14 +135,14 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
     if model is not None:
         try:
             runners["imf"] = ImfRunner(model, streams, args.imf_keyframe_codec, args.base_layer,
-                                       args.imf_keyframe_preset)
+                                       args.imf_keyframe_preset, args.imf_anchor)
         except keyframe.KeyframeError as e:
             return _error(f"--imf-keyframe-preset: {e}")
         kc = runners["imf"].keyframe_codec
         log(f"imf keyframe codec {kc}"
             + (f" at preset {args.imf_keyframe_preset}" if args.imf_keyframe_preset is not None else "")
             + "; per quality: keyframe CRF, refresh drop dB / min interval s[, base picture side/CRF]: "
-            + ", ".join(_imf_rule(model, q, kc, args.base_layer) for q in qualities))
+            + ", ".join(_imf_rule(model, q, kc, args.base_layer, args.imf_anchor) for q in qualities))
     for c in codecs:
         if c in ANCHORS:
             runners[c] = AnchorRunner(ANCHORS[c], streams, strip_sei=not args.keep_sei)
@@ -166,7 +168,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
             # code's table) or a keyframe preset changed in code codes anew
             imf = runners["imf"]
             level = (model, int(label[1:]), imf.keyframe_codec, imf.base_layer)
-            k.update(rule=_imf_rule(*level), encoders=_imf_encoders(*level, imf.keyframe_options))
+            k.update(rule=_imf_rule(*level, imf.anchor), encoders=_imf_encoders(*level, imf.keyframe_options))
         else:
             a = ANCHORS[c]
             k.update(options=a.options(int(label[3:]), n + 1), encoder=a.encoder, thread_type=THREAD_TYPE,
@@ -203,7 +205,7 @@ def run(args, argv, out: Path, streams: Path, log, skip, skipped) -> int:
                 "token_dim": model.config.token_dim, "device": str(model.device),
                 "precision": str(model.dtype).replace("torch.", ""), "qualities": qualities,
                 "model_arg": args.model, "base_layer": args.base_layer,
-                "keyframe_preset": args.imf_keyframe_preset, "imfcodec_version": __import__("imfcodec").__version__},
+                "keyframe_preset": args.imf_keyframe_preset, "anchor": args.imf_anchor, "imfcodec_version": __import__("imfcodec").__version__},
             "anchors": {c: {"ladder": ladders[c], "reduced_size_ladder": small[c], "coded_sizes": sizes,
                             "options": ANCHORS[c].options("<crf>", "<frames+1>"),
                             "encoder": ANCHORS[c].encoder, "thread_type": THREAD_TYPE,
