@@ -11,6 +11,10 @@ docs/MODEL_CARD.md keep their prose; only the text between `<!-- table:NAME -->`
 Sources (each written by a bench script; bench/conditions.md says how):
     results/rd_base/   bench/rd_curve.py, the default model against the anchors (rd.csv, hulls.csv,
                        bdrate.csv, streams.csv, summary_q1-q6.md)
+    results/rd_anchor/ bench/rd_curve.py --codecs imf --qualities 7,8: the levels the keyframe
+                       anchor changed, coded again; their imf rows replace rd_base's, and the
+                       q1-q8 BD-rates are computed again from the merged rows (imfbench.report)
+    results/rd_anchor_off/  the same levels (and q4) with --imf-anchor 0: the ablation
     results/rd/        bench/rd_curve.py, the token-only imf-cpu with the VP9 keyframe chain
     results/aspect/    bench/aspect.py (summary.md, speed.json)
     results/speed*.json  bench/speed.py
@@ -80,10 +84,40 @@ class RD:
         pick = min(hull, key=lambda h: abs(math.log(float(h["kbps"]) / kbps)))
         return self.by_key[(video, pick["codec"], pick["setting"])]
 
+    def with_imf(self, folder: Path) -> "RD":
+        """These results with the imf rows of another run (same clips and test source) in place
+        of theirs, level by level, and the BD-rates computed again from the merged rows."""
+        new = read_csv(folder / "rd.csv")
+        levels = {(r["video"], r["setting"]) for r in new if r["codec"] == "imf"}
+        self.overlay, self.overlay_levels = folder, sorted({s for _, s in levels})
+        self.rd = [r for r in self.rd if not (r["codec"] == "imf" and (r["video"], r["setting"]) in levels)] + \
+            [r for r in new if r["codec"] == "imf"]
+        self.streams = [r for r in self.streams if not (r["codec"] == "imf" and (r["video"], r["setting"]) in levels)] + \
+            [r for r in read_csv(folder / "streams.csv") if r["codec"] == "imf"]
+        self.by_key = {(r["video"], r["codec"], r["setting"]): r for r in self.rd}
+        self.bd = bd_rows(self.rd)
+        return self
+
     def bd_mean(self, anchor: str, metric: str) -> tuple[float, str]:
         row = next(r for r in self.bd if r["video"] == "mean" and r["anchor"] == anchor and r["metric"] == metric)
         n = re.search(r"over (\d+) of (\d+)", row["note"])
         return float(row["bd_rate_pct"]), f"{n[1]}/{n[2]}"
+
+
+def bd_rows(rd: list[dict]) -> list[dict]:
+    """bdrate.csv's rows computed from rd.csv's rows (each stream's per-frame means), as
+    bench/rd_curve.py computes them (imfbench.report.bdrate_table: the same values from the
+    same rows); needs the bench library, which `make setup` installs."""
+    from fractions import Fraction
+
+    import numpy as np
+    from imfbench.common import Result
+    from imfbench.report import bdrate_table
+    metrics = ("psnr", "ms_ssim", "lpips", "dists")
+    results = [Result(r["video"], r["codec"], r["setting"], 0, 1, Fraction(25), 0, 0, float(r["kbps"]), 0, 0, 0,
+                      size=int(r["size"]), per_frame={m: np.array([float(r[m])]) for m in metrics}) for r in rd]
+    cols, rows = bdrate_table(results)
+    return [dict(zip(cols, (str(c) for c in row))) for row in rows]
 
 
 def summary_bd(path: Path) -> dict:
@@ -234,9 +268,40 @@ def embed(path: Path, drop_title: bool = True) -> str:
 
 
 # ---- documents ---------------------------------------------------------------------------------
+def default_rd(results: Path) -> RD:
+    """The default model's val results: rd_base, with the levels rd_anchor coded again."""
+    base = RD(results / "rd_base")
+    return base.with_imf(results / "rd_anchor") if (results / "rd_anchor" / "rd.csv").exists() else base
+
+
+def anchor_ablation(results: Path) -> str:
+    """The keyframe anchor on and off (rd_anchor, rd_anchor_off), per level, means over the clips."""
+    on, off = RD(results / "rd_anchor"), RD(results / "rd_anchor_off")
+    rows = []
+    for q in off.qualities():
+        for name, rd in (("off", off), ("on (default)", on)):
+            rs = rd.imf(q)
+            if not rs or (name != "off" and q not in on.qualities()):
+                continue
+            rows.append([f"q{q}", name, f"{mean(r['kbps'] for r in rs):.2f}", f"{mean(r['lpips'] for r in rs):.4f}",
+                         f"{mean(r['dists'] for r in rs):.4f}", f"{mean(r['psnr'] for r in rs):.2f}",
+                         f"{mean(r['pulse'] for r in rs):.4f}", f"{mean(r['tlp'] for r in rs):.4f}",
+                         f"{max(float(r['pulse']) for r in rs):.4f}", len(rs)])
+    return md_table(["level", "keyframe anchor", "kbps", "LPIPS", "DISTS", "PSNR dB", "pulse", "tLP",
+                     "worst clip's pulse", "clips"], rows)
+
+
+def overlay_note(rd: RD) -> str:
+    if not getattr(rd, "overlay", None):
+        return ""
+    return (f"imfcodec's {', '.join(rd.overlay_levels)} rows are from `bench/results/{rd.overlay.name}/` (coded "
+            "again with the keyframe anchor); everything else from `bench/results/rd_base/`; the q1-q8 "
+            "BD-rates are computed from the merged rows.")
+
+
 def tables(results: Path) -> dict[str, str]:
     """Every marked table of README.md and docs/MODEL_CARD.md, by name."""
-    base = RD(results / "rd_base")
+    base = default_rd(results)
     q6 = summary_bd(results / "rd_base" / "summary_q1-q6.md")
     return {
         "headline": headline_table(base),
@@ -248,7 +313,7 @@ def tables(results: Path) -> dict[str, str]:
 
 
 def benchmarks_md(results: Path) -> str:
-    base, old = RD(results / "rd_base"), RD(results / "rd")
+    base, old = default_rd(results), RD(results / "rd")
     q6 = summary_bd(results / "rd_base" / "summary_q1-q6.md")
     speed_base = json.loads((results / "speed_base.json").read_text())
     speed_cpu = json.loads((results / "speed.json").read_text())
@@ -265,8 +330,12 @@ def benchmarks_md(results: Path) -> str:
         "those sizes, as an adaptive sender would choose.",
         "Reproduce (the clips come from `--videos`; the validation clips are not in the repository):",
         "```bash\npython bench/rd_curve.py --videos \"$IMFCODEC_DATA/val\" --out bench/results/rd_base\n"
+        "python bench/rd_curve.py --videos \"$IMFCODEC_DATA/val\" --out bench/results/rd_anchor --codecs imf --qualities 7,8\n"
+        "python bench/rd_curve.py --videos \"$IMFCODEC_DATA/val\" --out bench/results/rd_anchor_off --codecs imf "
+        "--qualities 4,7,8 --imf-anchor 0\n"
         "python bench/model_card.py    # rewrites this file and the tables in README.md and docs/MODEL_CARD.md\n```",
         f"## The default model, imf-cpu-base ({len(base.clips)} validation clips, `bench/results/rd_base/`)",
+        overlay_note(base),
         "### By quality level", quality_table(base),
         "### BD-rate against each anchor",
         "q1-q8 from `bdrate.csv` (clips with overlap in brackets); q1-q6 from `summary_q1-q6.md` "
@@ -275,6 +344,11 @@ def benchmarks_md(results: Path) -> str:
         "### At matched rates",
         "Per clip, each anchor's stream on its LPIPS best-size curve closest in rate to imfcodec's level.",
         matched_table(base),
+        "### The keyframe anchor, on and off",
+        "`bench/results/rd_anchor/` (the default) and `bench/results/rd_anchor_off/` (`--imf-anchor 0`), "
+        "the same day, machine and clips (docs/notes/anchor.md). Only q7 and q8 have the anchor; q4 is the "
+        "default level, for its tLP.",
+        anchor_ablation(results),
         "### The anchors at 256x256",
     ]
     for a, name in ANCHORS.items():
