@@ -259,3 +259,13 @@ def test_loopback_call_recovers_a_lost_packet(tiny_model):
     good = [s.index for s in shown if not s.concealed]
     assert 10 not in good and good[-1] == ss.frames_sent - 1 and len(good) >= ss.frames_sent - 10
     assert [s.index for s in shown] == list(range(ss.frames_sent))      # concealed in between
+
+
+def test_units_are_the_containers_frame_groups():
+    """The sender groups packets as container.frame_groups does: a B packet goes with the
+    packet after it, and one with nothing after it is refused rather than dropped."""
+    from imfcodec.live.peer import units
+    b, t = C.BasePacket(0, (b"\x00",), key=True), C.TokenPacket(0, 1, b"\x01")
+    assert units([b, t, t]) == [[b, t], [t]]
+    with pytest.raises(ValueError, match="base-layer packet"):
+        units([t, b])

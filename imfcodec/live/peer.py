@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import IMFCodecError
-from ..format.container import BasePacket, KeyframePacket, packet_to_bytes
+from ..format.container import KeyframePacket, frame_groups, packet_to_bytes
 from . import wire
 from .playout import PLI_INTERVAL_S, Concealer, LiveDecoder
 
@@ -94,15 +94,10 @@ def _dtls_bytes_sent(pc) -> int | None:
 
 
 def units(packets) -> list[list]:
-    """An encoder's packets grouped into frame units: [B] then one K, P or T packet."""
-    out, held = [], None
-    for p in packets:
-        if isinstance(p, BasePacket):
-            held = p
-        else:
-            out.append(([held] if held is not None else []) + [p])
-            held = None
-    return out
+    """An encoder's packets grouped into frame units: [B] then one K, P or T packet
+    (:func:`~imfcodec.format.container.frame_groups`: a B packet with nothing after it is a
+    ValueError, never sent alone)."""
+    return frame_groups(packets)
 
 
 def unit_is_intra(unit) -> bool:
