@@ -46,9 +46,9 @@ BASE_LADDER_MIN_KEYFRAME_INTERVAL_S = (2.0, 2.0, 1.0, 0.5, 0.33, 0.25, 0.16, 0.0
 BASE_AV1_CHAIN_CRF = LADDER_AV1_CHAIN_CRF
 BASE_AV1_CHAIN_MIN_KEYFRAME_INTERVAL_S = (2.0, 1.0, 1.0, 0.33, 0.25, 0.16, 0.16, 0.08)
 # the keyframe anchor's threshold in 1/1000 (imfcodec/codec/anchor.py; 0: none, the stream is
-# version 5/6); it pays where the keyframe is sharper than the frames made from it:
-# docs/notes/anchor.md, experiments/temporal_anchor/
-BASE_LADDER_ANCHOR = (0, 0, 0, 0, 0, 0, 30, 30)
+# version 5/6); it pays where the keyframe is sharper than the frames made from it, q6-q8
+# (thresholds from training-clip sweeps): docs/notes/anchor.md, experiments/temporal_anchor/
+BASE_LADDER_ANCHOR = (0, 0, 0, 0, 0, 20, 30, 30)
 DEFAULT_BASE_LADDER = [
     {"base_size": BASE_LADDER_SIZE[q - 1], "base_crf": BASE_LADDER_CRF[q - 1],
      "base_anchor": BASE_LADDER_ANCHOR[q - 1],
