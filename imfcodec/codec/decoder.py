@@ -3,9 +3,9 @@ encoder's closed loop saw.
 
 :meth:`Decoder.push` is a packet's whole decode. Its steps are public too
 (:meth:`~Decoder.take_base_packet`, :meth:`~Decoder.decode_keyframe`,
-:meth:`~Decoder.take_base`, :meth:`~Decoder.symbols`, :meth:`~Decoder.frames`), for a caller
-that runs the frame networks itself: :class:`imfcodec.codec.multi.MultiDecoder` batches them
-over streams.
+:meth:`~Decoder.take_base`, :meth:`~Decoder.symbols`, :meth:`~Decoder.apply_anchor`,
+:meth:`~Decoder.frames`), for a caller that runs the frame networks itself:
+:class:`imfcodec.codec.multi.MultiDecoder` batches them over streams.
 """
 from __future__ import annotations
 
@@ -73,16 +73,14 @@ class Decoder:
             out += self.frames(self.decode(q[i:i + 8], b))
         return out
 
-    def decode(self, q: torch.Tensor, base: torch.Tensor | None = None, anchor: "anchor_.Anchor | None" = None,
-               ref=None) -> torch.Tensor:
-        """Frames (B, 3, S, S) from symbols q (B, C) and their base pictures: the frame
-        networks, then the keyframe anchor where the stream has one. ``anchor`` and ``ref``
-        default to the current keyframe's."""
-        x = self.m.decode(q, self.mult, self.ref if ref is None else ref, base)
-        return self.apply_anchor(x, base, anchor)
+    def decode(self, q: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames (B, 3, S, S) from symbols q (B, C) and their base pictures, against the
+        current keyframe: the frame networks, then the keyframe anchor where the stream has one."""
+        return self.apply_anchor(self.m.decode(q, self.mult, self.ref, base), base)
 
     def apply_anchor(self, x: torch.Tensor, base: torch.Tensor | None, anchor: "anchor_.Anchor | None" = None):
-        """The keyframe anchor applied to generated frames x (unchanged without one)."""
+        """The keyframe anchor (``anchor``, default the current keyframe's) applied to generated
+        frames x and their base pictures; x unchanged in a stream without one."""
         return anchor_.compose(x, base, anchor or self.anchor, self.tau)
 
     def base_packet(self, packet: BasePacket):
