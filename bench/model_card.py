@@ -67,6 +67,8 @@ class RD:
         self.streams = read_csv(folder / "streams.csv") if (folder / "streams.csv").exists() else []
         self.clips = list(dict.fromkeys(r["video"] for r in self.rd))
         self.by_key = {(r["video"], r["codec"], r["setting"]): r for r in self.rd}
+        self.overlay: Path | None = None      # the run whose imf rows were put in (with_imf)
+        self.overlay_levels: list[str] = []
 
     def imf(self, q: int) -> list[dict]:
         return [r for r in self.rd if r["codec"] == "imf" and r["setting"] == f"q{q}"]
@@ -90,10 +92,12 @@ class RD:
         new = read_csv(folder / "rd.csv")
         levels = {(r["video"], r["setting"]) for r in new if r["codec"] == "imf"}
         self.overlay, self.overlay_levels = folder, sorted({s for _, s in levels})
-        self.rd = [r for r in self.rd if not (r["codec"] == "imf" and (r["video"], r["setting"]) in levels)] + \
-            [r for r in new if r["codec"] == "imf"]
-        self.streams = [r for r in self.streams if not (r["codec"] == "imf" and (r["video"], r["setting"]) in levels)] + \
-            [r for r in read_csv(folder / "streams.csv") if r["codec"] == "imf"]
+
+        def merged(mine, theirs):
+            return ([r for r in mine if not (r["codec"] == "imf" and (r["video"], r["setting"]) in levels)]
+                    + [r for r in theirs if r["codec"] == "imf"])
+        self.rd = merged(self.rd, new)
+        self.streams = merged(self.streams, read_csv(folder / "streams.csv"))
         self.by_key = {(r["video"], r["codec"], r["setting"]): r for r in self.rd}
         self.bd = bd_rows(self.rd)
         return self
@@ -123,7 +127,7 @@ def bd_rows(rd: list[dict]) -> list[dict]:
 def q6_bd(rd: RD, path: Path) -> dict:
     """The q1-q6 BD-rates (anchor -> metric -> value): from summary_q1-q6.md, or computed again
     from the rows when another run's imf rows were put in (RD.with_imf)."""
-    if not getattr(rd, "overlay", None):
+    if rd.overlay is None:
         return summary_bd(path)
     out: dict = {}
     for x in bd_rows([r for r in rd.rd if r["codec"] != "imf" or int(r["setting"][1:]) <= 6]):
@@ -304,7 +308,7 @@ def anchor_ablation(results: Path) -> str:
 
 
 def overlay_note(rd: RD) -> str:
-    if not getattr(rd, "overlay", None):
+    if rd.overlay is None:
         return ""
     return (f"imfcodec's {', '.join(rd.overlay_levels)} rows are from `bench/results/{rd.overlay.name}/` (coded "
             "again with the keyframe anchor); everything else from `bench/results/rd_base/`; the q1-q8 "

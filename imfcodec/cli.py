@@ -15,8 +15,8 @@ import sys
 
 from .errors import IMFCodecError, OptionError, describe
 from .fileio import check_output_folder
-from .options import (BASE_LAYER_MODES, DEFAULT_KEYFRAME_CODEC, DEFAULT_MAX_KEYFRAME_INTERVAL_S, DEFAULT_MODEL,
-                      DEFAULT_PACKET_FRAMES, DEFAULT_QUALITY, DEFAULT_REFRESH_PERSIST, DEVICES, FRAMINGS,
+from .options import (ANCHOR_MAX, BASE_LAYER_MODES, DEFAULT_KEYFRAME_CODEC, DEFAULT_MAX_KEYFRAME_INTERVAL_S,
+                      DEFAULT_MODEL, DEFAULT_PACKET_FRAMES, DEFAULT_QUALITY, DEFAULT_REFRESH_PERSIST, DEVICES, FRAMINGS,
                       KEYFRAME_CODECS, KEYFRAME_PRESETS, PIPE, PRECISIONS, QUALITIES, VIDEO_OUTPUTS,
                       EncoderOptions, check_device, is_raw_input, shipped_models)
 
@@ -44,8 +44,8 @@ def _anchor(s: str) -> int:
         v = int(s)
     except ValueError:
         v = -1
-    if not 0 <= v <= 255:
-        raise argparse.ArgumentTypeError(f"must be a whole number 0..255, got {s!r}")
+    if not 0 <= v <= ANCHOR_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number 0..{ANCHOR_MAX}, got {s!r}")
     return v
 
 
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoder (format version 5; 6 with face framing, of the face crop): auto "
                         "(default) where the model and the quality level have one; on: the same, "
                         "or an error where they do not; off: the paper's token-only codec")
-    e.add_argument("--anchor", type=_anchor, default=None, metavar="0..255",
+    e.add_argument("--anchor", type=_anchor, default=None, metavar=f"0..{ANCHOR_MAX}",
                    help="keyframe anchor, with the base layer: keep the keyframe's picture where the "
                         "base picture has not changed since it, fully off at a change of this many "
                         "thousandths of full scale (format version 7; 8 with face framing); 0: off "

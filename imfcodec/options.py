@@ -35,6 +35,10 @@ FRAMINGS = ("auto", "face", "stretch")
 # the base layer (format version 5): auto = where the model and the quality level have one;
 # on = the same, or an error where they do not; off = the paper's token-only codec
 BASE_LAYER_MODES = ("auto", "on", "off")
+# the keyframe anchor's threshold (format versions 7, 8; imfcodec/codec/anchor.py): an integer
+# 0..ANCHOR_MAX in 1/ANCHOR_SCALE of full scale; 0 = no anchor
+ANCHOR_MAX = 255
+ANCHOR_SCALE = 1000
 
 DEFAULT_PACKET_FRAMES = 8         # token frames per packet
 DEFAULT_MAX_KEYFRAME_INTERVAL_S = 10.0

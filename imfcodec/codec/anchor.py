@@ -26,10 +26,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: the threshold's unit in a stream header (tau = anchor / ANCHOR_SCALE)
-ANCHOR_SCALE = 1000
-
-
 @dataclass(frozen=True)
 class Anchor:
     """A keyframe's picture (1, 3, S, S) and its frame's decoded base picture (1, 3, b, b)."""

@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Iterator, Union
 
 from ..errors import IMFCodecError
-from ..options import KEYFRAME_CODECS as _KEYFRAME_CODEC_NAMES, QUALITIES
+from ..options import ANCHOR_MAX, ANCHOR_SCALE, KEYFRAME_CODECS as _KEYFRAME_CODEC_NAMES, QUALITIES
 
 MAGIC = b"IMF\x89"
 VERSION = 2                 # 2 added the vp9 keyframe codec and predicted keyframes
@@ -61,7 +61,7 @@ MAX_PACKET_FRAMES = 256
 MAX_SYMBOL = 1 << 24                # |q_i|; differences within 2^25 keep CompressAI's escapes defined
 MAX_KEYFRAME_PAYLOAD = 1 << 22      # 4 MiB: one coded_size^2 picture
 BASE_SIZES = (32, 48, 64, 96)       # a base picture's side (imfcodec.media.baselayer.SIZES)
-MAX_ANCHOR = 255                    # keyframe anchor threshold, in 1/1000 (versions 7, 8; 0: none)
+MAX_ANCHOR = ANCHOR_MAX             # keyframe anchor threshold, in 1/1000 (versions 7, 8; 0: none)
 MAX_BASE_PAYLOAD = 1 << 16          # 64 KiB: one base picture (96x96 raw 4:2:0 is 13.5 KiB)
 BASE_DEFLATE_LEVEL = 9              # zlib level of a B packet's raw deflate stream (any level decodes)
 TOKEN_PAYLOAD_FIXED, TOKEN_PAYLOAD_PER_SYMBOL = 64, 8
@@ -263,7 +263,7 @@ class BaseLayer:
     @property
     def tau(self) -> float:
         """The anchor's threshold on the [0, 1] scale (0: no anchor)."""
-        return self.anchor / 1000.0
+        return self.anchor / ANCHOR_SCALE
 
     def to_bytes(self) -> bytes:
         self.check()
